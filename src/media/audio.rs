@@ -1,0 +1,303 @@
+//! Audio: decoding any libavformat input to interleaved f32, counting programme samples by
+//! decoding (container durations lie), and writing the padded programme to a WAV file.
+//!
+//! Decoded frames are converted here (no swresample for plain format changes, so counts stay
+//! exact); more than two channels are downmixed to stereo. Rates AAC cannot carry are
+//! resampled to the nearest rate it can.
+
+use std::path::Path;
+
+use ffmpeg_next as av;
+
+use crate::error::{Context, Error, ErrorKind, Result};
+
+/// Sample rates the AAC encoder accepts (MPEG-4 sampling frequency table).
+pub const AAC_RATES: [u32; 13] = [
+    96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
+];
+
+/// The rate the programme is encoded at: the source rate when AAC takes it, else the nearest
+/// AAC rate at or above it (capped at 96 kHz).
+pub fn output_rate(source_rate: u32) -> u32 {
+    if AAC_RATES.contains(&source_rate) {
+        return source_rate;
+    }
+    AAC_RATES
+        .iter()
+        .rev()
+        .copied()
+        .find(|&r| r >= source_rate)
+        .unwrap_or(96000)
+}
+
+/// What the audio stream says about itself before decoding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AudioInfo {
+    pub codec: String,
+    pub rate: u32,
+    /// Channels in the source.
+    pub channels: u16,
+    /// Channels we deliver: the source's, downmixed to 2 when it has more.
+    pub out_channels: u16,
+    /// The container's claim, for the record only.
+    pub container_duration_seconds: Option<f64>,
+}
+
+/// Totals of a full decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DecodeStats {
+    /// Samples per channel delivered to the sink.
+    pub samples: u64,
+    /// Packets the decoder refused (decoded past with a warning).
+    pub corrupt_packets: u64,
+}
+
+/// An opened audio input: the first (best) audio stream of a file.
+pub struct AudioInput {
+    path: std::path::PathBuf,
+    input: av::format::context::Input,
+    stream_index: usize,
+    decoder: av::decoder::Audio,
+    info: AudioInfo,
+}
+
+impl AudioInput {
+    pub fn open(path: &Path) -> Result<AudioInput> {
+        super::init();
+        super::check_input_file(path)?;
+        let input = av::format::input(path)
+            .map_err(|e| Error::at_path(ErrorKind::UnsupportedFormat, path, format!("not a readable media file ({e})")))?;
+        let stream = input
+            .streams()
+            .best(av::media::Type::Audio)
+            .ok_or_else(|| Error::at_path(ErrorKind::UnsupportedFormat, path, "has no audio stream"))?;
+        let stream_index = stream.index();
+        let tb = stream.time_base();
+        let container_duration_seconds = (stream.duration() > 0 && tb.denominator() != 0)
+            .then(|| stream.duration() as f64 * f64::from(tb.numerator()) / f64::from(tb.denominator()));
+        let ctx = av::codec::context::Context::from_parameters(stream.parameters())
+            .at(ErrorKind::UnsupportedFormat, path)?;
+        let decoder = ctx
+            .decoder()
+            .audio()
+            .map_err(|e| Error::at_path(ErrorKind::UnsupportedFormat, path, format!("no decoder for its audio ({e})")))?;
+        let rate = decoder.rate();
+        let channels = decoder.channels();
+        if rate == 0 || channels == 0 {
+            return Err(Error::at_path(
+                ErrorKind::UnsupportedFormat,
+                path,
+                format!("audio stream has rate {rate} Hz and {channels} channels"),
+            ));
+        }
+        if !(1000..=768_000).contains(&rate) {
+            return Err(Error::at_path(ErrorKind::UnsupportedFormat, path, format!("audio sample rate {rate} Hz is out of range")));
+        }
+        let codec = decoder.codec().map(|c| c.name().to_string()).unwrap_or_default();
+        let info = AudioInfo {
+            codec,
+            rate,
+            channels,
+            out_channels: channels.min(2),
+            container_duration_seconds,
+        };
+        Ok(AudioInput { path: path.to_path_buf(), input, stream_index, decoder, info })
+    }
+
+    pub fn info(&self) -> &AudioInfo {
+        &self.info
+    }
+
+    /// Decodes the whole stream, handing interleaved f32 chunks (`out_channels` wide) to `sink`.
+    pub fn decode(mut self, mut sink: impl FnMut(&[f32]) -> Result<()>) -> Result<DecodeStats> {
+        let mut stats = DecodeStats::default();
+        let mut frame = av::frame::Audio::empty();
+        let mut buf: Vec<f32> = Vec::new();
+        let out_ch = usize::from(self.info.out_channels);
+        let path = self.path.clone();
+        let mut drain = |decoder: &mut av::decoder::Audio, stats: &mut DecodeStats, buf: &mut Vec<f32>| -> Result<()> {
+            while decoder.receive_frame(&mut frame).is_ok() {
+                buf.clear();
+                to_interleaved_f32(&frame, out_ch, buf).map_err(|m| Error::at_path(ErrorKind::UnsupportedFormat, &path, m))?;
+                stats.samples += (buf.len() / out_ch) as u64;
+                sink(buf)?;
+            }
+            Ok(())
+        };
+        let mut packets = self.input.packets();
+        loop {
+            let next = packets.next();
+            let Some((stream, packet)) = next else { break };
+            if stream.index() != self.stream_index {
+                continue;
+            }
+            match self.decoder.send_packet(&packet) {
+                Ok(()) => {}
+                Err(av::Error::Other { errno }) if errno == av::util::error::EAGAIN => {}
+                Err(e) => {
+                    stats.corrupt_packets += 1;
+                    tracing::warn!(stage = "prepare", path = %self.path.display(), "skipped a corrupt audio packet: {e}");
+                    continue;
+                }
+            }
+            drain(&mut self.decoder, &mut stats, &mut buf)?;
+        }
+        drop(packets);
+        self.decoder.send_eof().ok();
+        drain(&mut self.decoder, &mut stats, &mut buf)?;
+        Ok(stats)
+    }
+}
+
+/// Converts one decoded frame to interleaved f32 with `out_ch` channels.
+fn to_interleaved_f32(frame: &av::frame::Audio, out_ch: usize, out: &mut Vec<f32>) -> std::result::Result<(), String> {
+    use av::format::sample::{Sample, Type};
+    let n = frame.samples();
+    let ch = usize::from(frame.channels()).max(1);
+    let planar = frame.is_planar();
+    let fmt = frame.format();
+    // Reads sample s of channel c as f32.
+    let read = |c: usize, s: usize| -> f32 {
+        let (plane, idx) = if planar { (c, s) } else { (0, s * ch + c) };
+        let data = frame.data(plane);
+        match fmt {
+            Sample::U8(_) => (f32::from(data[idx]) - 128.0) / 128.0,
+            Sample::I16(_) => {
+                let b = [data[idx * 2], data[idx * 2 + 1]];
+                f32::from(i16::from_ne_bytes(b)) / 32768.0
+            }
+            Sample::I32(_) => {
+                let mut b = [0u8; 4];
+                b.copy_from_slice(&data[idx * 4..idx * 4 + 4]);
+                (f64::from(i32::from_ne_bytes(b)) / 2_147_483_648.0) as f32
+            }
+            Sample::I64(_) => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&data[idx * 8..idx * 8 + 8]);
+                (i64::from_ne_bytes(b) as f64 / 9_223_372_036_854_775_808.0) as f32
+            }
+            Sample::F32(_) => {
+                let mut b = [0u8; 4];
+                b.copy_from_slice(&data[idx * 4..idx * 4 + 4]);
+                f32::from_ne_bytes(b)
+            }
+            Sample::F64(_) => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&data[idx * 8..idx * 8 + 8]);
+                f64::from_ne_bytes(b) as f32
+            }
+            Sample::None => 0.0,
+        }
+    };
+    if matches!(fmt, Sample::None) {
+        return Err("decoder produced no sample format".into());
+    }
+    let _ = Type::Packed;
+    // Bounds: a frame's planes hold at least n samples per channel.
+    let bytes = fmt.bytes();
+    let need = if planar { n * bytes } else { n * ch * bytes };
+    for p in 0..if planar { ch } else { 1 } {
+        if frame.data(p).len() < need {
+            return Err("decoder produced a short audio frame".into());
+        }
+    }
+    out.reserve(n * out_ch);
+    for s in 0..n {
+        if ch == out_ch {
+            for c in 0..ch {
+                out.push(read(c, s));
+            }
+        } else if out_ch == 1 {
+            let sum: f32 = (0..ch).map(|c| read(c, s)).sum();
+            out.push(sum / ch as f32);
+        } else {
+            let (l, r) = downmix_stereo(ch, |c| read(c, s));
+            out.push(l);
+            out.push(r);
+        }
+    }
+    Ok(())
+}
+
+/// Downmixes `ch` channels in FFmpeg's default order (FL FR FC LFE BL BR SL SR …) to stereo
+/// with the ITU-R BS.775 coefficients (centre and surrounds at -3 dB, LFE dropped),
+/// normalised so a full-scale signal cannot clip.
+fn downmix_stereo(ch: usize, read: impl Fn(usize) -> f32) -> (f32, f32) {
+    const K: f32 = std::f32::consts::FRAC_1_SQRT_2;
+    let (mut l, mut r, mut norm) = (read(0), if ch > 1 { read(1) } else { read(0) }, 1.0f32);
+    if ch > 2 {
+        let c = read(2) * K;
+        l += c;
+        r += c;
+        norm += K;
+    }
+    let mut i = 4;
+    while i + 1 < ch {
+        l += read(i) * K;
+        r += read(i + 1) * K;
+        norm += K;
+        i += 2;
+    }
+    (l / norm, r / norm)
+}
+
+/// The result of writing the padded programme.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaddedAudio {
+    pub info: AudioInfo,
+    /// Programme samples per channel (before padding), at `rate`.
+    pub input_samples: u64,
+    /// The rate of the padded WAV (the source rate unless AAC needs another).
+    pub rate: u32,
+    pub corrupt_packets: u64,
+}
+
+/// Decodes `src`, pads it with `pre(rate)` and `post(rate)` samples of digital silence and writes
+/// the programme as 32-bit float WAV to `dst`. `pre`/`post` get the final rate because that is
+/// only known after opening the input.
+pub fn write_padded_wav(
+    src: &Path,
+    dst: &Path,
+    pre: impl Fn(u32) -> u64,
+    post: impl Fn(u32) -> u64,
+) -> Result<PaddedAudio> {
+    let input = AudioInput::open(src)?;
+    let info = input.info().clone();
+    let rate = output_rate(info.rate);
+    let ch = info.out_channels;
+    let spec = hound::WavSpec { channels: ch, sample_rate: rate, bits_per_sample: 32, sample_format: hound::SampleFormat::Float };
+    let mut writer = hound::WavWriter::create(dst, spec).at(ErrorKind::Internal, dst)?;
+    let silence = |w: &mut hound::WavWriter<_>, n: u64| -> Result<()> {
+        for _ in 0..n * u64::from(ch) {
+            w.write_sample(0.0f32).at(ErrorKind::Internal, dst)?;
+        }
+        Ok(())
+    };
+    silence(&mut writer, pre(rate))?;
+    let mut resampler = (rate != info.rate).then(|| super::resample::Resampler::new(info.rate, rate, usize::from(ch)));
+    let mut written: u64 = 0;
+    let mut put = |w: &mut hound::WavWriter<_>, chunk: &[f32]| -> Result<()> {
+        for &s in chunk {
+            w.write_sample(s).at(ErrorKind::Internal, dst)?;
+        }
+        written += (chunk.len() / usize::from(ch)) as u64;
+        Ok(())
+    };
+    let stats = input.decode(|chunk| match resampler.as_mut() {
+        Some(r) => {
+            let out = r.process(chunk);
+            put(&mut writer, &out)
+        }
+        None => put(&mut writer, chunk),
+    })?;
+    if let Some(mut r) = resampler.take() {
+        let tail = r.finish();
+        put(&mut writer, &tail)?;
+    }
+    if stats.samples == 0 {
+        return Err(Error::at_path(ErrorKind::UnsupportedFormat, src, "contains 0 samples of audio"));
+    }
+    silence(&mut writer, post(rate))?;
+    writer.finalize().at(ErrorKind::Internal, dst)?;
+    Ok(PaddedAudio { info, input_samples: written, rate, corrupt_packets: stats.corrupt_packets })
+}

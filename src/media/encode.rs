@@ -1,0 +1,363 @@
+//! One-pass encode of the final MP4: CFR H.264 (libx264, yuv420p, BT.709 tagged) plus AAC,
+//! muxed with `+faststart`.
+//!
+//! Three threads: the caller's producer renders frames in index order (bounded channel), an
+//! audio thread encodes the padded WAV to AAC concurrently, and this thread drives x264 and the
+//! muxer, interleaving audio packets by time. Video PTS = frame index in time base 1/fps, so
+//! the output is constant-frame-rate by construction. The movie timescale is the least common
+//! multiple of the audio rate and the fps numerator, so both tracks' edit lists and durations
+//! are exact (FFmpeg's default of 1000 rounds them to milliseconds).
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use ffmpeg_next as av;
+
+use super::picture::Yuv420;
+use crate::error::{Context, Error, ErrorKind, Result};
+
+/// Renders output frame `index` into `out` (the frame's size is the render size).
+pub trait FrameProducer: Send {
+    fn render(&mut self, index: u64, out: &mut Yuv420) -> Result<()>;
+}
+
+/// Video settings of the final file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VideoSettings {
+    pub width: u32,
+    pub height: u32,
+    pub fps_num: u32,
+    pub fps_den: u32,
+    pub frames: u64,
+    pub preset: String,
+    pub crf: u8,
+    /// 0 = x264's automatic choice.
+    pub threads: u32,
+}
+
+/// Audio settings: the padded programme WAV and the AAC bit rate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AudioSettings {
+    pub wav: PathBuf,
+    pub bitrate: u32,
+}
+
+/// What the encode did, with stage timings for `va bench`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct EncodeReport {
+    pub video_frames: u64,
+    pub audio_samples: u64,
+    pub audio_rate: u32,
+    pub movie_timescale: u64,
+    pub bytes: u64,
+    pub wall_seconds: f64,
+    pub render_seconds: f64,
+    pub video_encode_seconds: f64,
+    pub audio_encode_seconds: f64,
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// A movie timescale in which both `1/rate` and `fps_den/fps_num` are whole ticks.
+pub fn movie_timescale(rate: u32, fps_num: u32) -> u64 {
+    let (a, b) = (u64::from(rate), u64::from(fps_num));
+    a / gcd(a, b) * b
+}
+
+fn ff(what: &str) -> impl Fn(av::Error) -> Error + '_ {
+    move |e| Error::new(ErrorKind::FfmpegFailed, format!("{what}: {e}"))
+}
+
+/// Encodes `video.frames` frames from `producer` and the WAV programme into `out`.
+pub fn encode_mp4(
+    out: &Path,
+    video: &VideoSettings,
+    producer: Box<dyn FrameProducer>,
+    audio: &AudioSettings,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<EncodeReport> {
+    super::init();
+    let started = Instant::now();
+    let reader = hound::WavReader::open(&audio.wav).at(ErrorKind::FfmpegFailed, &audio.wav)?;
+    let spec = reader.spec();
+    let rate = spec.sample_rate;
+    let channels = spec.channels;
+    if spec.sample_format != hound::SampleFormat::Float || spec.bits_per_sample != 32 || !(1..=2).contains(&channels) {
+        return Err(Error::at_path(ErrorKind::FfmpegFailed, &audio.wav, "expected the engine's 32-bit float mono/stereo WAV"));
+    }
+    let mut octx = av::format::output_as(out, "mp4").map_err(|e| Error::at_path(ErrorKind::FfmpegFailed, out, e))?;
+    let global_header = octx.format().flags().contains(av::format::Flags::GLOBAL_HEADER);
+
+    // Video encoder.
+    let x264 = av::encoder::find_by_name("libx264").ok_or_else(|| {
+        Error::new(ErrorKind::FfmpegFailed, "the linked FFmpeg has no libx264 encoder").with_hint("run va doctor")
+    })?;
+    let vtb = av::Rational::new(video.fps_den as i32, video.fps_num as i32);
+    let mut venc = av::codec::context::Context::new_with_codec(x264)
+        .encoder()
+        .video()
+        .map_err(ff("libx264 context"))?;
+    venc.set_width(video.width);
+    venc.set_height(video.height);
+    venc.set_format(av::format::Pixel::YUV420P);
+    venc.set_time_base(vtb);
+    venc.set_frame_rate(Some(av::Rational::new(video.fps_num as i32, video.fps_den as i32)));
+    venc.set_colorspace(av::color::Space::BT709);
+    venc.set_color_range(av::color::Range::MPEG);
+    venc.set_color_primaries(av::color::Primaries::BT709);
+    venc.set_color_transfer_characteristic(av::color::TransferCharacteristic::BT709);
+    if global_header {
+        venc.set_flags(av::codec::Flags::GLOBAL_HEADER);
+    }
+    let mut vopts = av::Dictionary::new();
+    vopts.set("preset", &video.preset);
+    vopts.set("crf", &video.crf.to_string());
+    vopts.set("threads", &video.threads.to_string());
+    let mut venc = venc.open_with(vopts).map_err(ff("opening libx264"))?;
+    {
+        let mut ost = octx.add_stream(x264).map_err(ff("adding the video stream"))?;
+        ost.set_parameters(&venc);
+        ost.set_time_base(vtb);
+        ost.set_avg_frame_rate(av::Rational::new(video.fps_num as i32, video.fps_den as i32));
+    }
+
+    // Audio encoder.
+    let aac = av::encoder::find(av::codec::Id::AAC)
+        .ok_or_else(|| Error::new(ErrorKind::FfmpegFailed, "the linked FFmpeg has no AAC encoder").with_hint("run va doctor"))?;
+    let atb = av::Rational::new(1, rate as i32);
+    let layout = if channels == 1 { av::ChannelLayout::MONO } else { av::ChannelLayout::STEREO };
+    let mut aenc = av::codec::context::Context::new_with_codec(aac)
+        .encoder()
+        .audio()
+        .map_err(ff("AAC context"))?;
+    aenc.set_rate(rate as i32);
+    aenc.set_channel_layout(layout);
+    aenc.set_channels(i32::from(channels));
+    aenc.set_format(av::format::Sample::F32(av::format::sample::Type::Planar));
+    aenc.set_bit_rate(audio.bitrate as usize);
+    aenc.set_time_base(atb);
+    if global_header {
+        aenc.set_flags(av::codec::Flags::GLOBAL_HEADER);
+    }
+    let aenc = aenc.open_as(aac).map_err(ff("opening the AAC encoder"))?;
+    let frame_size = (aenc.frame_size() as usize).max(1);
+    {
+        let mut ost = octx.add_stream(aac).map_err(ff("adding the audio stream"))?;
+        ost.set_parameters(&aenc);
+        ost.set_time_base(atb);
+    }
+
+    let timescale = movie_timescale(rate, video.fps_num);
+    let mut mopts = av::Dictionary::new();
+    mopts.set("movflags", "+faststart");
+    mopts.set("movie_timescale", &timescale.to_string());
+    octx.write_header_with(mopts).map_err(ff("writing the MP4 header"))?;
+    let v_ost_tb = octx.stream(0).map(|s| s.time_base()).unwrap_or(vtb);
+    let a_ost_tb = octx.stream(1).map(|s| s.time_base()).unwrap_or(atb);
+
+    let mut report = EncodeReport { audio_rate: rate, movie_timescale: timescale, ..Default::default() };
+    let frames = video.frames;
+    let (w, h) = (video.width, video.height);
+
+    let result = std::thread::scope(|scope| -> Result<()> {
+        // Frames in index order; a small bound keeps memory flat.
+        let (ftx, frx) = mpsc::sync_channel::<Yuv420>(3);
+        let (pool_tx, pool_rx) = mpsc::channel::<Yuv420>();
+        let render = std::thread::Builder::new()
+            .name("render".into())
+            .spawn_scoped(scope, move || -> Result<f64> {
+                let mut producer = producer;
+                let mut busy = 0.0;
+                for i in 0..frames {
+                    let mut buf = pool_rx.try_recv().unwrap_or_else(|_| Yuv420::new(w, h));
+                    let t = Instant::now();
+                    producer.render(i, &mut buf)?;
+                    busy += t.elapsed().as_secs_f64();
+                    if ftx.send(buf).is_err() {
+                        break; // the encoder stopped; its error is reported there
+                    }
+                }
+                Ok(busy)
+            })
+            .ctx(ErrorKind::Internal, "starting the render thread")?;
+
+        let (atx, arx) = mpsc::sync_channel::<av::Packet>(512);
+        let audio_thread = std::thread::Builder::new()
+            .name("audio".into())
+            .spawn_scoped(scope, move || encode_audio(reader, aenc, frame_size, layout, atx))
+            .ctx(ErrorKind::Internal, "starting the audio thread")?;
+
+        let mut pending: Option<av::Packet> = None;
+        let mut audio_done = false;
+        // Writes audio packets whose time is at most `limit` (video frames), or all when None.
+        let mut pump = |octx: &mut av::format::context::Output, limit: Option<u64>| -> Result<()> {
+            loop {
+                if pending.is_none() && !audio_done {
+                    pending = if limit.is_some() {
+                        match arx.try_recv() {
+                            Ok(p) => Some(p),
+                            Err(mpsc::TryRecvError::Empty) => None,
+                            Err(mpsc::TryRecvError::Disconnected) => {
+                                audio_done = true;
+                                None
+                            }
+                        }
+                    } else {
+                        match arx.recv() {
+                            Ok(p) => Some(p),
+                            Err(_) => {
+                                audio_done = true;
+                                None
+                            }
+                        }
+                    };
+                }
+                let Some(p) = pending.as_mut() else { return Ok(()) };
+                if let (Some(limit), Some(pts)) = (limit, p.pts()) {
+                    // pts/rate <= limit·fps_den/fps_num, exactly.
+                    let lhs = i128::from(pts) * i128::from(video.fps_num);
+                    let rhs = i128::from(limit) * i128::from(video.fps_den) * i128::from(rate);
+                    if lhs > rhs {
+                        return Ok(());
+                    }
+                }
+                let mut p = pending.take().ok_or_else(|| Error::internal("audio packet vanished"))?;
+                p.set_stream(1);
+                p.rescale_ts(atb, a_ost_tb);
+                p.write_interleaved(octx).map_err(ff("writing an audio packet"))?;
+            }
+        };
+
+        let venc_start = Instant::now();
+        let write_video = |venc: &mut av::encoder::Video, octx: &mut av::format::context::Output| -> Result<()> {
+            let mut pkt = av::Packet::empty();
+            while venc.receive_packet(&mut pkt).is_ok() {
+                pkt.set_stream(0);
+                pkt.rescale_ts(vtb, v_ost_tb);
+                pkt.write_interleaved(octx).map_err(ff("writing a video packet"))?;
+            }
+            Ok(())
+        };
+        for i in 0..frames {
+            let Ok(buf) = frx.recv() else { break };
+            let mut frame = av::frame::Video::new(av::format::Pixel::YUV420P, w, h);
+            copy_into(&buf, &mut frame);
+            let _ = pool_tx.send(buf);
+            frame.set_pts(Some(i as i64));
+            venc.send_frame(&frame).map_err(ff("encoding a video frame"))?;
+            write_video(&mut venc, &mut octx)?;
+            pump(&mut octx, Some(i + fps_second(video)))?;
+            progress(i + 1);
+        }
+        drop(frx);
+        let render_busy = render.join().map_err(|_| Error::internal("render thread panicked"))??;
+        venc.send_eof().map_err(ff("flushing libx264"))?;
+        write_video(&mut venc, &mut octx)?;
+        report.video_encode_seconds = venc_start.elapsed().as_secs_f64();
+        report.render_seconds = render_busy;
+        pump(&mut octx, None)?;
+        let (samples, audio_busy) = audio_thread.join().map_err(|_| Error::internal("audio thread panicked"))??;
+        report.audio_samples = samples;
+        report.audio_encode_seconds = audio_busy;
+        report.video_frames = frames;
+        Ok(())
+    });
+    result?;
+    octx.write_trailer().map_err(ff("writing the MP4 trailer"))?;
+    drop(octx);
+    report.bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
+    report.wall_seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// About one second of frames: how far audio may run ahead of video in the file.
+fn fps_second(v: &VideoSettings) -> u64 {
+    u64::from(v.fps_num.div_ceil(v.fps_den.max(1)))
+}
+
+fn copy_into(src: &Yuv420, dst: &mut av::frame::Video) {
+    let (w, h) = (src.width as usize, src.height as usize);
+    for (plane, data, pw, ph) in [(0usize, &src.y, w, h), (1, &src.u, w / 2, h / 2), (2, &src.v, w / 2, h / 2)] {
+        let stride = dst.stride(plane);
+        let out = dst.data_mut(plane);
+        for r in 0..ph {
+            out[r * stride..r * stride + pw].copy_from_slice(&data[r * pw..(r + 1) * pw]);
+        }
+    }
+}
+
+type WavReader = hound::WavReader<std::io::BufReader<std::fs::File>>;
+
+/// Encodes the whole WAV to AAC, sending packets (time base 1/rate) to `tx`.
+fn encode_audio(
+    mut reader: WavReader,
+    mut enc: av::encoder::Audio,
+    frame_size: usize,
+    layout: av::ChannelLayout,
+    tx: mpsc::SyncSender<av::Packet>,
+) -> Result<(u64, f64)> {
+    let started = Instant::now();
+    let channels = usize::from(reader.spec().channels);
+    let rate = reader.spec().sample_rate;
+    let mut samples = reader.samples::<f32>();
+    let mut pos: u64 = 0;
+    let mut chunk: Vec<f32> = Vec::with_capacity(frame_size * channels);
+    let drain = |enc: &mut av::encoder::Audio| -> Result<bool> {
+        let mut pkt = av::Packet::empty();
+        while enc.receive_packet(&mut pkt).is_ok() {
+            if tx.send(std::mem::replace(&mut pkt, av::Packet::empty())).is_err() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    };
+    loop {
+        chunk.clear();
+        for s in samples.by_ref().take(frame_size * channels) {
+            chunk.push(s.ctx(ErrorKind::FfmpegFailed, "reading prepare/audio_padded.wav")?);
+        }
+        let n = chunk.len() / channels;
+        if n == 0 {
+            break;
+        }
+        let mut frame = av::frame::Audio::new(av::format::Sample::F32(av::format::sample::Type::Planar), n, layout);
+        frame.set_rate(rate);
+        for c in 0..channels {
+            let plane = frame.plane_mut::<f32>(c);
+            for (i, s) in plane.iter_mut().take(n).enumerate() {
+                *s = chunk[i * channels + c];
+            }
+        }
+        frame.set_pts(Some(pos as i64));
+        pos += n as u64;
+        enc.send_frame(&frame).map_err(ff("encoding audio"))?;
+        if !drain(&mut enc)? {
+            return Ok((pos, started.elapsed().as_secs_f64()));
+        }
+        if n < frame_size {
+            break;
+        }
+    }
+    enc.send_eof().map_err(ff("flushing the AAC encoder"))?;
+    drain(&mut enc)?;
+    Ok((pos, started.elapsed().as_secs_f64()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timescale_is_exact_for_both_tracks() {
+        assert_eq!(movie_timescale(48_000, 25), 48_000);
+        assert_eq!(movie_timescale(44_100, 30_000), 4_410_000);
+        assert_eq!(movie_timescale(16_000, 24_000), 48_000);
+    }
+}
