@@ -1,5 +1,21 @@
+//! vidax: an in-process talking-head video runner.
+//!
+//! Speech audio plus a start image or start video become one MP4 whose picture lasts exactly
+//! as long as the padded audio, to the frame. The crate is layered:
+//! - [`timeline`]: pure, exact frame/sample arithmetic (no FFI, no float time);
+//! - [`media`]: the only user of FFmpeg's libraries (probe, decode, render, encode, verify);
+//! - [`job`]: the job schema and its validation;
+//! - [`record`]: manifest, run registry and event log;
+//! - [`stages`]: the pipeline phases and the run that orders them;
+//! - [`cli`]: the `va` commands.
+
+pub mod cli;
+pub mod comfy;
 pub mod error;
 pub mod job;
 pub mod media;
 pub mod record;
+pub mod stages;
 pub mod timeline;
+
+pub use error::{Error, ErrorKind, Result};

@@ -141,7 +141,9 @@ pub fn encode_mp4(
     aenc.set_channel_layout(layout);
     aenc.set_channels(i32::from(channels));
     aenc.set_format(av::format::Sample::F32(av::format::sample::Type::Planar));
-    aenc.set_bit_rate(audio.bitrate as usize);
+    // AAC carries at most 6144 bits per channel per 1024-sample frame.
+    let max_bitrate = 6 * u64::from(rate) * u64::from(channels);
+    aenc.set_bit_rate(u64::from(audio.bitrate).min(max_bitrate) as usize);
     aenc.set_time_base(atb);
     if global_header {
         aenc.set_flags(av::codec::Flags::GLOBAL_HEADER);

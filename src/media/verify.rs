@@ -85,18 +85,18 @@ pub fn verify(path: &Path, expect: &Expect) -> Result<VerifyReport> {
         .map_err(|e| Error::at_path(ErrorKind::UnsupportedFormat, path, format!("not a readable media file ({e})")))?;
     let vidx = input.streams().best(av::media::Type::Video).map(|s| s.index());
     let aidx = input.streams().best(av::media::Type::Audio).map(|s| s.index());
-    let open = |idx: usize, input: &av::format::context::Input| -> Result<av::decoder::Opened> {
+    let ctx = |idx: usize, input: &av::format::context::Input| -> Result<av::codec::context::Context> {
         let st = input.stream(idx).ok_or_else(|| Error::internal("stream vanished"))?;
         av::codec::context::Context::from_parameters(st.parameters())
-            .and_then(|c| c.decoder().open())
-            .map_err(|e| Error::at_path(ErrorKind::UnsupportedFormat, path, format!("cannot decode stream {idx} ({e})")))
+            .map_err(|e| Error::at_path(ErrorKind::UnsupportedFormat, path, format!("stream {idx}: {e}")))
     };
+    let bad = |e: av::Error| Error::at_path(ErrorKind::UnsupportedFormat, path, format!("cannot decode ({e})"));
     let mut vdec = match vidx {
-        Some(i) => Some(open(i, &input)?.video().map_err(|e| Error::at_path(ErrorKind::UnsupportedFormat, path, e))?),
+        Some(i) => Some(ctx(i, &input)?.decoder().video().map_err(bad)?),
         None => None,
     };
     let mut adec = match aidx {
-        Some(i) => Some(open(i, &input)?.audio().map_err(|e| Error::at_path(ErrorKind::UnsupportedFormat, path, e))?),
+        Some(i) => Some(ctx(i, &input)?.decoder().audio().map_err(bad)?),
         None => None,
     };
     let mut vpts: Vec<i64> = Vec::new();

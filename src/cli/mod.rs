@@ -1,0 +1,96 @@
+//! The `va` command line: flags parsed once into each command's options, errors printed as
+//! one line with their code, and the exit code chosen here.
+
+mod bench;
+mod doctor;
+mod inspect;
+mod run;
+mod verify;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
+
+use crate::error::Error;
+use crate::record::EventLog;
+
+#[derive(Parser, Debug)]
+#[command(name = "va", version, about = "vidax: frame-exact talking-head videos from speech audio and a start image")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check the linked FFmpeg libraries, encoders and the state dir.
+    Doctor(doctor::DoctorArgs),
+    /// Validate a job file and print every problem with its JSON path.
+    Validate(run::ValidateArgs),
+    /// Run a job file.
+    Run(run::RunArgs),
+    /// Build a job from flags, write it to the workdir, validate and run it.
+    Produce(run::ProduceArgs),
+    /// Show one run's manifest summary, or the recent runs.
+    Status(inspect::StatusArgs),
+    /// Print a run's logs/events.jsonl.
+    Logs(inspect::LogsArgs),
+    /// Decode an MP4 and check frames, CFR, audio samples and the A/V delta.
+    Verify(verify::VerifyArgs),
+    /// Encode-throughput benchmark: the full job against the encode floor.
+    Bench(bench::BenchArgs),
+    #[command(hide = true, name = "__bench-child")]
+    BenchChild(bench::ChildArgs),
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { crate::ErrorKind::Usage.exit_code() } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let events = EventLog::new();
+    init_tracing(&events);
+    let result = match cli.command {
+        Command::Doctor(a) => doctor::run(a),
+        Command::Validate(a) => run::validate(a),
+        Command::Run(a) => run::run(a, &events),
+        Command::Produce(a) => run::produce(a, &events),
+        Command::Status(a) => inspect::status(a),
+        Command::Logs(a) => inspect::logs(a),
+        Command::Verify(a) => verify::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::BenchChild(a) => bench::child(a, &events),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => report(&e),
+    }
+}
+
+fn report(e: &Error) -> i32 {
+    eprintln!("error: {e}");
+    e.exit_code()
+}
+
+/// Events go to the current run's logs/events.jsonl (once a workdir is set) and warnings to
+/// stderr (`VA_LOG` sets the stderr filter, e.g. `VA_LOG=info`).
+fn init_tracing(events: &EventLog) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .without_time()
+        .with_filter(filter);
+    let _ = tracing_subscriber::registry()
+        .with(events.layer().with_filter(tracing_subscriber::filter::LevelFilter::INFO))
+        .with(stderr)
+        .try_init();
+}

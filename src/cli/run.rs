@@ -1,0 +1,195 @@
+//! `va validate`, `va run` and `va produce`.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde_json::{json, Map, Value};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::job;
+use crate::media;
+use crate::record::{registry, EventLog};
+use crate::stages::{run_job, RunOptions};
+
+#[derive(Args, Debug)]
+pub struct ValidateArgs {
+    /// The job file.
+    pub job: PathBuf,
+    /// Print the problems (or the effective job) as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The job file.
+    pub job: PathBuf,
+    /// Working directory of the run (default: ./workdir/run-<timestamp>).
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
+    /// Continue an unfinished run in --workdir.
+    #[arg(long)]
+    pub resume: bool,
+    /// Exit 3 when the run finished degraded.
+    #[arg(long)]
+    pub fail_on_degraded: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ProduceArgs {
+    #[arg(long)]
+    pub audio: PathBuf,
+    /// A start image or start video (told apart by probing the file).
+    #[arg(long)]
+    pub start: PathBuf,
+    #[arg(long)]
+    pub end: Option<PathBuf>,
+    /// Silence before the speech, seconds.
+    #[arg(long)]
+    pub pre: Option<f64>,
+    /// Silence after the speech, seconds.
+    #[arg(long)]
+    pub post: Option<f64>,
+    /// Frame rate: 25, 30000/1001, 29.97 …
+    #[arg(long)]
+    pub fps: Option<String>,
+    #[arg(long)]
+    pub width: Option<u32>,
+    #[arg(long)]
+    pub height: Option<u32>,
+    #[arg(long, alias = "max_width")]
+    pub max_width: Option<u32>,
+    #[arg(long, alias = "max_height")]
+    pub max_height: Option<u32>,
+    /// on | off (default: on for a start image, off for a start video).
+    #[arg(long)]
+    pub lipsync: Option<String>,
+    #[arg(long, alias = "lipsync_provider")]
+    pub lipsync_provider: Option<String>,
+    #[arg(long, alias = "comfyui_chunk_size")]
+    pub comfyui_chunk_size: Option<u32>,
+    /// Skip ComfyUI (the diagnostic path).
+    #[arg(long, alias = "no_comfyui")]
+    pub no_comfyui: bool,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[arg(long)]
+    pub prompt: Option<String>,
+    #[arg(long)]
+    pub negative: Option<String>,
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
+    #[arg(long)]
+    pub fail_on_degraded: bool,
+}
+
+pub fn validate(a: ValidateArgs) -> Result<i32> {
+    let j = job::load(&a.job)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&j.to_effective_json()).unwrap_or_default());
+    } else {
+        println!("{}: valid", a.job.display());
+    }
+    Ok(0)
+}
+
+fn default_workdir() -> PathBuf {
+    let stamp = time::OffsetDateTime::now_utc()
+        .format(time::macros::format_description!("[year][month][day]-[hour][minute][second]"))
+        .unwrap_or_default();
+    PathBuf::from("workdir").join(format!("run-{stamp}-{}", std::process::id()))
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+pub fn run(a: RunArgs, events: &EventLog) -> Result<i32> {
+    let j = job::load(&a.job)?;
+    let workdir = absolute(&a.workdir.unwrap_or_else(default_workdir));
+    execute(&j, workdir, Some(absolute(&a.job)), a.resume, a.fail_on_degraded, events)
+}
+
+fn execute(j: &job::Job, workdir: PathBuf, job_file: Option<PathBuf>, resume: bool, fail_on_degraded: bool, events: &EventLog) -> Result<i32> {
+    // Events go to the run's own log once the run can claim its workdir.
+    if !workdir.join(&j.output.final_name).exists() && std::fs::create_dir_all(&workdir).is_ok() {
+        events.set_workdir(Some(&workdir))?;
+    }
+    let opts = RunOptions { workdir: workdir.clone(), resume, state_dir: registry::state_dir(), job_file, progress: true };
+    let outcome = run_job(j, &opts)?;
+    println!("{}", outcome.final_path.display());
+    if outcome.degraded {
+        eprintln!("warning: run {} finished degraded", outcome.run_id);
+        if fail_on_degraded {
+            return Ok(3);
+        }
+    }
+    Ok(0)
+}
+
+pub fn produce(a: ProduceArgs, events: &EventLog) -> Result<i32> {
+    let probe = media::probe::probe_start(&a.start)?;
+    let is_image = probe.kind == media::probe::StartKind::Image;
+    let lipsync = match a.lipsync.as_deref() {
+        None => is_image && !a.no_comfyui,
+        Some("on") => true,
+        Some("off") => false,
+        Some(other) => {
+            return Err(Error::new(ErrorKind::Usage, format!("--lipsync: expected on or off, got {other:?}")));
+        }
+    };
+    let path = |p: &Path| Value::from(absolute(p).to_string_lossy().into_owned());
+    let mut doc = Map::new();
+    doc.insert("audio".into(), path(&a.audio));
+    doc.insert(if is_image { "start_image" } else { "start_video" }.into(), path(&a.start));
+    if let Some(e) = &a.end {
+        doc.insert("end_image".into(), path(e));
+    }
+    doc.insert("buffer".into(), json!({"pre_seconds": a.pre.unwrap_or(0.0), "post_seconds": a.post.unwrap_or(0.0)}));
+    let mut det = Map::new();
+    if let Some(f) = &a.fps {
+        det.insert("fps".into(), Value::from(f.clone()));
+    }
+    match a.seed {
+        Some(s) => {
+            det.insert("seed".into(), s.into());
+            det.insert("seed_policy".into(), "fixed".into());
+        }
+        None => {
+            det.insert("seed_policy".into(), "random".into());
+        }
+    }
+    doc.insert("determinism".into(), Value::Object(det));
+    let mut render = Map::new();
+    for (k, v) in [("width", a.width), ("height", a.height), ("max_width", a.max_width), ("max_height", a.max_height)] {
+        if let Some(v) = v {
+            render.insert(k.into(), v.into());
+        }
+    }
+    doc.insert("render".into(), Value::Object(render));
+    let mut comfy = Map::new();
+    comfy.insert("enable".into(), (!a.no_comfyui).into());
+    if let Some(c) = a.comfyui_chunk_size {
+        comfy.insert("chunk_size".into(), c.into());
+    }
+    doc.insert("comfyui".into(), Value::Object(comfy));
+    doc.insert("lipsync".into(), json!({"enable": lipsync, "provider": a.lipsync_provider}));
+    if let Some(p) = &a.prompt {
+        doc.insert("prompt".into(), p.clone().into());
+    }
+    if let Some(n) = &a.negative {
+        doc.insert("negative".into(), n.clone().into());
+    }
+    doc.insert("output".into(), json!({"final_name": "fertig.mp4"}));
+
+    let workdir = absolute(&a.workdir.unwrap_or_else(default_workdir));
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let j = job::from_value(Value::Object(doc.clone()), &cwd).map_err(|p| job::problems_error(Path::new("produce flags"), &p))?;
+    if workdir.join(&j.output.final_name).exists() {
+        return Err(Error::at_path(ErrorKind::OutputExists, &workdir.join(&j.output.final_name), "already exists"));
+    }
+    std::fs::create_dir_all(&workdir).map_err(|e| Error::at_path(ErrorKind::Internal, &workdir, e))?;
+    let job_file = workdir.join("job.json");
+    crate::record::write_json_atomic(&job_file, &Value::Object(doc))?;
+    execute(&j, workdir, Some(job_file), false, a.fail_on_degraded, events)
+}

@@ -1,0 +1,9 @@
+//! The pipeline phases, each owning one step, and the run that orders them:
+//! `prepare` → `faceprobe` → `comfyui` → `lipsync` → `encode` → `finalize`.
+//! The manifest is the record they write, passed along explicitly.
+
+pub mod compose;
+pub mod prepare;
+pub mod run;
+
+pub use run::{run_job, RunOptions, RunOutcome};
