@@ -11,11 +11,14 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
 
     let mut includes = Vec::new();
-    for lib in ["libavutil", "libavcodec", "libavformat", "libswscale", "libswresample"] {
-        match pkg_config::Config::new()
-            .cargo_metadata(false)
-            .probe(lib)
-        {
+    for lib in [
+        "libavutil",
+        "libavcodec",
+        "libavformat",
+        "libswscale",
+        "libswresample",
+    ] {
+        match pkg_config::Config::new().cargo_metadata(false).probe(lib) {
             Ok(found) => includes.extend(found.include_paths),
             Err(e) => {
                 eprintln!(

@@ -204,7 +204,11 @@ mod tests {
         let mut exits = std::collections::HashSet::new();
         for k in ErrorKind::ALL {
             assert!(codes.insert(k.code()), "duplicate code {}", k.code());
-            assert!(exits.insert(k.exit_code()), "duplicate exit {}", k.exit_code());
+            assert!(
+                exits.insert(k.exit_code()),
+                "duplicate exit {}",
+                k.exit_code()
+            );
         }
     }
 

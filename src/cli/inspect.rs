@@ -35,7 +35,10 @@ fn workdir_of(run: &str) -> Result<PathBuf> {
     }
     match registry::find(&registry::state_dir(), run)? {
         Some(e) => Ok(e.workdir),
-        None => Err(Error::new(ErrorKind::InputNotFound, format!("{run}: no such run id in the registry and no workdir there"))),
+        None => Err(Error::new(
+            ErrorKind::InputNotFound,
+            format!("{run}: no such run id in the registry and no workdir there"),
+        )),
     }
 }
 
@@ -43,13 +46,26 @@ pub fn status(a: StatusArgs) -> Result<i32> {
     let Some(run) = a.run else {
         let runs = registry::list(&registry::state_dir())?;
         if a.json {
-            println!("{}", serde_json::to_string_pretty(&runs).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&runs).unwrap_or_default()
+            );
         } else if runs.is_empty() {
             println!("no runs registered in {}", registry::state_dir().display());
         } else {
             for r in runs.iter().rev().take(20) {
-                let fin = r.final_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
-                println!("{:<28} {:<10} {} {}", r.id, r.status.as_str(), r.workdir.display(), fin);
+                let fin = r
+                    .final_path
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
+                println!(
+                    "{:<28} {:<10} {} {}",
+                    r.id,
+                    r.status.as_str(),
+                    r.workdir.display(),
+                    fin
+                );
             }
         }
         return Ok(0);
@@ -61,7 +77,11 @@ pub fn status(a: StatusArgs) -> Result<i32> {
         return Ok(0);
     }
     println!("run        {}", m.run_id);
-    println!("status     {} (exit {})", m.run_status.as_str(), m.exit_status.map_or("-".into(), |c| c.to_string()));
+    println!(
+        "status     {} (exit {})",
+        m.run_status.as_str(),
+        m.exit_status.map_or("-".into(), |c| c.to_string())
+    );
     if let Some(e) = &m.error {
         println!("error      {}: {}", e.code, e.message);
     }
@@ -69,16 +89,29 @@ pub fn status(a: StatusArgs) -> Result<i32> {
         println!("  {:<10} {}", name, ph.status.as_str());
     }
     if let (Some(fps), Some(frames)) = (&m.fps, m.target_frames) {
-        println!("frames     {frames} at {fps} fps (hold {})", m.hold_frames.unwrap_or(0));
+        println!(
+            "frames     {frames} at {fps} fps (hold {})",
+            m.hold_frames.unwrap_or(0)
+        );
     }
     if let Some(d) = m.audio_duration_seconds {
-        println!("audio      {d:.6} s padded, {:.6} s input", m.audio_input_duration_seconds.unwrap_or(0.0));
+        println!(
+            "audio      {d:.6} s padded, {:.6} s input",
+            m.audio_input_duration_seconds.unwrap_or(0.0)
+        );
     }
     if let Some(r) = &m.render {
         println!("render     {}x{}", r.width, r.height);
     }
     if let Some(v) = &m.video_source_detail {
-        println!("degraded   {}{}", v.degraded, v.degraded_reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default());
+        println!(
+            "degraded   {}{}",
+            v.degraded,
+            v.degraded_reason
+                .as_ref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        );
     }
     if let Some(f) = &m.final_path {
         println!("final      {}", f.display());
@@ -89,7 +122,13 @@ pub fn status(a: StatusArgs) -> Result<i32> {
 pub fn logs(a: LogsArgs) -> Result<i32> {
     let workdir = workdir_of(&a.run)?;
     let path = events::events_path(&workdir);
-    let render = |v: &serde_json::Value| if a.json { v.to_string() } else { events::format_event_human(v) };
+    let render = |v: &serde_json::Value| {
+        if a.json {
+            v.to_string()
+        } else {
+            events::format_event_human(v)
+        }
+    };
     let mut out = std::io::stdout().lock();
     if a.follow {
         events::follow_with(&path, &mut out, render, || false)?;

@@ -16,7 +16,11 @@ use crate::error::Error;
 use crate::record::EventLog;
 
 #[derive(Parser, Debug)]
-#[command(name = "va", version, about = "vidax: frame-exact talking-head videos from speech audio and a start image")]
+#[command(
+    name = "va",
+    version,
+    about = "vidax: frame-exact talking-head videos from speech audio and a start image"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -49,7 +53,11 @@ pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() { crate::ErrorKind::Usage.exit_code() } else { 0 };
+            let code = if e.use_stderr() {
+                crate::ErrorKind::Usage.exit_code()
+            } else {
+                0
+            };
             let _ = e.print();
             return code;
         }
@@ -90,7 +98,11 @@ fn init_tracing(events: &EventLog) {
         .without_time()
         .with_filter(filter);
     let _ = tracing_subscriber::registry()
-        .with(events.layer().with_filter(tracing_subscriber::filter::LevelFilter::INFO))
+        .with(
+            events
+                .layer()
+                .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
+        )
         .with(stderr)
         .try_init();
 }

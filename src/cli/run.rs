@@ -86,7 +86,10 @@ pub struct ProduceArgs {
 pub fn validate(a: ValidateArgs) -> Result<i32> {
     let j = job::load(&a.job)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&j.to_effective_json()).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&j.to_effective_json()).unwrap_or_default()
+        );
     } else {
         println!("{}: valid", a.job.display());
     }
@@ -95,7 +98,9 @@ pub fn validate(a: ValidateArgs) -> Result<i32> {
 
 fn default_workdir() -> PathBuf {
     let stamp = time::OffsetDateTime::now_utc()
-        .format(time::macros::format_description!("[year][month][day]-[hour][minute][second]"))
+        .format(time::macros::format_description!(
+            "[year][month][day]-[hour][minute][second]"
+        ))
         .unwrap_or_default();
     PathBuf::from("workdir").join(format!("run-{stamp}-{}", std::process::id()))
 }
@@ -107,15 +112,35 @@ fn absolute(p: &Path) -> PathBuf {
 pub fn run(a: RunArgs, events: &EventLog) -> Result<i32> {
     let j = job::load(&a.job)?;
     let workdir = absolute(&a.workdir.unwrap_or_else(default_workdir));
-    execute(&j, workdir, Some(absolute(&a.job)), a.resume, a.fail_on_degraded, events)
+    execute(
+        &j,
+        workdir,
+        Some(absolute(&a.job)),
+        a.resume,
+        a.fail_on_degraded,
+        events,
+    )
 }
 
-fn execute(j: &job::Job, workdir: PathBuf, job_file: Option<PathBuf>, resume: bool, fail_on_degraded: bool, events: &EventLog) -> Result<i32> {
+fn execute(
+    j: &job::Job,
+    workdir: PathBuf,
+    job_file: Option<PathBuf>,
+    resume: bool,
+    fail_on_degraded: bool,
+    events: &EventLog,
+) -> Result<i32> {
     // Events go to the run's own log once the run can claim its workdir.
     if !workdir.join(&j.output.final_name).exists() && std::fs::create_dir_all(&workdir).is_ok() {
         events.set_workdir(Some(&workdir))?;
     }
-    let opts = RunOptions { workdir: workdir.clone(), resume, state_dir: registry::state_dir(), job_file, progress: true };
+    let opts = RunOptions {
+        workdir: workdir.clone(),
+        resume,
+        state_dir: registry::state_dir(),
+        job_file,
+        progress: true,
+    };
     let outcome = run_job(j, &opts)?;
     println!("{}", outcome.final_path.display());
     if outcome.degraded {
@@ -135,17 +160,31 @@ pub fn produce(a: ProduceArgs, events: &EventLog) -> Result<i32> {
         Some("on") => true,
         Some("off") => false,
         Some(other) => {
-            return Err(Error::new(ErrorKind::Usage, format!("--lipsync: expected on or off, got {other:?}")));
+            return Err(Error::new(
+                ErrorKind::Usage,
+                format!("--lipsync: expected on or off, got {other:?}"),
+            ));
         }
     };
     let path = |p: &Path| Value::from(absolute(p).to_string_lossy().into_owned());
     let mut doc = Map::new();
     doc.insert("audio".into(), path(&a.audio));
-    doc.insert(if is_image { "start_image" } else { "start_video" }.into(), path(&a.start));
+    doc.insert(
+        if is_image {
+            "start_image"
+        } else {
+            "start_video"
+        }
+        .into(),
+        path(&a.start),
+    );
     if let Some(e) = &a.end {
         doc.insert("end_image".into(), path(e));
     }
-    doc.insert("buffer".into(), json!({"pre_seconds": a.pre.unwrap_or(0.0), "post_seconds": a.post.unwrap_or(0.0)}));
+    doc.insert(
+        "buffer".into(),
+        json!({"pre_seconds": a.pre.unwrap_or(0.0), "post_seconds": a.post.unwrap_or(0.0)}),
+    );
     let mut det = Map::new();
     if let Some(f) = &a.fps {
         det.insert("fps".into(), Value::from(f.clone()));
@@ -161,7 +200,12 @@ pub fn produce(a: ProduceArgs, events: &EventLog) -> Result<i32> {
     }
     doc.insert("determinism".into(), Value::Object(det));
     let mut render = Map::new();
-    for (k, v) in [("width", a.width), ("height", a.height), ("max_width", a.max_width), ("max_height", a.max_height)] {
+    for (k, v) in [
+        ("width", a.width),
+        ("height", a.height),
+        ("max_width", a.max_width),
+        ("max_height", a.max_height),
+    ] {
         if let Some(v) = v {
             render.insert(k.into(), v.into());
         }
@@ -173,7 +217,10 @@ pub fn produce(a: ProduceArgs, events: &EventLog) -> Result<i32> {
         comfy.insert("chunk_size".into(), c.into());
     }
     doc.insert("comfyui".into(), Value::Object(comfy));
-    doc.insert("lipsync".into(), json!({"enable": lipsync, "provider": a.lipsync_provider}));
+    doc.insert(
+        "lipsync".into(),
+        json!({"enable": lipsync, "provider": a.lipsync_provider}),
+    );
     if let Some(p) = &a.prompt {
         doc.insert("prompt".into(), p.clone().into());
     }
@@ -184,12 +231,25 @@ pub fn produce(a: ProduceArgs, events: &EventLog) -> Result<i32> {
 
     let workdir = absolute(&a.workdir.unwrap_or_else(default_workdir));
     let cwd = std::env::current_dir().unwrap_or_default();
-    let j = job::from_value(Value::Object(doc.clone()), &cwd).map_err(|p| job::problems_error(Path::new("produce flags"), &p))?;
+    let j = job::from_value(Value::Object(doc.clone()), &cwd)
+        .map_err(|p| job::problems_error(Path::new("produce flags"), &p))?;
     if workdir.join(&j.output.final_name).exists() {
-        return Err(Error::at_path(ErrorKind::OutputExists, &workdir.join(&j.output.final_name), "already exists"));
+        return Err(Error::at_path(
+            ErrorKind::OutputExists,
+            &workdir.join(&j.output.final_name),
+            "already exists",
+        ));
     }
-    std::fs::create_dir_all(&workdir).map_err(|e| Error::at_path(ErrorKind::Internal, &workdir, e))?;
+    std::fs::create_dir_all(&workdir)
+        .map_err(|e| Error::at_path(ErrorKind::Internal, &workdir, e))?;
     let job_file = workdir.join("job.json");
     crate::record::write_json_atomic(&job_file, &Value::Object(doc))?;
-    execute(&j, workdir, Some(job_file), false, a.fail_on_degraded, events)
+    execute(
+        &j,
+        workdir,
+        Some(job_file),
+        false,
+        a.fail_on_degraded,
+        events,
+    )
 }

@@ -29,14 +29,25 @@ pub const EXPECTATION_FAILED: i32 = 1;
 pub fn run(a: VerifyArgs) -> Result<i32> {
     let fps = match &a.fps {
         Some(s) => {
-            let r = timeline::parse_fps(s).map_err(|e| Error::new(ErrorKind::Usage, format!("--fps: {e}")))?;
+            let r = timeline::parse_fps(s)
+                .map_err(|e| Error::new(ErrorKind::Usage, format!("--fps: {e}")))?;
             Some((r.num(), r.den()))
         }
         None => None,
     };
-    let report = verify(&a.file, &Expect { fps, frames: a.expect_frames, audio_seconds: a.expect_audio })?;
+    let report = verify(
+        &a.file,
+        &Expect {
+            fps,
+            frames: a.expect_frames,
+            audio_seconds: a.expect_audio,
+        },
+    )?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
     } else {
         println!("file        {}", report.file);
         if let Some(v) = &report.video {

@@ -28,15 +28,22 @@ pub fn health(url: &str, timeout: Duration) -> Result<serde_json::Value> {
     let body: serde_json::Value = resp
         .json()
         .map_err(|e| unavailable(format!("GET /system_stats body is not JSON ({e})")))?;
-    if !body.get("system").is_some_and(|s| s.is_object()) || !body.get("devices").is_some_and(|d| d.is_array()) {
-        return Err(unavailable("GET /system_stats body lacks \"system\"/\"devices\"".into()));
+    if !body.get("system").is_some_and(|s| s.is_object())
+        || !body.get("devices").is_some_and(|d| d.is_array())
+    {
+        return Err(unavailable(
+            "GET /system_stats body lacks \"system\"/\"devices\"".into(),
+        ));
     }
     let resp = client
         .get(format!("{base}/object_info"))
         .send()
         .map_err(|e| unavailable(format!("GET /object_info failed ({e})")))?;
     if !resp.status().is_success() {
-        return Err(unavailable(format!("GET /object_info answered {}", resp.status())));
+        return Err(unavailable(format!(
+            "GET /object_info answered {}",
+            resp.status()
+        )));
     }
     Ok(body)
 }

@@ -65,22 +65,34 @@ impl AudioInput {
     pub fn open(path: &Path) -> Result<AudioInput> {
         super::init();
         super::check_input_file(path)?;
-        let input = av::format::input(path)
-            .map_err(|e| Error::at_path(ErrorKind::UnsupportedFormat, path, format!("not a readable media file ({e})")))?;
+        let input = av::format::input(path).map_err(|e| {
+            Error::at_path(
+                ErrorKind::UnsupportedFormat,
+                path,
+                format!("not a readable media file ({e})"),
+            )
+        })?;
         let stream = input
             .streams()
             .best(av::media::Type::Audio)
-            .ok_or_else(|| Error::at_path(ErrorKind::UnsupportedFormat, path, "has no audio stream"))?;
+            .ok_or_else(|| {
+                Error::at_path(ErrorKind::UnsupportedFormat, path, "has no audio stream")
+            })?;
         let stream_index = stream.index();
         let tb = stream.time_base();
-        let container_duration_seconds = (stream.duration() > 0 && tb.denominator() != 0)
-            .then(|| stream.duration() as f64 * f64::from(tb.numerator()) / f64::from(tb.denominator()));
+        let container_duration_seconds =
+            (stream.duration() > 0 && tb.denominator() != 0).then(|| {
+                stream.duration() as f64 * f64::from(tb.numerator()) / f64::from(tb.denominator())
+            });
         let ctx = av::codec::context::Context::from_parameters(stream.parameters())
             .at(ErrorKind::UnsupportedFormat, path)?;
-        let decoder = ctx
-            .decoder()
-            .audio()
-            .map_err(|e| Error::at_path(ErrorKind::UnsupportedFormat, path, format!("no decoder for its audio ({e})")))?;
+        let decoder = ctx.decoder().audio().map_err(|e| {
+            Error::at_path(
+                ErrorKind::UnsupportedFormat,
+                path,
+                format!("no decoder for its audio ({e})"),
+            )
+        })?;
         let rate = decoder.rate();
         let channels = decoder.channels();
         if rate == 0 || channels == 0 {
@@ -91,9 +103,16 @@ impl AudioInput {
             ));
         }
         if !(1000..=768_000).contains(&rate) {
-            return Err(Error::at_path(ErrorKind::UnsupportedFormat, path, format!("audio sample rate {rate} Hz is out of range")));
+            return Err(Error::at_path(
+                ErrorKind::UnsupportedFormat,
+                path,
+                format!("audio sample rate {rate} Hz is out of range"),
+            ));
         }
-        let codec = decoder.codec().map(|c| c.name().to_string()).unwrap_or_default();
+        let codec = decoder
+            .codec()
+            .map(|c| c.name().to_string())
+            .unwrap_or_default();
         let info = AudioInfo {
             codec,
             rate,
@@ -101,7 +120,13 @@ impl AudioInput {
             out_channels: channels.min(2),
             container_duration_seconds,
         };
-        Ok(AudioInput { path: path.to_path_buf(), input, stream_index, decoder, info })
+        Ok(AudioInput {
+            path: path.to_path_buf(),
+            input,
+            stream_index,
+            decoder,
+            info,
+        })
     }
 
     pub fn info(&self) -> &AudioInfo {
@@ -115,10 +140,14 @@ impl AudioInput {
         let mut buf: Vec<f32> = Vec::new();
         let out_ch = usize::from(self.info.out_channels);
         let path = self.path.clone();
-        let mut drain = |decoder: &mut av::decoder::Audio, stats: &mut DecodeStats, buf: &mut Vec<f32>| -> Result<()> {
+        let mut drain = |decoder: &mut av::decoder::Audio,
+                         stats: &mut DecodeStats,
+                         buf: &mut Vec<f32>|
+         -> Result<()> {
             while decoder.receive_frame(&mut frame).is_ok() {
                 buf.clear();
-                to_interleaved_f32(&frame, out_ch, buf).map_err(|m| Error::at_path(ErrorKind::UnsupportedFormat, &path, m))?;
+                to_interleaved_f32(&frame, out_ch, buf)
+                    .map_err(|m| Error::at_path(ErrorKind::UnsupportedFormat, &path, m))?;
                 stats.samples += (buf.len() / out_ch) as u64;
                 sink(buf)?;
             }
@@ -150,7 +179,11 @@ impl AudioInput {
 }
 
 /// Converts one decoded frame to interleaved f32 with `out_ch` channels.
-fn to_interleaved_f32(frame: &av::frame::Audio, out_ch: usize, out: &mut Vec<f32>) -> std::result::Result<(), String> {
+fn to_interleaved_f32(
+    frame: &av::frame::Audio,
+    out_ch: usize,
+    out: &mut Vec<f32>,
+) -> std::result::Result<(), String> {
     use av::format::sample::{Sample, Type};
     let n = frame.samples();
     let ch = usize::from(frame.channels()).max(1);
@@ -265,7 +298,12 @@ pub fn write_padded_wav(
     let info = input.info().clone();
     let rate = output_rate(info.rate);
     let ch = info.out_channels;
-    let spec = hound::WavSpec { channels: ch, sample_rate: rate, bits_per_sample: 32, sample_format: hound::SampleFormat::Float };
+    let spec = hound::WavSpec {
+        channels: ch,
+        sample_rate: rate,
+        bits_per_sample: 32,
+        sample_format: hound::SampleFormat::Float,
+    };
     let mut writer = hound::WavWriter::create(dst, spec).at(ErrorKind::Internal, dst)?;
     let silence = |w: &mut hound::WavWriter<_>, n: u64| -> Result<()> {
         for _ in 0..n * u64::from(ch) {
@@ -274,7 +312,8 @@ pub fn write_padded_wav(
         Ok(())
     };
     silence(&mut writer, pre(rate))?;
-    let mut resampler = (rate != info.rate).then(|| super::resample::Resampler::new(info.rate, rate, usize::from(ch)));
+    let mut resampler = (rate != info.rate)
+        .then(|| super::resample::Resampler::new(info.rate, rate, usize::from(ch)));
     let mut written: u64 = 0;
     let mut put = |w: &mut hound::WavWriter<_>, chunk: &[f32]| -> Result<()> {
         for &s in chunk {
@@ -295,9 +334,18 @@ pub fn write_padded_wav(
         put(&mut writer, &tail)?;
     }
     if stats.samples == 0 {
-        return Err(Error::at_path(ErrorKind::UnsupportedFormat, src, "contains 0 samples of audio"));
+        return Err(Error::at_path(
+            ErrorKind::UnsupportedFormat,
+            src,
+            "contains 0 samples of audio",
+        ));
     }
     silence(&mut writer, post(rate))?;
     writer.finalize().at(ErrorKind::Internal, dst)?;
-    Ok(PaddedAudio { info, input_samples: written, rate, corrupt_packets: stats.corrupt_packets })
+    Ok(PaddedAudio {
+        info,
+        input_samples: written,
+        rate,
+        corrupt_packets: stats.corrupt_packets,
+    })
 }

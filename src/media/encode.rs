@@ -89,15 +89,30 @@ pub fn encode_mp4(
     let spec = reader.spec();
     let rate = spec.sample_rate;
     let channels = spec.channels;
-    if spec.sample_format != hound::SampleFormat::Float || spec.bits_per_sample != 32 || !(1..=2).contains(&channels) {
-        return Err(Error::at_path(ErrorKind::FfmpegFailed, &audio.wav, "expected the engine's 32-bit float mono/stereo WAV"));
+    if spec.sample_format != hound::SampleFormat::Float
+        || spec.bits_per_sample != 32
+        || !(1..=2).contains(&channels)
+    {
+        return Err(Error::at_path(
+            ErrorKind::FfmpegFailed,
+            &audio.wav,
+            "expected the engine's 32-bit float mono/stereo WAV",
+        ));
     }
-    let mut octx = av::format::output_as(out, "mp4").map_err(|e| Error::at_path(ErrorKind::FfmpegFailed, out, e))?;
-    let global_header = octx.format().flags().contains(av::format::Flags::GLOBAL_HEADER);
+    let mut octx = av::format::output_as(out, "mp4")
+        .map_err(|e| Error::at_path(ErrorKind::FfmpegFailed, out, e))?;
+    let global_header = octx
+        .format()
+        .flags()
+        .contains(av::format::Flags::GLOBAL_HEADER);
 
     // Video encoder.
     let x264 = av::encoder::find_by_name("libx264").ok_or_else(|| {
-        Error::new(ErrorKind::FfmpegFailed, "the linked FFmpeg has no libx264 encoder").with_hint("run va doctor")
+        Error::new(
+            ErrorKind::FfmpegFailed,
+            "the linked FFmpeg has no libx264 encoder",
+        )
+        .with_hint("run va doctor")
     })?;
     let vtb = av::Rational::new(video.fps_den as i32, video.fps_num as i32);
     let mut venc = av::codec::context::Context::new_with_codec(x264)
@@ -108,7 +123,10 @@ pub fn encode_mp4(
     venc.set_height(video.height);
     venc.set_format(av::format::Pixel::YUV420P);
     venc.set_time_base(vtb);
-    venc.set_frame_rate(Some(av::Rational::new(video.fps_num as i32, video.fps_den as i32)));
+    venc.set_frame_rate(Some(av::Rational::new(
+        video.fps_num as i32,
+        video.fps_den as i32,
+    )));
     venc.set_colorspace(av::color::Space::BT709);
     venc.set_color_range(av::color::Range::MPEG);
     venc.set_color_primaries(av::color::Primaries::BT709);
@@ -122,17 +140,31 @@ pub fn encode_mp4(
     vopts.set("threads", &video.threads.to_string());
     let mut venc = venc.open_with(vopts).map_err(ff("opening libx264"))?;
     {
-        let mut ost = octx.add_stream(x264).map_err(ff("adding the video stream"))?;
+        let mut ost = octx
+            .add_stream(x264)
+            .map_err(ff("adding the video stream"))?;
         ost.set_parameters(&venc);
         ost.set_time_base(vtb);
-        ost.set_avg_frame_rate(av::Rational::new(video.fps_num as i32, video.fps_den as i32));
+        ost.set_avg_frame_rate(av::Rational::new(
+            video.fps_num as i32,
+            video.fps_den as i32,
+        ));
     }
 
     // Audio encoder.
-    let aac = av::encoder::find(av::codec::Id::AAC)
-        .ok_or_else(|| Error::new(ErrorKind::FfmpegFailed, "the linked FFmpeg has no AAC encoder").with_hint("run va doctor"))?;
+    let aac = av::encoder::find(av::codec::Id::AAC).ok_or_else(|| {
+        Error::new(
+            ErrorKind::FfmpegFailed,
+            "the linked FFmpeg has no AAC encoder",
+        )
+        .with_hint("run va doctor")
+    })?;
     let atb = av::Rational::new(1, rate as i32);
-    let layout = if channels == 1 { av::ChannelLayout::MONO } else { av::ChannelLayout::STEREO };
+    let layout = if channels == 1 {
+        av::ChannelLayout::MONO
+    } else {
+        av::ChannelLayout::STEREO
+    };
     let mut aenc = av::codec::context::Context::new_with_codec(aac)
         .encoder()
         .audio()
@@ -151,7 +183,9 @@ pub fn encode_mp4(
     let aenc = aenc.open_as(aac).map_err(ff("opening the AAC encoder"))?;
     let frame_size = (aenc.frame_size() as usize).max(1);
     {
-        let mut ost = octx.add_stream(aac).map_err(ff("adding the audio stream"))?;
+        let mut ost = octx
+            .add_stream(aac)
+            .map_err(ff("adding the audio stream"))?;
         ost.set_parameters(&aenc);
         ost.set_time_base(atb);
     }
@@ -160,11 +194,16 @@ pub fn encode_mp4(
     let mut mopts = av::Dictionary::new();
     mopts.set("movflags", "+faststart");
     mopts.set("movie_timescale", &timescale.to_string());
-    octx.write_header_with(mopts).map_err(ff("writing the MP4 header"))?;
+    octx.write_header_with(mopts)
+        .map_err(ff("writing the MP4 header"))?;
     let v_ost_tb = octx.stream(0).map(|s| s.time_base()).unwrap_or(vtb);
     let a_ost_tb = octx.stream(1).map(|s| s.time_base()).unwrap_or(atb);
 
-    let mut report = EncodeReport { audio_rate: rate, movie_timescale: timescale, ..Default::default() };
+    let mut report = EncodeReport {
+        audio_rate: rate,
+        movie_timescale: timescale,
+        ..Default::default()
+    };
     let frames = video.frames;
     let (w, h) = (video.width, video.height);
 
@@ -193,7 +232,9 @@ pub fn encode_mp4(
         let (atx, arx) = mpsc::sync_channel::<av::Packet>(512);
         let audio_thread = std::thread::Builder::new()
             .name("audio".into())
-            .spawn_scoped(scope, move || encode_audio(reader, aenc, frame_size, layout, atx))
+            .spawn_scoped(scope, move || {
+                encode_audio(reader, aenc, frame_size, layout, atx)
+            })
             .ctx(ErrorKind::Internal, "starting the audio thread")?;
 
         let mut pending: Option<av::Packet> = None;
@@ -221,7 +262,9 @@ pub fn encode_mp4(
                         }
                     };
                 }
-                let Some(p) = pending.as_mut() else { return Ok(()) };
+                let Some(p) = pending.as_mut() else {
+                    return Ok(());
+                };
                 if let (Some(limit), Some(pts)) = (limit, p.pts()) {
                     // pts/rate <= limit·fps_den/fps_num, exactly.
                     let lhs = i128::from(pts) * i128::from(video.fps_num);
@@ -230,49 +273,60 @@ pub fn encode_mp4(
                         return Ok(());
                     }
                 }
-                let mut p = pending.take().ok_or_else(|| Error::internal("audio packet vanished"))?;
+                let mut p = pending
+                    .take()
+                    .ok_or_else(|| Error::internal("audio packet vanished"))?;
                 p.set_stream(1);
                 p.rescale_ts(atb, a_ost_tb);
-                p.write_interleaved(octx).map_err(ff("writing an audio packet"))?;
+                p.write_interleaved(octx)
+                    .map_err(ff("writing an audio packet"))?;
             }
         };
 
         let venc_start = Instant::now();
-        let write_video = |venc: &mut av::encoder::Video, octx: &mut av::format::context::Output| -> Result<()> {
-            let mut pkt = av::Packet::empty();
-            while venc.receive_packet(&mut pkt).is_ok() {
-                pkt.set_stream(0);
-                pkt.rescale_ts(vtb, v_ost_tb);
-                pkt.write_interleaved(octx).map_err(ff("writing a video packet"))?;
-            }
-            Ok(())
-        };
+        let write_video =
+            |venc: &mut av::encoder::Video, octx: &mut av::format::context::Output| -> Result<()> {
+                let mut pkt = av::Packet::empty();
+                while venc.receive_packet(&mut pkt).is_ok() {
+                    pkt.set_stream(0);
+                    pkt.rescale_ts(vtb, v_ost_tb);
+                    pkt.write_interleaved(octx)
+                        .map_err(ff("writing a video packet"))?;
+                }
+                Ok(())
+            };
         for i in 0..frames {
             let Ok(buf) = frx.recv() else { break };
             let mut frame = av::frame::Video::new(av::format::Pixel::YUV420P, w, h);
             copy_into(&buf, &mut frame);
             let _ = pool_tx.send(buf);
             frame.set_pts(Some(i as i64));
-            venc.send_frame(&frame).map_err(ff("encoding a video frame"))?;
+            venc.send_frame(&frame)
+                .map_err(ff("encoding a video frame"))?;
             write_video(&mut venc, &mut octx)?;
             pump(&mut octx, Some(i + fps_second(video)))?;
             progress(i + 1);
         }
         drop(frx);
-        let render_busy = render.join().map_err(|_| Error::internal("render thread panicked"))??;
+        let render_busy = render
+            .join()
+            .map_err(|_| Error::internal("render thread panicked"))??;
         venc.send_eof().map_err(ff("flushing libx264"))?;
         write_video(&mut venc, &mut octx)?;
         report.video_encode_seconds = venc_start.elapsed().as_secs_f64();
         report.render_seconds = render_busy;
         pump(&mut octx, None)?;
-        let (samples, audio_busy) = audio_thread.join().map_err(|_| Error::internal("audio thread panicked"))??;
+        let (samples, audio_busy) = audio_thread
+            .join()
+            .map_err(|_| Error::internal("audio thread panicked"))??;
         report.audio_samples = samples;
         report.audio_encode_seconds = audio_busy;
         report.video_frames = frames;
         Ok(())
     });
     result?;
-    octx.write_trailer().map_err(ff("writing the MP4 trailer"))?;
+    octx.write_trailer()
+        .map_err(ff("writing the MP4 trailer"))?;
     drop(octx);
     report.bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
     report.wall_seconds = started.elapsed().as_secs_f64();
@@ -286,7 +340,11 @@ fn fps_second(v: &VideoSettings) -> u64 {
 
 fn copy_into(src: &Yuv420, dst: &mut av::frame::Video) {
     let (w, h) = (src.width as usize, src.height as usize);
-    for (plane, data, pw, ph) in [(0usize, &src.y, w, h), (1, &src.u, w / 2, h / 2), (2, &src.v, w / 2, h / 2)] {
+    for (plane, data, pw, ph) in [
+        (0usize, &src.y, w, h),
+        (1, &src.u, w / 2, h / 2),
+        (2, &src.v, w / 2, h / 2),
+    ] {
         let stride = dst.stride(plane);
         let out = dst.data_mut(plane);
         for r in 0..ph {
@@ -314,7 +372,10 @@ fn encode_audio(
     let drain = |enc: &mut av::encoder::Audio| -> Result<bool> {
         let mut pkt = av::Packet::empty();
         while enc.receive_packet(&mut pkt).is_ok() {
-            if tx.send(std::mem::replace(&mut pkt, av::Packet::empty())).is_err() {
+            if tx
+                .send(std::mem::replace(&mut pkt, av::Packet::empty()))
+                .is_err()
+            {
                 return Ok(false);
             }
         }
@@ -329,7 +390,11 @@ fn encode_audio(
         if n == 0 {
             break;
         }
-        let mut frame = av::frame::Audio::new(av::format::Sample::F32(av::format::sample::Type::Planar), n, layout);
+        let mut frame = av::frame::Audio::new(
+            av::format::Sample::F32(av::format::sample::Type::Planar),
+            n,
+            layout,
+        );
         frame.set_rate(rate);
         for c in 0..channels {
             let plane = frame.plane_mut::<f32>(c);

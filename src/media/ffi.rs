@@ -18,7 +18,9 @@ pub extern "C" fn vidax_av_log_emit(level: c_int, msg: *const c_char) {
     }
     // SAFETY: the shim passes a NUL-terminated buffer that lives for the duration of this call;
     // we copy it out before returning.
-    let text = unsafe { CStr::from_ptr(msg) }.to_string_lossy().into_owned();
+    let text = unsafe { CStr::from_ptr(msg) }
+        .to_string_lossy()
+        .into_owned();
     // A panic must never unwind into C.
     let _ = std::panic::catch_unwind(move || emit(level, &text));
 }

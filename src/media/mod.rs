@@ -7,6 +7,7 @@
 //! - [`ffi`]: the native av_log bridge (the only `unsafe`).
 
 pub mod audio;
+pub mod decode;
 pub mod encode;
 mod ffi;
 pub mod picture;
@@ -33,15 +34,31 @@ pub fn init() {
 /// can be opened, and is not empty.
 pub fn check_input_file(path: &Path) -> Result<()> {
     let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::at_path(ErrorKind::InputNotFound, path, "no such file"),
+        std::io::ErrorKind::NotFound => {
+            Error::at_path(ErrorKind::InputNotFound, path, "no such file")
+        }
         _ => Error::at_path(ErrorKind::InputNotFound, path, e),
     })?;
     if meta.is_dir() {
-        return Err(Error::at_path(ErrorKind::InputNotFound, path, "is a directory, not a file"));
+        return Err(Error::at_path(
+            ErrorKind::InputNotFound,
+            path,
+            "is a directory, not a file",
+        ));
     }
-    std::fs::File::open(path).map_err(|e| Error::at_path(ErrorKind::InputNotFound, path, format!("cannot be read ({e})")))?;
+    std::fs::File::open(path).map_err(|e| {
+        Error::at_path(
+            ErrorKind::InputNotFound,
+            path,
+            format!("cannot be read ({e})"),
+        )
+    })?;
     if meta.len() == 0 {
-        return Err(Error::at_path(ErrorKind::UnsupportedFormat, path, "is empty"));
+        return Err(Error::at_path(
+            ErrorKind::UnsupportedFormat,
+            path,
+            "is empty",
+        ));
     }
     Ok(())
 }

@@ -27,11 +27,20 @@ pub struct StartProbe {
 pub fn probe_start(path: &Path) -> Result<StartProbe> {
     super::check_input_file(path)?;
     if let Ok((width, height)) = super::picture::image_dimensions(path) {
-        return Ok(StartProbe { kind: StartKind::Image, width, height });
+        return Ok(StartProbe {
+            kind: StartKind::Image,
+            width,
+            height,
+        });
     }
     super::init();
-    let input = av::format::input(path)
-        .map_err(|e| Error::at_path(ErrorKind::UnsupportedFormat, path, format!("neither an image nor a video vidax reads ({e})")))?;
+    let input = av::format::input(path).map_err(|e| {
+        Error::at_path(
+            ErrorKind::UnsupportedFormat,
+            path,
+            format!("neither an image nor a video vidax reads ({e})"),
+        )
+    })?;
     let st = input
         .streams()
         .best(av::media::Type::Video)
@@ -40,7 +49,11 @@ pub fn probe_start(path: &Path) -> Result<StartProbe> {
     let dec = av::codec::context::Context::from_parameters(p)
         .and_then(|c| c.decoder().video())
         .map_err(|e| Error::at_path(ErrorKind::UnsupportedFormat, path, e))?;
-    Ok(StartProbe { kind: StartKind::Video, width: dec.width(), height: dec.height() })
+    Ok(StartProbe {
+        kind: StartKind::Video,
+        width: dec.width(),
+        height: dec.height(),
+    })
 }
 
 /// One linked FFmpeg library and its version.
@@ -58,11 +71,26 @@ fn ver(v: u32) -> String {
 pub fn library_versions() -> Vec<LibVersion> {
     super::init();
     vec![
-        LibVersion { name: "libavutil", version: ver(av::util::version()) },
-        LibVersion { name: "libavcodec", version: ver(av::codec::version()) },
-        LibVersion { name: "libavformat", version: ver(av::format::version()) },
-        LibVersion { name: "libswscale", version: ver(av::software::scaling::version()) },
-        LibVersion { name: "libswresample", version: ver(av::software::resampling::version()) },
+        LibVersion {
+            name: "libavutil",
+            version: ver(av::util::version()),
+        },
+        LibVersion {
+            name: "libavcodec",
+            version: ver(av::codec::version()),
+        },
+        LibVersion {
+            name: "libavformat",
+            version: ver(av::format::version()),
+        },
+        LibVersion {
+            name: "libswscale",
+            version: ver(av::software::scaling::version()),
+        },
+        LibVersion {
+            name: "libswresample",
+            version: ver(av::software::resampling::version()),
+        },
     ]
 }
 

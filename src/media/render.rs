@@ -65,13 +65,23 @@ impl AxisTaps {
             start.push(lo.min(n_src.saturating_sub(1)));
             bg.push(outside as f32);
         }
-        AxisTaps { len, start, weights, bg }
+        AxisTaps {
+            len,
+            start,
+            weights,
+            bg,
+        }
     }
 
     /// The source range any output sample touches.
     fn span(&self, n_src: usize) -> (usize, usize) {
         let lo = self.start.iter().copied().min().unwrap_or(0);
-        let hi = self.start.iter().map(|&s| (s + self.len).min(n_src)).max().unwrap_or(0);
+        let hi = self
+            .start
+            .iter()
+            .map(|&s| (s + self.len).min(n_src))
+            .max()
+            .unwrap_or(0);
         (lo, hi.max(lo))
     }
 }
@@ -154,12 +164,30 @@ impl Renderer {
     /// the per-frame filter stays short; the geometry is unchanged.
     pub fn new(src: Planes, out_w: u32, out_h: u32, bg: YuvColor, min_window_w: f64) -> Renderer {
         let factor = (min_window_w / f64::from(out_w)).floor();
-        let mut r = Renderer { src, prescale: 1.0, bg, out_w, out_h, tmp: Vec::new() };
+        let mut r = Renderer {
+            src,
+            prescale: 1.0,
+            bg,
+            out_w,
+            out_h,
+            tmp: Vec::new(),
+        };
         if factor >= 2.0 {
             let ww = (f64::from(r.src.width) / factor).ceil().max(1.0) as u32;
             let wh = (f64::from(r.src.height) / factor).ceil().max(1.0) as u32;
-            let win = CropWindow { x: 0.0, y: 0.0, w: f64::from(ww) * factor, h: f64::from(wh) * factor };
-            let mut shrunk = Planes { width: ww, height: wh, y: Vec::new(), cb: Vec::new(), cr: Vec::new() };
+            let win = CropWindow {
+                x: 0.0,
+                y: 0.0,
+                w: f64::from(ww) * factor,
+                h: f64::from(wh) * factor,
+            };
+            let mut shrunk = Planes {
+                width: ww,
+                height: wh,
+                y: Vec::new(),
+                cb: Vec::new(),
+                cr: Vec::new(),
+            };
             let (sw, sh) = (r.src.width as usize, r.src.height as usize);
             for (plane, out, bgv) in [
                 (&r.src.y, &mut shrunk.y, bg.y),
@@ -167,9 +195,17 @@ impl Renderer {
                 (&r.src.cr, &mut shrunk.cr, bg.cr),
             ] {
                 out.reserve(ww as usize * wh as usize);
-                resample_plane(plane, sw, sh, bgv, &win, ww as usize, wh as usize, &mut r.tmp, |_, line| {
-                    out.extend_from_slice(line)
-                });
+                resample_plane(
+                    plane,
+                    sw,
+                    sh,
+                    bgv,
+                    &win,
+                    ww as usize,
+                    wh as usize,
+                    &mut r.tmp,
+                    |_, line| out.extend_from_slice(line),
+                );
             }
             r.src = shrunk;
             r.prescale = factor;
@@ -178,28 +214,60 @@ impl Renderer {
     }
 
     pub fn source_size(&self) -> (f64, f64) {
-        (f64::from(self.src.width) * self.prescale, f64::from(self.src.height) * self.prescale)
+        (
+            f64::from(self.src.width) * self.prescale,
+            f64::from(self.src.height) * self.prescale,
+        )
     }
 
     /// Renders `win` (in original source coordinates) into `out`.
     pub fn render(&mut self, win: &CropWindow, out: &mut Yuv420) {
         let k = self.prescale;
-        let win = CropWindow { x: win.x / k, y: win.y / k, w: win.w / k, h: win.h / k };
+        let win = CropWindow {
+            x: win.x / k,
+            y: win.y / k,
+            w: win.w / k,
+            h: win.h / k,
+        };
         let (sw, sh) = (self.src.width as usize, self.src.height as usize);
         let (ow, oh) = (self.out_w as usize, self.out_h as usize);
         let y = &mut out.y;
-        resample_plane(&self.src.y, sw, sh, self.bg.y, &win, ow, oh, &mut self.tmp, |i, line| {
-            to_u8(&mut y[i * ow..(i + 1) * ow], line)
-        });
+        resample_plane(
+            &self.src.y,
+            sw,
+            sh,
+            self.bg.y,
+            &win,
+            ow,
+            oh,
+            &mut self.tmp,
+            |i, line| to_u8(&mut y[i * ow..(i + 1) * ow], line),
+        );
         let (cw, ch) = (ow / 2, oh / 2);
         let u = &mut out.u;
-        resample_plane(&self.src.cb, sw, sh, self.bg.cb, &win, cw, ch, &mut self.tmp, |i, line| {
-            to_u8(&mut u[i * cw..(i + 1) * cw], line)
-        });
+        resample_plane(
+            &self.src.cb,
+            sw,
+            sh,
+            self.bg.cb,
+            &win,
+            cw,
+            ch,
+            &mut self.tmp,
+            |i, line| to_u8(&mut u[i * cw..(i + 1) * cw], line),
+        );
         let v = &mut out.v;
-        resample_plane(&self.src.cr, sw, sh, self.bg.cr, &win, cw, ch, &mut self.tmp, |i, line| {
-            to_u8(&mut v[i * cw..(i + 1) * cw], line)
-        });
+        resample_plane(
+            &self.src.cr,
+            sw,
+            sh,
+            self.bg.cr,
+            &win,
+            cw,
+            ch,
+            &mut self.tmp,
+            |i, line| to_u8(&mut v[i * cw..(i + 1) * cw], line),
+        );
     }
 }
 
@@ -209,7 +277,13 @@ mod tests {
 
     fn flat(w: u32, h: u32, y: f32) -> Planes {
         let n = (w * h) as usize;
-        Planes { width: w, height: h, y: vec![y; n], cb: vec![128.0; n], cr: vec![128.0; n] }
+        Planes {
+            width: w,
+            height: h,
+            y: vec![y; n],
+            cb: vec![128.0; n],
+            cr: vec![128.0; n],
+        }
     }
 
     #[test]
@@ -222,7 +296,15 @@ mod tests {
         let want: Vec<u8> = p.y.iter().map(|v| *v as u8).collect();
         let mut r = Renderer::new(p, w, h, YuvColor::BLACK, f64::from(w));
         let mut out = Yuv420::new(w, h);
-        r.render(&CropWindow { x: 0.0, y: 0.0, w: f64::from(w), h: f64::from(h) }, &mut out);
+        r.render(
+            &CropWindow {
+                x: 0.0,
+                y: 0.0,
+                w: f64::from(w),
+                h: f64::from(h),
+            },
+            &mut out,
+        );
         assert_eq!(out.y, want);
     }
 
@@ -231,7 +313,15 @@ mod tests {
         let mut r = Renderer::new(flat(4, 4, 235.0), 8, 4, YuvColor::BLACK, 8.0);
         let mut out = Yuv420::new(8, 4);
         // A window twice as wide as the source, centred: pillarbox.
-        r.render(&CropWindow { x: -2.0, y: 0.0, w: 8.0, h: 4.0 }, &mut out);
+        r.render(
+            &CropWindow {
+                x: -2.0,
+                y: 0.0,
+                w: 8.0,
+                h: 4.0,
+            },
+            &mut out,
+        );
         assert_eq!(&out.y[0..8], &[16, 16, 235, 235, 235, 235, 16, 16]);
     }
 
@@ -241,7 +331,15 @@ mod tests {
         p.y = vec![16.0, 116.0, 216.0, 216.0, 16.0, 116.0, 216.0, 216.0];
         let mut r = Renderer::new(p, 2, 2, YuvColor::BLACK, 2.0);
         let mut out = Yuv420::new(2, 2);
-        r.render(&CropWindow { x: 0.5, y: 0.0, w: 2.0, h: 2.0 }, &mut out);
+        r.render(
+            &CropWindow {
+                x: 0.5,
+                y: 0.0,
+                w: 2.0,
+                h: 2.0,
+            },
+            &mut out,
+        );
         assert_eq!(&out.y[0..2], &[66, 166]);
     }
 
@@ -256,11 +354,23 @@ mod tests {
         let mut r = Renderer::new(p, 40, 4, YuvColor::BLACK, 400.0);
         assert_eq!(r.prescale, 10.0);
         let mut out = Yuv420::new(40, 4);
-        r.render(&CropWindow { x: 0.0, y: 0.0, w: 400.0, h: 40.0 }, &mut out);
+        r.render(
+            &CropWindow {
+                x: 0.0,
+                y: 0.0,
+                w: 400.0,
+                h: 40.0,
+            },
+            &mut out,
+        );
         // Output pixel j averages source columns around 10j+5 -> 16 + (10j+4.5)*0.5.
         for j in 2..38 {
             let want = 16.0 + (10.0 * j as f32 + 4.5) * 0.5;
-            assert!((f32::from(out.y[2 * 40 + j]) - want).abs() <= 1.0, "j={j} {} {want}", out.y[2 * 40 + j]);
+            assert!(
+                (f32::from(out.y[2 * 40 + j]) - want).abs() <= 1.0,
+                "j={j} {} {want}",
+                out.y[2 * 40 + j]
+            );
         }
     }
 }

@@ -20,7 +20,8 @@ pub struct Resampler {
 
 impl Resampler {
     pub fn new(rate_in: u32, rate_out: u32, channels: usize) -> Resampler {
-        let inner = FftFixedIn::<f32>::new(rate_in as usize, rate_out as usize, CHUNK, 2, channels).ok();
+        let inner =
+            FftFixedIn::<f32>::new(rate_in as usize, rate_out as usize, CHUNK, 2, channels).ok();
         let to_skip = inner.as_ref().map_or(0, |r| r.output_delay());
         Resampler {
             inner,
@@ -44,7 +45,11 @@ impl Resampler {
         self.in_total += (interleaved.len() / self.channels) as u64;
         let mut out = Vec::new();
         while self.pending[0].len() >= CHUNK {
-            let chunk: Vec<Vec<f32>> = self.pending.iter_mut().map(|p| p.drain(..CHUNK).collect()).collect();
+            let chunk: Vec<Vec<f32>> = self
+                .pending
+                .iter_mut()
+                .map(|p| p.drain(..CHUNK).collect())
+                .collect();
             self.run(Some(&chunk), &mut out);
         }
         out
@@ -52,7 +57,8 @@ impl Resampler {
 
     /// Flushes the tail; the total output is then exactly `round(n_in · out / in)`.
     pub fn finish(&mut self) -> Vec<f32> {
-        let want = (u128::from(self.in_total) * u128::from(self.rate_out) * 2 + u128::from(self.rate_in))
+        let want = (u128::from(self.in_total) * u128::from(self.rate_out) * 2
+            + u128::from(self.rate_in))
             / (2 * u128::from(self.rate_in));
         let want = u64::try_from(want).unwrap_or(u64::MAX);
         let mut out = Vec::new();
@@ -108,7 +114,9 @@ mod tests {
     fn output_count_is_exact_and_tone_survives() {
         let (fin, fout) = (37_800u32, 48_000u32);
         let n = 37_800 * 2 + 123;
-        let input: Vec<f32> = (0..n).map(|i| (2.0 * std::f32::consts::PI * 440.0 * i as f32 / fin as f32).sin()).collect();
+        let input: Vec<f32> = (0..n)
+            .map(|i| (2.0 * std::f32::consts::PI * 440.0 * i as f32 / fin as f32).sin())
+            .collect();
         let mut r = Resampler::new(fin, fout, 1);
         let mut out = Vec::new();
         for c in input.chunks(700) {
@@ -120,7 +128,11 @@ mod tests {
         // No leading delay: sample k matches the ideal tone at time k/fout (away from the edges).
         for k in [4_800usize, 30_000, 60_000] {
             let ideal = (2.0 * std::f32::consts::PI * 440.0 * k as f32 / fout as f32).sin();
-            assert!((out[k] - ideal).abs() < 0.02, "k={k} got {} want {ideal}", out[k]);
+            assert!(
+                (out[k] - ideal).abs() < 0.02,
+                "k={k} got {} want {ideal}",
+                out[k]
+            );
         }
     }
 }

@@ -81,16 +81,41 @@ fn secs(ticks: i64, tb: av::Rational) -> f64 {
 pub fn verify(path: &Path, expect: &Expect) -> Result<VerifyReport> {
     super::init();
     super::check_input_file(path)?;
-    let mut input = av::format::input(path)
-        .map_err(|e| Error::at_path(ErrorKind::UnsupportedFormat, path, format!("not a readable media file ({e})")))?;
-    let vidx = input.streams().best(av::media::Type::Video).map(|s| s.index());
-    let aidx = input.streams().best(av::media::Type::Audio).map(|s| s.index());
-    let ctx = |idx: usize, input: &av::format::context::Input| -> Result<av::codec::context::Context> {
-        let st = input.stream(idx).ok_or_else(|| Error::internal("stream vanished"))?;
-        av::codec::context::Context::from_parameters(st.parameters())
-            .map_err(|e| Error::at_path(ErrorKind::UnsupportedFormat, path, format!("stream {idx}: {e}")))
+    let mut input = av::format::input(path).map_err(|e| {
+        Error::at_path(
+            ErrorKind::UnsupportedFormat,
+            path,
+            format!("not a readable media file ({e})"),
+        )
+    })?;
+    let vidx = input
+        .streams()
+        .best(av::media::Type::Video)
+        .map(|s| s.index());
+    let aidx = input
+        .streams()
+        .best(av::media::Type::Audio)
+        .map(|s| s.index());
+    let ctx =
+        |idx: usize, input: &av::format::context::Input| -> Result<av::codec::context::Context> {
+            let st = input
+                .stream(idx)
+                .ok_or_else(|| Error::internal("stream vanished"))?;
+            av::codec::context::Context::from_parameters(st.parameters()).map_err(|e| {
+                Error::at_path(
+                    ErrorKind::UnsupportedFormat,
+                    path,
+                    format!("stream {idx}: {e}"),
+                )
+            })
+        };
+    let bad = |e: av::Error| {
+        Error::at_path(
+            ErrorKind::UnsupportedFormat,
+            path,
+            format!("cannot decode ({e})"),
+        )
     };
-    let bad = |e: av::Error| Error::at_path(ErrorKind::UnsupportedFormat, path, format!("cannot decode ({e})"));
     let mut vdec = match vidx {
         Some(i) => Some(ctx(i, &input)?.decoder().video().map_err(bad)?),
         None => None,
@@ -136,7 +161,9 @@ pub fn verify(path: &Path, expect: &Expect) -> Result<VerifyReport> {
     let mut failures = Vec::new();
     let video = match (vidx, vdec.as_ref()) {
         (Some(i), Some(d)) => {
-            let st = input.stream(i).ok_or_else(|| Error::internal("stream vanished"))?;
+            let st = input
+                .stream(i)
+                .ok_or_else(|| Error::internal("stream vanished"))?;
             vpts.sort_unstable();
             let mut steps: Vec<i64> = vpts.windows(2).map(|w| w[1] - w[0]).collect();
             steps.sort_unstable();
@@ -165,7 +192,9 @@ pub fn verify(path: &Path, expect: &Expect) -> Result<VerifyReport> {
     };
     let audio = match (aidx, adec.as_ref()) {
         (Some(i), Some(d)) => {
-            let st = input.stream(i).ok_or_else(|| Error::internal("stream vanished"))?;
+            let st = input
+                .stream(i)
+                .ok_or_else(|| Error::internal("stream vanished"))?;
             let tb = st.time_base();
             let rate = d.rate();
             // The declared programme in samples: the stream duration, in 1/rate ticks.
@@ -182,7 +211,11 @@ pub fn verify(path: &Path, expect: &Expect) -> Result<VerifyReport> {
                 declared_samples: declared,
                 decoded_samples: asamples,
                 decoder_padding_samples: asamples as i64 - declared,
-                duration_seconds: if rate > 0 { declared as f64 / f64::from(rate) } else { 0.0 },
+                duration_seconds: if rate > 0 {
+                    declared as f64 / f64::from(rate)
+                } else {
+                    0.0
+                },
             })
         }
         _ => None,
@@ -190,7 +223,11 @@ pub fn verify(path: &Path, expect: &Expect) -> Result<VerifyReport> {
 
     let av_delta_frames = match (&video, &audio) {
         (Some(v), Some(a)) => {
-            let fps = if v.duration_seconds > 0.0 { v.frames as f64 / v.duration_seconds } else { 0.0 };
+            let fps = if v.duration_seconds > 0.0 {
+                v.frames as f64 / v.duration_seconds
+            } else {
+                0.0
+            };
             Some((v.duration_seconds - a.duration_seconds) * fps)
         }
         _ => None,
@@ -200,7 +237,10 @@ pub fn verify(path: &Path, expect: &Expect) -> Result<VerifyReport> {
         None => failures.push("no video stream".to_string()),
         Some(v) => {
             if !v.cfr {
-                failures.push(format!("video is not constant frame rate: PTS steps {:?}", v.pts_steps_seen));
+                failures.push(format!(
+                    "video is not constant frame rate: PTS steps {:?}",
+                    v.pts_steps_seen
+                ));
             }
             if let Some(n) = expect.frames {
                 if v.frames != n {
@@ -208,10 +248,18 @@ pub fn verify(path: &Path, expect: &Expect) -> Result<VerifyReport> {
                 }
             }
             if let Some((num, den)) = expect.fps {
-                let declared = v.frame_rate.split_once('/').and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)));
-                let same = declared.is_some_and(|(a, b)| u128::from(a) * u128::from(den) == u128::from(num) * u128::from(b));
+                let declared = v
+                    .frame_rate
+                    .split_once('/')
+                    .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)));
+                let same = declared.is_some_and(|(a, b)| {
+                    u128::from(a) * u128::from(den) == u128::from(num) * u128::from(b)
+                });
                 if !same {
-                    failures.push(format!("expected {num}/{den} fps, file declares {}", v.frame_rate));
+                    failures.push(format!(
+                        "expected {num}/{den} fps, file declares {}",
+                        v.frame_rate
+                    ));
                 }
             }
         }
@@ -222,14 +270,19 @@ pub fn verify(path: &Path, expect: &Expect) -> Result<VerifyReport> {
             Some(a) => {
                 let half_sample = 0.5 / f64::from(a.rate.max(1));
                 if (a.duration_seconds - s).abs() > half_sample + 1e-9 {
-                    failures.push(format!("expected {s} s of audio, stream declares {} s", a.duration_seconds));
+                    failures.push(format!(
+                        "expected {s} s of audio, stream declares {} s",
+                        a.duration_seconds
+                    ));
                 }
             }
         }
     }
     if let Some(d) = av_delta_frames {
         if d.abs() > 0.5 + 1e-9 {
-            failures.push(format!("picture and sound differ by {d:.3} frames (more than half a frame)"));
+            failures.push(format!(
+                "picture and sound differ by {d:.3} frames (more than half a frame)"
+            ));
         }
     }
     Ok(VerifyReport {

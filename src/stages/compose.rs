@@ -24,14 +24,29 @@ pub fn fit_window(fit: EndImageFit, src: (u32, u32), out: (u32, u32)) -> CropWin
     let aspect = f64::from(out.0) / f64::from(out.1);
     match fit {
         EndImageFit::Contain => crop_window(1.0, src.0, src.1, out.0, out.1, None),
-        EndImageFit::Stretch => CropWindow { x: 0.0, y: 0.0, w: sw, h: sh },
+        EndImageFit::Stretch => CropWindow {
+            x: 0.0,
+            y: 0.0,
+            w: sw,
+            h: sh,
+        },
         EndImageFit::Cover => {
             if sw / sh > aspect {
                 let w = sh * aspect;
-                CropWindow { x: (sw - w) / 2.0, y: 0.0, w, h: sh }
+                CropWindow {
+                    x: (sw - w) / 2.0,
+                    y: 0.0,
+                    w,
+                    h: sh,
+                }
             } else {
                 let h = sw / aspect;
-                CropWindow { x: 0.0, y: (sh - h) / 2.0, w: sw, h }
+                CropWindow {
+                    x: 0.0,
+                    y: (sh - h) / 2.0,
+                    w: sw,
+                    h,
+                }
             }
         }
     }
@@ -43,7 +58,11 @@ impl Compositor {
         let bgc = YuvColor::from_rgb(f32::from(bg[0]), f32::from(bg[1]), f32::from(bg[2]));
         let start = picture::load_image(job.start.path(), job.limits.max_image_pixels, bg)?;
         let src = (start.width, start.height);
-        let curve = ZoomCurve { mode: job.motion.mode, strength: job.motion.strength, frames: plan.main_frames() };
+        let curve = ZoomCurve {
+            mode: job.motion.mode,
+            strength: job.motion.strength,
+            frames: plan.main_frames(),
+        };
         let tightest = crop_window(1.0 + job.motion.strength, src.0, src.1, out.0, out.1, None).w;
         let main = Renderer::new(start, out.0, out.1, bgc, tightest);
         let hold = match &job.end_image {
@@ -58,12 +77,26 @@ impl Compositor {
             }
             _ => None,
         };
-        Ok(Compositor { plan, main, curve, src, out, hold })
+        Ok(Compositor {
+            plan,
+            main,
+            curve,
+            src,
+            out,
+            hold,
+        })
     }
 
     /// The window the main segment shows at main frame `k`.
     pub fn main_window(&self, k: u64) -> CropWindow {
-        crop_window(self.curve.zoom(k), self.src.0, self.src.1, self.out.0, self.out.1, None)
+        crop_window(
+            self.curve.zoom(k),
+            self.src.0,
+            self.src.1,
+            self.out.0,
+            self.out.1,
+            None,
+        )
     }
 }
 

@@ -35,14 +35,21 @@ pub fn prepare(job: &Job, workdir: &Path, manifest: &mut Manifest) -> Result<Pre
         }
     };
     if start.kind != media::probe::StartKind::Image {
-        return Err(Error::at_path(ErrorKind::UnsupportedFormat, job.start.path(), "start_image is not an image"));
+        return Err(Error::at_path(
+            ErrorKind::UnsupportedFormat,
+            job.start.path(),
+            "start_image is not an image",
+        ));
     }
     let pixels = u64::from(start.width) * u64::from(start.height);
     if pixels > job.limits.max_image_pixels {
         return Err(Error::at_path(
             ErrorKind::UnsupportedFormat,
             job.start.path(),
-            format!("image is {}x{} = {pixels} pixels, over the limit of {} (limits.max_image_pixels)", start.width, start.height, job.limits.max_image_pixels),
+            format!(
+                "image is {}x{} = {pixels} pixels, over the limit of {} (limits.max_image_pixels)",
+                start.width, start.height, job.limits.max_image_pixels
+            ),
         ));
     }
     if let Some(end) = &job.end_image {
@@ -60,8 +67,19 @@ pub fn prepare(job: &Job, workdir: &Path, manifest: &mut Manifest) -> Result<Pre
         |r| timeline::samples_for(post_s, r, Rounding::Round),
     )?;
     let audio = AudioPlan::new(padded.rate, padded.input_samples, pre_s, post_s);
-    let frames = FramePlan::new(&audio, job.fps(), job.determinism.rounding, post_s, job.end_image.is_some())
-        .map_err(|e| Error::new(ErrorKind::FfmpegFailed, format!("{}: {e}", job.audio.display())))?;
+    let frames = FramePlan::new(
+        &audio,
+        job.fps(),
+        job.determinism.rounding,
+        post_s,
+        job.end_image.is_some(),
+    )
+    .map_err(|e| {
+        Error::new(
+            ErrorKind::FfmpegFailed,
+            format!("{}: {e}", job.audio.display()),
+        )
+    })?;
     let render = timeline::render_size(
         start.width,
         start.height,
@@ -73,7 +91,11 @@ pub fn prepare(job: &Job, workdir: &Path, manifest: &mut Manifest) -> Result<Pre
     .map_err(|e| Error::at_path(ErrorKind::UnsupportedFormat, job.start.path(), e))?;
 
     if padded.corrupt_packets > 0 {
-        manifest.add_warning(format!("{}: {} corrupt audio packets were skipped", job.audio.display(), padded.corrupt_packets));
+        manifest.add_warning(format!(
+            "{}: {} corrupt audio packets were skipped",
+            job.audio.display(),
+            padded.corrupt_packets
+        ));
     }
     let secs = |r: timeline::Rational| r.to_f64();
     manifest.audio_input_duration_seconds = Some(secs(audio.input_duration()));
@@ -87,15 +109,29 @@ pub fn prepare(job: &Job, workdir: &Path, manifest: &mut Manifest) -> Result<Pre
         total_samples: audio.total_samples(),
         output_rate: padded.rate,
     });
-    manifest.buffer = Some(BufferRecord { pre_seconds: job.buffer.pre_seconds.value(), post_seconds: job.buffer.post_seconds.value() });
+    manifest.buffer = Some(BufferRecord {
+        pre_seconds: job.buffer.pre_seconds.value(),
+        post_seconds: job.buffer.post_seconds.value(),
+    });
     manifest.fps = Some(frames.fps.to_string());
     manifest.fps_value = Some(frames.fps.to_f64());
     manifest.target_frames = Some(frames.target_frames);
     manifest.hold_frames = Some(frames.hold_frames);
-    manifest.render = Some(RenderRecord { width: render.0, height: render.1, source_width: start.width, source_height: start.height });
+    manifest.render = Some(RenderRecord {
+        width: render.0,
+        height: render.1,
+        source_width: start.width,
+        source_height: start.height,
+    });
     manifest.phase_field("prepare", "audio_codec", padded.info.codec.clone());
     manifest.phase_field("prepare", "audio_channels", padded.info.channels);
     manifest.phase_field("prepare", "corrupt_packets", padded.corrupt_packets);
     manifest.phase_field("prepare", "audio_padded", "prepare/audio_padded.wav");
-    Ok(Prepared { audio, frames, render, source_size: (start.width, start.height), wav })
+    Ok(Prepared {
+        audio,
+        frames,
+        render,
+        source_size: (start.width, start.height),
+        wav,
+    })
 }

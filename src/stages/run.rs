@@ -39,16 +39,28 @@ pub struct RunOutcome {
 }
 
 fn new_run_id() -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let stamp = time::OffsetDateTime::from_unix_timestamp(now.as_secs() as i64)
         .ok()
-        .and_then(|t| t.format(time::macros::format_description!("[year][month][day]-[hour][minute][second]")).ok())
+        .and_then(|t| {
+            t.format(time::macros::format_description!(
+                "[year][month][day]-[hour][minute][second]"
+            ))
+            .ok()
+        })
         .unwrap_or_else(|| now.as_secs().to_string());
-    format!("{stamp}-{:05x}", (now.subsec_nanos() ^ std::process::id().rotate_left(13)) & 0xfffff)
+    format!(
+        "{stamp}-{:05x}",
+        (now.subsec_nanos() ^ std::process::id().rotate_left(13)) & 0xfffff
+    )
 }
 
 fn random_seed() -> u64 {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     // splitmix64 over time and pid: a fresh value per run, recorded in the manifest.
     let mut z = now.as_nanos() as u64 ^ (u64::from(std::process::id()) << 32);
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -63,10 +75,17 @@ pub fn run_job(job: &Job, opts: &RunOptions) -> Result<RunOutcome> {
     let final_path = workdir.join(&job.output.final_name);
     if final_path.exists() {
         if opts.resume {
-            return Err(Error::at_path(ErrorKind::ResumeInvalid, &final_path, "already exists: nothing to resume"));
+            return Err(Error::at_path(
+                ErrorKind::ResumeInvalid,
+                &final_path,
+                "already exists: nothing to resume",
+            ));
         }
-        return Err(Error::at_path(ErrorKind::OutputExists, &final_path, "already exists")
-            .with_hint("choose another --workdir, remove the file, or pass --resume for an unfinished run"));
+        return Err(
+            Error::at_path(ErrorKind::OutputExists, &final_path, "already exists").with_hint(
+                "choose another --workdir, remove the file, or pass --resume for an unfinished run",
+            ),
+        );
     }
     // Bad input is refused before anything is written: no manifest, no registry entry.
     preflight(job)?;
@@ -75,7 +94,8 @@ pub fn run_job(job: &Job, opts: &RunOptions) -> Result<RunOutcome> {
     } else {
         Manifest::new(new_run_id())
     };
-    std::fs::create_dir_all(workdir).map_err(|e| Error::at_path(ErrorKind::Internal, workdir, e))?;
+    std::fs::create_dir_all(workdir)
+        .map_err(|e| Error::at_path(ErrorKind::Internal, workdir, e))?;
     let run_id = manifest.run_id.clone();
     let mut entry = RunEntry::new(run_id.clone(), workdir.clone());
     entry.job = opts.job_file.clone();
@@ -102,19 +122,33 @@ pub fn run_job(job: &Job, opts: &RunOptions) -> Result<RunOutcome> {
     registry::upsert(&opts.state_dir, entry)?;
     result?;
     saved?;
-    Ok(RunOutcome { run_id, degraded: manifest.degraded(), final_path, manifest })
+    Ok(RunOutcome {
+        run_id,
+        degraded: manifest.degraded(),
+        final_path,
+        manifest,
+    })
 }
 
 /// Checks that every input exists and is what its field says, without decoding it.
 fn preflight(job: &Job) -> Result<()> {
     job.check_inputs()?;
     let start = media::probe::probe_start(job.start.path())?;
-    let want = if matches!(job.start, StartKind::Image(_)) { media::probe::StartKind::Image } else { media::probe::StartKind::Video };
+    let want = if matches!(job.start, StartKind::Image(_)) {
+        media::probe::StartKind::Image
+    } else {
+        media::probe::StartKind::Video
+    };
     if start.kind != want {
         return Err(Error::at_path(
             ErrorKind::UnsupportedFormat,
             job.start.path(),
-            format!("is a {:?} file, but the job gives it as {}", start.kind, job.start.field()).to_lowercase(),
+            format!(
+                "is a {:?} file, but the job gives it as {}",
+                start.kind,
+                job.start.field()
+            )
+            .to_lowercase(),
         ));
     }
     if let Some(end) = &job.end_image {
@@ -124,12 +158,24 @@ fn preflight(job: &Job) -> Result<()> {
     Ok(())
 }
 
-fn phase<T>(m: &mut Manifest, workdir: &Path, name: &str, f: impl FnOnce(&mut Manifest) -> Result<T>) -> Result<T> {
+fn phase<T>(
+    m: &mut Manifest,
+    workdir: &Path,
+    name: &str,
+    f: impl FnOnce(&mut Manifest) -> Result<T>,
+) -> Result<T> {
     m.phase_start(name);
     m.save(workdir)?;
     tracing::info!(stage = name, "phase started");
     let out = f(m);
-    m.phase_end(name, if out.is_ok() { PhaseStatus::Completed } else { PhaseStatus::Failed });
+    m.phase_end(
+        name,
+        if out.is_ok() {
+            PhaseStatus::Completed
+        } else {
+            PhaseStatus::Failed
+        },
+    );
     m.save(workdir)?;
     tracing::info!(stage = name, ok = out.is_ok(), "phase ended");
     out
@@ -141,7 +187,12 @@ fn skip(m: &mut Manifest, workdir: &Path, name: &str, reason: &str) -> Result<()
     m.save(workdir)
 }
 
-fn run_phases(job: &Job, opts: &RunOptions, manifest: &mut Manifest, final_path: &Path) -> Result<()> {
+fn run_phases(
+    job: &Job,
+    opts: &RunOptions,
+    manifest: &mut Manifest,
+    final_path: &Path,
+) -> Result<()> {
     let workdir = &opts.workdir;
     crate::record::atomic::write_json_atomic(&workdir.join("job.json"), &job.to_effective_json())?;
     let seed = match job.determinism.seed_policy {
@@ -153,39 +204,76 @@ fn run_phases(job: &Job, opts: &RunOptions, manifest: &mut Manifest, final_path:
         .ok()
         .and_then(|v| v.as_str().map(String::from))
         .unwrap_or_default();
-    manifest.seeds = Some(Seeds { value: seed, policy });
+    manifest.seeds = Some(Seeds {
+        value: seed,
+        policy,
+    });
     manifest.effective_params = job.to_effective_json();
     if let Some(s) = seed {
         manifest.effective_params["determinism"]["seed"] = s.into();
     }
     manifest.save(workdir)?;
 
-    let prepared = phase(manifest, workdir, "prepare", |m| prepare::prepare(job, workdir, m))?;
+    let prepared = phase(manifest, workdir, "prepare", |m| {
+        prepare::prepare(job, workdir, m)
+    })?;
 
     let is_image = matches!(job.start, StartKind::Image(_));
     if is_image && job.lipsync.enable && job.comfyui.enable {
-        skip(manifest, workdir, "faceprobe", "not implemented in this build")?;
+        skip(
+            manifest,
+            workdir,
+            "faceprobe",
+            "not implemented in this build",
+        )?;
     } else {
-        skip(manifest, workdir, "faceprobe", "only for a start image with lip-sync through ComfyUI")?;
+        skip(
+            manifest,
+            workdir,
+            "faceprobe",
+            "only for a start image with lip-sync through ComfyUI",
+        )?;
     }
     if job.comfyui.enable {
         phase(manifest, workdir, "comfyui", |m| {
             let stats = crate::comfy::health(&job.comfyui.url, Duration::from_secs(10))?;
-            m.phase_field("comfyui", "system_stats", stats.get("system").cloned().unwrap_or_default());
+            m.phase_field(
+                "comfyui",
+                "system_stats",
+                stats.get("system").cloned().unwrap_or_default(),
+            );
             m.add_warning("ComfyUI is reachable, but graph submission is not in this build: the picture comes from the motion fallback");
             Ok(())
         })?;
     } else {
-        skip(manifest, workdir, "comfyui", "comfyui.enable=false (diagnostic path)")?;
+        skip(
+            manifest,
+            workdir,
+            "comfyui",
+            "comfyui.enable=false (diagnostic path)",
+        )?;
     }
-    skip(manifest, workdir, "lipsync", if job.lipsync.enable { "external providers are not in this build" } else { "lipsync.enable=false" })?;
+    skip(
+        manifest,
+        workdir,
+        "lipsync",
+        if job.lipsync.enable {
+            "external providers are not in this build"
+        } else {
+            "lipsync.enable=false"
+        },
+    )?;
     manifest.motion_meta = serde_json::json!({
         "mode": job.motion.mode, "strength": job.motion.strength,
         "frame_count": prepared.frames.main_frames(), "fps": prepared.frames.fps.to_string(),
         "renderer": "vidax sub-pixel window resampler",
     });
     manifest.video_source_detail = Some(VideoSourceDetail {
-        start_source: if is_image { StartSource::StartImage } else { StartSource::StartVideo },
+        start_source: if is_image {
+            StartSource::StartImage
+        } else {
+            StartSource::StartVideo
+        },
         comfyui_workflow_id: None,
         comfyui_output: None,
         lipsync: LipsyncSource::Off,
@@ -200,7 +288,10 @@ fn run_phases(job: &Job, opts: &RunOptions, manifest: &mut Manifest, final_path:
         let fps = prepared.frames.fps;
         let to_i32 = |v: u64| u32::try_from(v).ok().filter(|&x| x <= i32::MAX as u32);
         let (Some(fps_num), Some(fps_den)) = (to_i32(fps.num()), to_i32(fps.den())) else {
-            return Err(Error::new(ErrorKind::FfmpegFailed, format!("fps {fps} does not fit FFmpeg's 32-bit rationals")));
+            return Err(Error::new(
+                ErrorKind::FfmpegFailed,
+                format!("fps {fps} does not fit FFmpeg's 32-bit rationals"),
+            ));
         };
         let video = media::encode::VideoSettings {
             width: w,
@@ -212,20 +303,28 @@ fn run_phases(job: &Job, opts: &RunOptions, manifest: &mut Manifest, final_path:
             crf: job.encode.crf,
             threads: job.encode.threads,
         };
-        let audio = media::encode::AudioSettings { wav: prepared.wav.clone(), bitrate: job.encode.audio_bitrate };
+        let audio = media::encode::AudioSettings {
+            wav: prepared.wav.clone(),
+            bitrate: job.encode.audio_bitrate,
+        };
         let bar = progress_bar(opts.progress, video.frames);
-        let report = media::encode::encode_mp4(&partial, &video, Box::new(compositor), &audio, &|n| {
-            if let Some(b) = &bar {
-                b.set_position(n);
-            }
-        });
+        let report =
+            media::encode::encode_mp4(&partial, &video, Box::new(compositor), &audio, &|n| {
+                if let Some(b) = &bar {
+                    b.set_position(n);
+                }
+            });
         if let Some(b) = bar {
             b.finish_and_clear();
         }
         let report = report.inspect_err(|_| {
             let _ = std::fs::remove_file(&partial);
         })?;
-        m.phase_field("encode", "report", serde_json::to_value(&report).unwrap_or_default());
+        m.phase_field(
+            "encode",
+            "report",
+            serde_json::to_value(&report).unwrap_or_default(),
+        );
         m.phase_field("encode", "passes", 1);
         Ok(report)
     })?;
@@ -237,12 +336,21 @@ fn run_phases(job: &Job, opts: &RunOptions, manifest: &mut Manifest, final_path:
         }
         result
     })?;
-    tracing::info!(stage = "finalize", frames = encoded.video_frames, "final written");
+    tracing::info!(
+        stage = "finalize",
+        frames = encoded.video_frames,
+        "final written"
+    );
     Ok(())
 }
 
 /// Reads the encoded file back, checks it against the timeline, and renames it into place.
-fn finalize(partial: &Path, final_path: &Path, prepared: &prepare::Prepared, m: &mut Manifest) -> Result<()> {
+fn finalize(
+    partial: &Path,
+    final_path: &Path,
+    prepared: &prepare::Prepared,
+    m: &mut Manifest,
+) -> Result<()> {
     let fps = prepared.frames.fps;
     let expect = media::verify::Expect {
         fps: Some((fps.num(), fps.den())),
@@ -255,17 +363,28 @@ fn finalize(partial: &Path, final_path: &Path, prepared: &prepare::Prepared, m: 
     if declared != i64::try_from(prepared.audio.total_samples()).ok() {
         return Err(Error::new(
             ErrorKind::FfmpegFailed,
-            format!("read-back: audio declares {declared:?} samples, the programme has {}", prepared.audio.total_samples()),
+            format!(
+                "read-back: audio declares {declared:?} samples, the programme has {}",
+                prepared.audio.total_samples()
+            ),
         ));
     }
     if !report.ok {
-        return Err(Error::new(ErrorKind::FfmpegFailed, format!("read-back failed: {}", report.failures.join("; "))));
+        return Err(Error::new(
+            ErrorKind::FfmpegFailed,
+            format!("read-back failed: {}", report.failures.join("; ")),
+        ));
     }
     // Never replace a final that appeared meanwhile (another run in the same workdir).
     if final_path.exists() {
-        return Err(Error::at_path(ErrorKind::OutputExists, final_path, "appeared during the run; left untouched"));
+        return Err(Error::at_path(
+            ErrorKind::OutputExists,
+            final_path,
+            "appeared during the run; left untouched",
+        ));
     }
-    std::fs::rename(partial, final_path).map_err(|e| Error::at_path(ErrorKind::Internal, final_path, e))?;
+    std::fs::rename(partial, final_path)
+        .map_err(|e| Error::at_path(ErrorKind::Internal, final_path, e))?;
     m.final_path = Some(final_path.to_path_buf());
     Ok(())
 }
@@ -276,7 +395,9 @@ fn progress_bar(enabled: bool, frames: u64) -> Option<indicatif::ProgressBar> {
         return None;
     }
     let bar = indicatif::ProgressBar::new(frames);
-    if let Ok(style) = indicatif::ProgressStyle::with_template("encode {bar:40} {pos}/{len} frames {per_sec} eta {eta}") {
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "encode {bar:40} {pos}/{len} frames {per_sec} eta {eta}",
+    ) {
         bar.set_style(style);
     }
     Some(bar)

@@ -1,0 +1,155 @@
+//! Keeps the user documentation honest against the code:
+//! - `docs/ERRORS.md` has a table row for every [`ErrorKind`] with its code name and exit code,
+//!   and names no code the enum lacks;
+//! - `docs/OUTPUT_CONTRACT.md` describes every top-level key of a serialized [`Manifest`] in its
+//!   "Top-level keys" table, and no key the manifest lacks.
+
+use std::collections::BTreeSet;
+
+use crate::error::ErrorKind;
+use crate::record::Manifest;
+
+const ERRORS_MD: &str = include_str!("../docs/ERRORS.md");
+const OUTPUT_CONTRACT_MD: &str = include_str!("../docs/OUTPUT_CONTRACT.md");
+
+/// The trimmed cells of a Markdown table row (`| a | b |` -> `["a", "b"]`); `None` for a line
+/// that is not a table row. An escaped pipe (`\|`) stays inside its cell.
+fn table_cells(line: &str) -> Option<Vec<String>> {
+    let line = line.trim();
+    let inner = line.strip_prefix('|')?;
+    let inner = inner.strip_suffix('|').unwrap_or(inner);
+    const ESCAPED: &str = "\u{0}";
+    Some(
+        inner
+            .replace("\\|", ESCAPED)
+            .split('|')
+            .map(|c| c.replace(ESCAPED, "\\|").trim().to_string())
+            .collect(),
+    )
+}
+
+fn rows(text: &str) -> impl Iterator<Item = Vec<String>> + '_ {
+    text.lines().filter_map(table_cells)
+}
+
+/// `` `NAME` `` -> `NAME`, for a cell that is exactly one code span.
+fn code_span(cell: &str) -> Option<&str> {
+    let name = cell.strip_prefix('`')?.strip_suffix('`')?;
+    (!name.is_empty() && !name.contains('`')).then_some(name)
+}
+
+/// Rows of the form `` | `CODE` | <integer> | … `` in ERRORS.md, as (code, exit code).
+fn documented_codes() -> Vec<(String, i32)> {
+    rows(ERRORS_MD)
+        .filter_map(|cells| {
+            let code = code_span(cells.first()?)?;
+            let exit = cells.get(1)?.parse::<i32>().ok()?;
+            Some((code.to_string(), exit))
+        })
+        .collect()
+}
+
+#[test]
+fn every_error_code_has_a_row_with_its_exit_code() {
+    let documented = documented_codes();
+    let mut missing = Vec::new();
+    for kind in ErrorKind::ALL {
+        let exits: Vec<i32> = documented
+            .iter()
+            .filter(|(code, _)| code == kind.code())
+            .map(|&(_, exit)| exit)
+            .collect();
+        if exits.is_empty() {
+            missing.push(format!("{} (exit {})", kind.code(), kind.exit_code()));
+        }
+        for exit in exits {
+            assert_eq!(
+                exit,
+                kind.exit_code(),
+                "docs/ERRORS.md gives {} exit {exit}, the code says {}",
+                kind.code(),
+                kind.exit_code()
+            );
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/ERRORS.md has no table row `| \\`CODE\\` | EXIT | … |` for: {}",
+        missing.join(", ")
+    );
+}
+
+#[test]
+fn errors_doc_names_no_unknown_code() {
+    let known: BTreeSet<&str> = ErrorKind::ALL.iter().map(|k| k.code()).collect();
+    let unknown: Vec<String> = documented_codes()
+        .into_iter()
+        .filter(|(code, _)| !known.contains(code.as_str()))
+        .map(|(code, exit)| format!("{code} (exit {exit})"))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "docs/ERRORS.md lists codes that ErrorKind lacks: {}",
+        unknown.join(", ")
+    );
+}
+
+/// The first-column code spans of the table under `### Top-level keys` in OUTPUT_CONTRACT.md.
+fn documented_manifest_keys() -> BTreeSet<String> {
+    let section = OUTPUT_CONTRACT_MD
+        .split_once("### Top-level keys")
+        .map(|(_, rest)| rest)
+        .expect("docs/OUTPUT_CONTRACT.md has a \"### Top-level keys\" section");
+    let section = section.split("\n#").next().unwrap_or(section);
+    rows(section)
+        .filter_map(|cells| code_span(cells.first()?).map(str::to_string))
+        .collect()
+}
+
+fn manifest_keys() -> BTreeSet<String> {
+    let value = serde_json::to_value(Manifest::new("x")).expect("a manifest serializes");
+    value
+        .as_object()
+        .expect("a manifest serializes to a JSON object")
+        .keys()
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn output_contract_mentions_every_top_level_manifest_key() {
+    let keys = manifest_keys();
+    assert!(!keys.is_empty());
+    let missing: Vec<&String> = keys
+        .iter()
+        .filter(|k| !OUTPUT_CONTRACT_MD.contains(&format!("`{k}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/OUTPUT_CONTRACT.md does not mention the manifest keys {missing:?}"
+    );
+}
+
+#[test]
+fn output_contract_key_table_matches_the_manifest() {
+    let keys = manifest_keys();
+    let documented = documented_manifest_keys();
+    let undocumented: Vec<&String> = keys.difference(&documented).collect();
+    let stale: Vec<&String> = documented.difference(&keys).collect();
+    assert!(
+        undocumented.is_empty() && stale.is_empty(),
+        "docs/OUTPUT_CONTRACT.md \"Top-level keys\" table: missing rows {undocumented:?}, \
+         rows for keys the manifest lacks {stale:?}"
+    );
+}
+
+#[test]
+fn table_cells_parse_rows() {
+    assert_eq!(
+        table_cells("| `USAGE` | 2 | a \\| b |"),
+        Some(vec!["`USAGE`".to_string(), "2".to_string(), "a \\| b".to_string()])
+    );
+    assert_eq!(table_cells("not a row"), None);
+    assert_eq!(code_span("`X_Y`"), Some("X_Y"));
+    assert_eq!(code_span("X_Y"), None);
+}
