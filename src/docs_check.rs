@@ -147,7 +147,11 @@ fn output_contract_key_table_matches_the_manifest() {
 fn table_cells_parse_rows() {
     assert_eq!(
         table_cells("| `USAGE` | 2 | a \\| b |"),
-        Some(vec!["`USAGE`".to_string(), "2".to_string(), "a \\| b".to_string()])
+        Some(vec![
+            "`USAGE`".to_string(),
+            "2".to_string(),
+            "a \\| b".to_string()
+        ])
     );
     assert_eq!(table_cells("not a row"), None);
     assert_eq!(code_span("`X_Y`"), Some("X_Y"));

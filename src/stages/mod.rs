@@ -7,3 +7,4 @@ pub mod prepare;
 pub mod run;
 
 pub use run::{run_job, RunOptions, RunOutcome};
+pub use prepare::Prepared;

@@ -167,7 +167,9 @@ fn phase<T>(
     m.phase_start(name);
     m.save(workdir)?;
     tracing::info!(stage = name, "phase started");
+    let started = std::time::Instant::now();
     let out = f(m);
+    m.phase_field(name, "duration_seconds", started.elapsed().as_secs_f64());
     m.phase_end(
         name,
         if out.is_ok() {
