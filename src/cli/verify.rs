@@ -41,6 +41,7 @@ pub fn run(a: VerifyArgs) -> Result<i32> {
             fps,
             frames: a.expect_frames,
             audio_seconds: a.expect_audio,
+            video_packets_only: false,
         },
     )?;
     if a.json {

@@ -141,6 +141,97 @@ fn resample_plane(
     }
 }
 
+/// Largest step (source pixels per output pixel) the bilinear fast path takes: up to a mild
+/// minification the 2-tap filter is indistinguishable from the general one.
+const BILINEAR_MAX_STEP: f64 = 1.25;
+
+/// Bilinear resampling of one plane through `win` (the fast path of [`resample_plane`] for
+/// magnification and mild minification): a vertical lerp of two source rows (vectorised over
+/// the row), then a horizontal lerp per output sample.
+#[allow(clippy::too_many_arguments)] // reason: same kernel signature as resample_plane
+fn bilinear_plane(
+    src: &[f32],
+    sw: usize,
+    sh: usize,
+    bg: f32,
+    win: &CropWindow,
+    ow: usize,
+    oh: usize,
+    tmp: &mut Vec<f32>,
+    mut put: impl FnMut(usize, &[f32]),
+) {
+    let (sx, sy) = (win.w / ow as f64, win.h / oh as f64);
+    // Column taps: source index x0 (into a row padded by one background sample each side)
+    // and the weight of x0+1.
+    let mut xi = Vec::with_capacity(ow);
+    let mut xf = Vec::with_capacity(ow);
+    for j in 0..ow {
+        let c = win.x + (j as f64 + 0.5) * sx - 0.5;
+        let f = c.floor();
+        // Padded index: pad 0 is source -1, pad sw+1 is source sw (both background).
+        let p = f as i64 + 1;
+        let i0 = p.clamp(0, sw as i64 + 1);
+        let w = if p < 0 || p > sw as i64 { 0.0 } else { (c - f) as f32 };
+        xi.push(i0 as usize);
+        xf.push(w);
+    }
+    tmp.clear();
+    tmp.resize(sw + 2, bg);
+    let mut line = vec![0.0f32; ow];
+    let row = |r: i64| -> Option<&[f32]> { (0..sh as i64).contains(&r).then(|| &src[r as usize * sw..(r as usize + 1) * sw]) };
+    for i in 0..oh {
+        let c = win.y + (i as f64 + 0.5) * sy - 0.5;
+        let f = c.floor();
+        let fy = (c - f) as f32;
+        let (a, b) = (row(f as i64), row(f as i64 + 1));
+        let padded = &mut tmp[1..sw + 1];
+        match (a, b) {
+            (Some(a), Some(b)) => {
+                for ((t, &x), &y) in padded.iter_mut().zip(a).zip(b) {
+                    *t = x + fy * (y - x);
+                }
+            }
+            (Some(a), None) => {
+                for (t, &x) in padded.iter_mut().zip(a) {
+                    *t = x + fy * (bg - x);
+                }
+            }
+            (None, Some(b)) => {
+                for (t, &y) in padded.iter_mut().zip(b) {
+                    *t = bg + fy * (y - bg);
+                }
+            }
+            (None, None) => padded.fill(bg),
+        }
+        let t = &tmp[..];
+        for ((l, &x0), &w) in line.iter_mut().zip(&xi).zip(&xf) {
+            let (p, q) = (t[x0], t[(x0 + 1).min(sw + 1)]);
+            *l = p + w * (q - p);
+        }
+        put(i, &line);
+    }
+}
+
+/// Resamples with the fast path when the window allows it.
+#[allow(clippy::too_many_arguments)] // reason: same kernel signature as resample_plane
+fn resample_any(
+    src: &[f32],
+    sw: usize,
+    sh: usize,
+    bg: f32,
+    win: &CropWindow,
+    ow: usize,
+    oh: usize,
+    tmp: &mut Vec<f32>,
+    put: impl FnMut(usize, &[f32]),
+) {
+    if win.w / ow as f64 <= BILINEAR_MAX_STEP && win.h / oh as f64 <= BILINEAR_MAX_STEP {
+        bilinear_plane(src, sw, sh, bg, win, ow, oh, tmp, put)
+    } else {
+        resample_plane(src, sw, sh, bg, win, ow, oh, tmp, put)
+    }
+}
+
 fn to_u8(dst: &mut [u8], src: &[f32]) {
     for (d, s) in dst.iter_mut().zip(src) {
         *d = (s + 0.5).clamp(0.0, 255.0) as u8;
@@ -160,8 +251,8 @@ pub struct Renderer {
 
 impl Renderer {
     /// `min_window_w`: the narrowest window (in source pixels) that will be asked for. When
-    /// even that is more than twice the output width, the source is shrunk once up front so
-    /// the per-frame filter stays short; the geometry is unchanged.
+    /// even that is wider than the output, the source is shrunk once up front (with the
+    /// area-like filter) so the per-frame filter stays short; the geometry is unchanged.
     pub fn new(src: Planes, out_w: u32, out_h: u32, bg: YuvColor, min_window_w: f64) -> Renderer {
         let factor = (min_window_w / f64::from(out_w)).floor();
         let mut r = Renderer {
@@ -232,7 +323,7 @@ impl Renderer {
         let (sw, sh) = (self.src.width as usize, self.src.height as usize);
         let (ow, oh) = (self.out_w as usize, self.out_h as usize);
         let y = &mut out.y;
-        resample_plane(
+        resample_any(
             &self.src.y,
             sw,
             sh,
@@ -245,7 +336,7 @@ impl Renderer {
         );
         let (cw, ch) = (ow / 2, oh / 2);
         let u = &mut out.u;
-        resample_plane(
+        resample_any(
             &self.src.cb,
             sw,
             sh,
@@ -257,7 +348,7 @@ impl Renderer {
             |i, line| to_u8(&mut u[i * cw..(i + 1) * cw], line),
         );
         let v = &mut out.v;
-        resample_plane(
+        resample_any(
             &self.src.cr,
             sw,
             sh,

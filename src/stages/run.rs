@@ -358,6 +358,7 @@ fn finalize(
         fps: Some((fps.num(), fps.den())),
         frames: Some(prepared.frames.target_frames),
         audio_seconds: Some(prepared.audio.duration().to_f64()),
+        video_packets_only: true,
     };
     let report = media::verify::verify(partial, &expect)?;
     m.verify = serde_json::to_value(&report).unwrap_or_default();
