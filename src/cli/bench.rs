@@ -90,9 +90,11 @@ fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
         })
         .map_or(0.0, |kb| kb / 1024.0)
 }
@@ -116,7 +118,12 @@ pub fn child(a: ChildArgs, events: &EventLog) -> Result<i32> {
             let out = run_job(&j, &opts)?;
             let wall = t.elapsed().as_secs_f64();
             let stages = stage_times(&out.manifest);
-            Sample { wall_seconds: wall, peak_rss_mb: peak_rss_mb(), frames: out.manifest.target_frames.unwrap_or(0), stages }
+            Sample {
+                wall_seconds: wall,
+                peak_rss_mb: peak_rss_mb(),
+                frames: out.manifest.target_frames.unwrap_or(0),
+                stages,
+            }
         }
         ChildKind::Floor => floor(&j, &a.workdir)?,
     };
@@ -132,7 +139,11 @@ fn stage_times(m: &Manifest) -> Value {
         }
     }
     if let Some(r) = m.phases.get("encode").and_then(|p| p.fields.get("report")) {
-        for k in ["render_seconds", "video_encode_seconds", "audio_encode_seconds"] {
+        for k in [
+            "render_seconds",
+            "video_encode_seconds",
+            "audio_encode_seconds",
+        ] {
             if let Some(v) = r.get(k) {
                 out.insert(format!("encode.{k}"), v.clone());
             }
@@ -145,7 +156,10 @@ struct Replay(Vec<Yuv420>);
 
 impl FrameProducer for Replay {
     fn render(&mut self, index: u64, out: &mut Yuv420) -> Result<()> {
-        let f = self.0.get(index as usize).ok_or_else(|| Error::internal("replay ran out of frames"))?;
+        let f = self
+            .0
+            .get(index as usize)
+            .ok_or_else(|| Error::internal("replay ran out of frames"))?;
         out.clone_from(f);
         Ok(())
     }
@@ -174,9 +188,18 @@ fn floor(j: &job::Job, workdir: &Path) -> Result<Sample> {
         crf: j.encode.crf,
         threads: j.encode.threads,
     };
-    let audio = AudioSettings { wav: p.wav.clone(), bitrate: j.encode.audio_bitrate };
+    let audio = AudioSettings {
+        wav: p.wav.clone(),
+        bitrate: j.encode.audio_bitrate,
+    };
     let t = Instant::now();
-    let report = encode_mp4(&workdir.join("floor.mp4"), &video, Box::new(Replay(frames)), &audio, &|_| {})?;
+    let report = encode_mp4(
+        &workdir.join("floor.mp4"),
+        &video,
+        Box::new(Replay(frames)),
+        &audio,
+        &|_| {},
+    )?;
     let wall = t.elapsed().as_secs_f64();
     Ok(Sample {
         wall_seconds: wall,
@@ -189,7 +212,12 @@ fn floor(j: &job::Job, workdir: &Path) -> Result<Sample> {
 /// Deterministic speech-like audio: voiced harmonics under a syllable envelope, with pauses.
 fn write_speech(path: &Path, seconds: f64) -> Result<()> {
     let rate = 48_000u32;
-    let spec = hound::WavSpec { channels: 2, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
     let mut w = hound::WavWriter::create(path, spec).at(ErrorKind::Internal, path)?;
     let n = (seconds * f64::from(rate)) as u64;
     let mut noise: u32 = 0x1234_5678;
@@ -227,7 +255,8 @@ fn write_picture(path: &Path, w: u32, h: u32, end: bool) -> Result<()> {
         let c = |k: usize| (bg[k] * (1.0 - t) + skin[k] * t * shade).clamp(0.0, 255.0) as u8;
         image::Rgb([c(0), c(1), c(2)])
     });
-    img.save(path).map_err(|e| Error::at_path(ErrorKind::Internal, path, e))
+    img.save(path)
+        .map_err(|e| Error::at_path(ErrorKind::Internal, path, e))
 }
 
 fn spawn_child(kind: &str, job: &Path, workdir: &Path) -> Result<(Sample, f64)> {
@@ -242,10 +271,17 @@ fn spawn_child(kind: &str, job: &Path, workdir: &Path) -> Result<(Sample, f64)> 
         .ctx(ErrorKind::Internal, "starting a bench child")?;
     let wall = t.elapsed().as_secs_f64();
     if !out.status.success() {
-        return Err(Error::new(ErrorKind::Internal, format!("bench child {kind} failed: {}", String::from_utf8_lossy(&out.stderr).trim())));
+        return Err(Error::new(
+            ErrorKind::Internal,
+            format!(
+                "bench child {kind} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ));
     }
     let line = String::from_utf8_lossy(&out.stdout);
-    let sample: Sample = serde_json::from_str(line.trim()).ctx(ErrorKind::Internal, "reading a bench child's report")?;
+    let sample: Sample = serde_json::from_str(line.trim())
+        .ctx(ErrorKind::Internal, "reading a bench child's report")?;
     Ok((sample, wall))
 }
 
@@ -258,7 +294,14 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-fn write_job(dir: &Path, name: &str, a: &BenchArgs, audio: &Path, start: &Path, end: &Path) -> Result<PathBuf> {
+fn write_job(
+    dir: &Path,
+    name: &str,
+    a: &BenchArgs,
+    audio: &Path,
+    start: &Path,
+    end: &Path,
+) -> Result<PathBuf> {
     let doc = json!({
         "audio": audio, "start_image": start, "end_image": end,
         "buffer": {"pre_seconds": a.pre, "post_seconds": a.post},
@@ -268,7 +311,8 @@ fn write_job(dir: &Path, name: &str, a: &BenchArgs, audio: &Path, start: &Path, 
         "encode": {"preset": a.preset, "crf": a.crf}
     });
     let path = dir.join(name);
-    std::fs::write(&path, serde_json::to_vec_pretty(&doc).unwrap_or_default()).at(ErrorKind::Internal, &path)?;
+    std::fs::write(&path, serde_json::to_vec_pretty(&doc).unwrap_or_default())
+        .at(ErrorKind::Internal, &path)?;
     job::load(&path)?; // validate the bench's own job up front
     Ok(path)
 }
@@ -301,13 +345,20 @@ pub fn run(a: BenchArgs) -> Result<i32> {
     };
     let job = write_job(&dir, "bench_job.json", &a, &audio, &start, &end)?;
 
-    let (mut full, mut floor, mut ratio, mut rss) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut full, mut floor, mut ratio, mut rss) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut last_full: Option<Sample> = None;
     for r in 0..a.runs.max(1) {
         let (fs, fwall) = spawn_child("full", &job, &dir.join(format!("full-{r}")))?;
         let (ls, _) = spawn_child("floor", &job, &dir.join(format!("floor-{r}")))?;
         if !a.json {
-            eprintln!("run {}: full {:.2} s ({:.0} MB peak), floor {:.2} s", r + 1, fwall, fs.peak_rss_mb, ls.wall_seconds);
+            eprintln!(
+                "run {}: full {:.2} s ({:.0} MB peak), floor {:.2} s",
+                r + 1,
+                fwall,
+                fs.peak_rss_mb,
+                ls.wall_seconds
+            );
         }
         ratio.push(fwall / ls.wall_seconds);
         full.push(fwall);
@@ -335,17 +386,33 @@ pub fn run(a: BenchArgs) -> Result<i32> {
         for minutes in [1u32, 10] {
             let wav = dir.join(format!("speech-{minutes}min.wav"));
             write_speech(&wav, f64::from(minutes) * 60.0)?;
-            let j = write_job(&dir, &format!("job-{minutes}min.json"), &a, &wav, &start, &end)?;
+            let j = write_job(
+                &dir,
+                &format!("job-{minutes}min.json"),
+                &a,
+                &wav,
+                &start,
+                &end,
+            )?;
             let (s, wall) = spawn_child("full", &j, &dir.join(format!("mem-{minutes}")))?;
             if !a.json {
-                eprintln!("memory scan: {minutes} min of audio -> {:.0} MB peak, {wall:.1} s", s.peak_rss_mb);
+                eprintln!(
+                    "memory scan: {minutes} min of audio -> {:.0} MB peak, {wall:.1} s",
+                    s.peak_rss_mb
+                );
             }
-            scan.insert(format!("{minutes}min"), json!({"peak_rss_mb": s.peak_rss_mb, "wall_seconds": wall}));
+            scan.insert(
+                format!("{minutes}min"),
+                json!({"peak_rss_mb": s.peak_rss_mb, "wall_seconds": wall}),
+            );
         }
         report["memory_scan"] = Value::Object(scan);
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
     } else {
         println!(
             "full job: {:.2} s median ({:.0} frames/s, {:.1}x real time), floor {:.2} s, full/floor {:.2}, peak {:.0} MB",

@@ -84,7 +84,23 @@ pub struct ProduceArgs {
 }
 
 pub fn validate(a: ValidateArgs) -> Result<i32> {
-    let j = job::load(&a.job)?;
+    let doc = job::read_json(&a.job)?;
+    let j = match job::from_value(doc, &job::job_folder(&a.job)) {
+        Ok(j) => j,
+        Err(problems) => {
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&problems).unwrap_or_default()
+                );
+            } else {
+                for p in &problems {
+                    eprintln!("{p}");
+                }
+            }
+            return Err(job::problems_error(&a.job, &problems));
+        }
+    };
     if a.json {
         println!(
             "{}",
@@ -130,6 +146,10 @@ fn execute(
     fail_on_degraded: bool,
     events: &EventLog,
 ) -> Result<i32> {
+    // Bad input is refused before the workdir is touched.
+    if !workdir.join(&j.output.final_name).exists() {
+        crate::stages::run::preflight(j)?;
+    }
     // Events go to the run's own log once the run can claim its workdir.
     if !workdir.join(&j.output.final_name).exists() && std::fs::create_dir_all(&workdir).is_ok() {
         events.set_workdir(Some(&workdir))?;

@@ -19,6 +19,9 @@ pub struct VerifyArgs {
     /// Expected audio programme duration in seconds (within half a sample).
     #[arg(long)]
     pub expect_audio: Option<f64>,
+    /// Largest A/V delta in frames that passes (default 0.5).
+    #[arg(long)]
+    pub max_av_delta: Option<f64>,
     #[arg(long)]
     pub json: bool,
 }
@@ -42,6 +45,7 @@ pub fn run(a: VerifyArgs) -> Result<i32> {
             frames: a.expect_frames,
             audio_seconds: a.expect_audio,
             video_packets_only: false,
+            max_av_delta_frames: a.max_av_delta,
         },
     )?;
     if a.json {

@@ -44,3 +44,13 @@ pub fn install_log_bridge() {
     // formats into a stack buffer and calls vidax_av_log_emit, which is thread-safe.
     unsafe { vidax_install_av_log_bridge(24) }
 }
+
+/// Restores the default SIGPIPE action, so `va status | head` ends quietly like other
+/// command-line tools instead of failing on a closed pipe (Rust ignores SIGPIPE by default).
+pub fn restore_default_sigpipe() {
+    // SAFETY: signal(2) with SIG_DFL for SIGPIPE is async-signal-safe and is called once at
+    // start-up, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}

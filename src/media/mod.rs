@@ -30,6 +30,11 @@ pub fn init() {
     });
 }
 
+/// Restores the default SIGPIPE action (see [`ffi::restore_default_sigpipe`]).
+pub fn restore_default_sigpipe() {
+    ffi::restore_default_sigpipe();
+}
+
 /// The checks every input file gets before a decoder sees it: it exists, is a regular file,
 /// can be opened, and is not empty.
 pub fn check_input_file(path: &Path) -> Result<()> {

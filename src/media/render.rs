@@ -171,14 +171,22 @@ fn bilinear_plane(
         // Padded index: pad 0 is source -1, pad sw+1 is source sw (both background).
         let p = f as i64 + 1;
         let i0 = p.clamp(0, sw as i64 + 1);
-        let w = if p < 0 || p > sw as i64 { 0.0 } else { (c - f) as f32 };
+        let w = if p < 0 || p > sw as i64 {
+            0.0
+        } else {
+            (c - f) as f32
+        };
         xi.push(i0 as usize);
         xf.push(w);
     }
     tmp.clear();
     tmp.resize(sw + 2, bg);
     let mut line = vec![0.0f32; ow];
-    let row = |r: i64| -> Option<&[f32]> { (0..sh as i64).contains(&r).then(|| &src[r as usize * sw..(r as usize + 1) * sw]) };
+    let row = |r: i64| -> Option<&[f32]> {
+        (0..sh as i64)
+            .contains(&r)
+            .then(|| &src[r as usize * sw..(r as usize + 1) * sw])
+    };
     for i in 0..oh {
         let c = win.y + (i as f64 + 0.5) * sy - 0.5;
         let f = c.floor();

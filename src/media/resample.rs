@@ -130,12 +130,17 @@ mod tests {
             [4_800usize, 30_000, 60_000]
                 .iter()
                 .map(|&k| {
-                    let ideal = (2.0 * std::f64::consts::PI * 440.0 * (k as f64 - lag) / f64::from(fout)).sin();
+                    let ideal = (2.0 * std::f64::consts::PI * 440.0 * (k as f64 - lag)
+                        / f64::from(fout))
+                    .sin();
                     (f64::from(out[k]) - ideal).abs()
                 })
                 .fold(0.0, f64::max)
         };
-        let (lag, e) = (-40..=40).map(|i| f64::from(i) * 0.05).map(|l| (l, err(l))).fold((0.0, f64::MAX), |a, b| if b.1 < a.1 { b } else { a });
+        let (lag, e) = (-40..=40)
+            .map(|i| f64::from(i) * 0.05)
+            .map(|l| (l, err(l)))
+            .fold((0.0, f64::MAX), |a, b| if b.1 < a.1 { b } else { a });
         assert!(lag.abs() <= 1.0, "resampler delay {lag} samples");
         assert!(e < 0.01, "tone error {e} at the best lag {lag}");
     }

@@ -68,6 +68,8 @@ pub struct Expect {
     /// Count video frames from the demuxed packets instead of decoding them (the run's own
     /// read-back: one packet per frame in the MP4s the engine writes). Audio is decoded either way.
     pub video_packets_only: bool,
+    /// The largest A/V delta (frames) that passes; `None` means half a frame.
+    pub max_av_delta_frames: Option<f64>,
 }
 
 fn rat(r: av::Rational) -> String {

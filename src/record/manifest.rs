@@ -191,9 +191,11 @@ impl InputRecord {
 /// `audio`: the exact sample arithmetic behind the `*_duration_seconds` floats (SPEC §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct AudioRecord {
-    /// The input's native sample rate `R`.
+    /// The input's native sample rate.
     pub rate: u32,
-    /// `N_in`, counted by decoding.
+    /// `N_in`, counted by decoding, at `output_rate` (the same as `rate` unless AAC cannot
+    /// carry the input's rate and the programme was resampled); all counts here are at
+    /// `output_rate`.
     pub input_samples: u64,
     pub pre_samples: u64,
     pub post_samples: u64,

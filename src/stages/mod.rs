@@ -6,5 +6,5 @@ pub mod compose;
 pub mod prepare;
 pub mod run;
 
-pub use run::{run_job, RunOptions, RunOutcome};
 pub use prepare::Prepared;
+pub use run::{run_job, RunOptions, RunOutcome};

@@ -13,6 +13,7 @@ use crate::record::manifest::{
 };
 use crate::record::registry::{self, RunEntry};
 use crate::record::RunStatus;
+use crate::timeline::Rounding;
 
 use super::compose::Compositor;
 use super::prepare;
@@ -90,7 +91,11 @@ pub fn run_job(job: &Job, opts: &RunOptions) -> Result<RunOutcome> {
     // Bad input is refused before anything is written: no manifest, no registry entry.
     preflight(job)?;
     let mut manifest = if opts.resume {
-        Manifest::load(workdir)?
+        let mut m = Manifest::load(workdir)?;
+        m.run_status = RunStatus::Running;
+        m.exit_status = None;
+        m.error = None;
+        m
     } else {
         Manifest::new(new_run_id())
     };
@@ -130,8 +135,58 @@ pub fn run_job(job: &Job, opts: &RunOptions) -> Result<RunOutcome> {
     })
 }
 
+/// On `--resume`, the completed `prepare` of the earlier attempt, when its padded WAV is
+/// intact and the job still asks for the same padding; `None` means prepare runs again.
+fn resumable_prepare(job: &Job, opts: &RunOptions, m: &Manifest) -> Option<prepare::Prepared> {
+    if !opts.resume || !m.phase_completed("prepare") {
+        return None;
+    }
+    let (a, r) = (m.audio?, m.render?);
+    let wav = opts.workdir.join("prepare").join("audio_padded.wav");
+    let reader = hound::WavReader::open(&wav).ok()?;
+    let rate = a.output_rate;
+    let (pre_s, post_s) = (job.pre_seconds(), job.post_seconds());
+    let same = reader.spec().sample_rate == rate
+        && u64::from(reader.duration()) == a.total_samples
+        && crate::timeline::samples_for(pre_s, rate, Rounding::Round) == a.pre_samples
+        && crate::timeline::samples_for(post_s, rate, Rounding::Round) == a.post_samples;
+    if !same {
+        return None;
+    }
+    let audio = crate::timeline::AudioPlan {
+        rate,
+        input_samples: a.input_samples,
+        pre_samples: a.pre_samples,
+        post_samples: a.post_samples,
+    };
+    let frames = crate::timeline::FramePlan::new(
+        &audio,
+        job.fps(),
+        job.determinism.rounding,
+        post_s,
+        job.end_image.is_some(),
+    )
+    .ok()?;
+    let render = crate::timeline::render_size(
+        r.source_width,
+        r.source_height,
+        job.render.width,
+        job.render.height,
+        job.render.max_width,
+        job.render.max_height,
+    )
+    .ok()?;
+    (render == (r.width, r.height)).then_some(prepare::Prepared {
+        audio,
+        frames,
+        render,
+        source_size: (r.source_width, r.source_height),
+        wav,
+    })
+}
+
 /// Checks that every input exists and is what its field says, without decoding it.
-fn preflight(job: &Job) -> Result<()> {
+pub fn preflight(job: &Job) -> Result<()> {
     job.check_inputs()?;
     let start = media::probe::probe_start(job.start.path())?;
     let want = if matches!(job.start, StartKind::Image(_)) {
@@ -216,9 +271,18 @@ fn run_phases(
     }
     manifest.save(workdir)?;
 
-    let prepared = phase(manifest, workdir, "prepare", |m| {
-        prepare::prepare(job, workdir, m)
-    })?;
+    let prepared = match resumable_prepare(job, opts, manifest) {
+        Some(p) => {
+            tracing::info!(
+                stage = "prepare",
+                "resume: prepare already completed, reusing prepare/audio_padded.wav"
+            );
+            p
+        }
+        None => phase(manifest, workdir, "prepare", |m| {
+            prepare::prepare(job, workdir, m)
+        })?,
+    };
 
     let is_image = matches!(job.start, StartKind::Image(_));
     if is_image && job.lipsync.enable && job.comfyui.enable {
@@ -236,6 +300,7 @@ fn run_phases(
             "only for a start image with lip-sync through ComfyUI",
         )?;
     }
+    let mut comfy_fallback: Option<&str> = None;
     if job.comfyui.enable {
         phase(manifest, workdir, "comfyui", |m| {
             let stats = crate::comfy::health(&job.comfyui.url, Duration::from_secs(10))?;
@@ -247,6 +312,7 @@ fn run_phases(
             m.add_warning("ComfyUI is reachable, but graph submission is not in this build: the picture comes from the motion fallback");
             Ok(())
         })?;
+        comfy_fallback = Some("COMFYUI_STAGE_NOT_IMPLEMENTED");
     } else {
         skip(
             manifest,
@@ -279,8 +345,8 @@ fn run_phases(
         comfyui_workflow_id: None,
         comfyui_output: None,
         lipsync: LipsyncSource::Off,
-        degraded: false,
-        degraded_reason: None,
+        degraded: comfy_fallback.is_some(),
+        degraded_reason: comfy_fallback.map(String::from),
     });
 
     let partial = workdir.join(format!(".{}.partial", job.output.final_name));
@@ -332,7 +398,7 @@ fn run_phases(
     })?;
 
     phase(manifest, workdir, "finalize", |m| {
-        let result = finalize(&partial, final_path, &prepared, m);
+        let result = finalize(&partial, final_path, &prepared, job.determinism.rounding, m);
         if result.is_err() {
             let _ = std::fs::remove_file(&partial);
         }
@@ -346,11 +412,20 @@ fn run_phases(
     Ok(())
 }
 
+/// The A/V delta the rounding allows: half a frame for `round`, under one frame otherwise.
+fn max_delta(rounding: Rounding) -> f64 {
+    match rounding {
+        Rounding::Round => 0.5,
+        Rounding::Floor | Rounding::Ceil => 1.0,
+    }
+}
+
 /// Reads the encoded file back, checks it against the timeline, and renames it into place.
 fn finalize(
     partial: &Path,
     final_path: &Path,
     prepared: &prepare::Prepared,
+    rounding: Rounding,
     m: &mut Manifest,
 ) -> Result<()> {
     let fps = prepared.frames.fps;
@@ -359,6 +434,7 @@ fn finalize(
         frames: Some(prepared.frames.target_frames),
         audio_seconds: Some(prepared.audio.duration().to_f64()),
         video_packets_only: true,
+        max_av_delta_frames: Some(max_delta(rounding)),
     };
     let report = media::verify::verify(partial, &expect)?;
     m.verify = serde_json::to_value(&report).unwrap_or_default();
