@@ -19,3 +19,6 @@ pub mod stages;
 pub mod timeline;
 
 pub use error::{Error, ErrorKind, Result};
+
+#[cfg(test)]
+mod docs_check;

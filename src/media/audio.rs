@@ -171,7 +171,6 @@ impl AudioInput {
             }
             drain(&mut self.decoder, &mut stats, &mut buf)?;
         }
-        drop(packets);
         self.decoder.send_eof().ok();
         drain(&mut self.decoder, &mut stats, &mut buf)?;
         Ok(stats)

@@ -35,8 +35,8 @@ pub fn for_each_video_frame(
         while !*stop && dec.receive_frame(&mut frame).is_ok() {
             let (w, h) = (frame.width() & !1, frame.height() & !1);
             let pic = if frame.format() == av::format::Pixel::YUV420P
-                && frame.width() % 2 == 0
-                && frame.height() % 2 == 0
+                && frame.width().is_multiple_of(2)
+                && frame.height().is_multiple_of(2)
             {
                 &frame
             } else {
