@@ -130,3 +130,120 @@ fn logs_prints_lines_and_json_lines_have_ts_level_stage_msg() {
         "phase started events: {phases:?}"
     );
 }
+
+#[test]
+fn verify_exits_nonzero_when_an_expectation_fails() {
+    let sb = Sandbox::new();
+    let (wd, _) = one_run(&sb);
+    let fin = wd.join("final.mp4");
+    let ok = sb
+        .va()
+        .arg("verify")
+        .arg(&fin)
+        .args([
+            "--fps",
+            "25",
+            "--expect-frames",
+            "25",
+            "--expect-audio",
+            "1.0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}{}",
+        stdout_of(&ok),
+        stderr_of(&ok)
+    );
+    for bad in [
+        vec!["--expect-frames", "26"],
+        vec!["--fps", "30000/1001"],
+        vec!["--expect-audio", "1.01"],
+    ] {
+        let out = sb
+            .va()
+            .arg("verify")
+            .arg(&fin)
+            .args(&bad)
+            .arg("--json")
+            .output()
+            .unwrap();
+        assert_ne!(out.status.code(), Some(0), "verify {bad:?} must fail");
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("JSON report even on failure");
+        assert_eq!(v["ok"], false, "{bad:?}: {v}");
+        assert!(
+            !v["failures"].as_array().unwrap().is_empty(),
+            "{bad:?}: {v}"
+        );
+    }
+}
+
+#[test]
+fn produce_accepts_the_seed_snake_case_aliases() {
+    let sb = Sandbox::new();
+    let audio = sb.join("voice.wav");
+    write_wav(&audio, 16_000, 1, 16_000);
+    let start = sb.join("face.png");
+    write_face_png(&start, 640, 480);
+    let wd = sb.join("wd");
+    let out = sb
+        .va()
+        .args([
+            "produce",
+            "--no_comfyui",
+            "--max_width",
+            "160",
+            "--max_height",
+            "160",
+            "--fps",
+            "29.97",
+            "--audio",
+        ])
+        .arg(&audio)
+        .arg("--start")
+        .arg(&start)
+        .arg("--workdir")
+        .arg(&wd)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let v = stream(&wd.join("fertig.mp4"), "video");
+    assert_eq!(
+        (v["width"].as_u64(), v["height"].as_u64()),
+        (Some(160), Some(120))
+    );
+    assert_eq!(v["r_frame_rate"], "30000/1001");
+    // 1 s at 30000/1001 = 29.97 → 30 frames.
+    assert_eq!(count_video_frames(&wd.join("fertig.mp4")), 30);
+}
+
+#[test]
+fn run_resolves_relative_paths_against_the_job_folder() {
+    let sb = Sandbox::new();
+    let jobs = sb.join("jobs");
+    std::fs::create_dir_all(jobs.join("media")).unwrap();
+    write_wav(&jobs.join("media/voice.wav"), 16_000, 1, 16_000);
+    write_face_png(&jobs.join("media/face.png"), 160, 120);
+    let job = jobs.join("job.json");
+    let doc = json!({
+        "audio": "media/voice.wav", "start_image": "media/face.png",
+        "determinism": { "fps": 25, "seed": 2 },
+        "render": { "max_width": 160, "max_height": 120 },
+        "comfyui": { "enable": false },
+    });
+    std::fs::write(&job, doc.to_string()).unwrap();
+    // Run from the sandbox root, not from the job's folder.
+    let (fin, _) = sb.run_ok(&job, &sb.join("wd"));
+    assert_eq!(count_video_frames(&fin), 25);
+    // The effective job in the workdir has absolute paths.
+    let eff = read_json(&sb.join("wd/job.json"));
+    let a = eff["audio"].as_str().expect("audio in the effective job");
+    assert!(std::path::Path::new(a).is_absolute(), "{a}");
+    assert_eq!(
+        std::fs::canonicalize(a).unwrap(),
+        std::fs::canonicalize(jobs.join("media/voice.wav")).unwrap()
+    );
+}

@@ -302,34 +302,68 @@ fn render_16k(
     sb.run_ok(&p, &sb.join(&format!("wd-{name}")))
 }
 
-#[test]
-fn rounding_modes_at_and_off_the_half_frame_boundary() {
+fn check_rounding(cases: &[(u64, &str, u64)]) {
     let sb = Sandbox::new();
-    // At 16 kHz and 25 fps one frame is 640 samples. 40.5 frames exactly, then 40.6 frames.
-    for (n_in, rounding, want) in [
-        (640 * 40 + 320, "round", 41), // half up
+    let mut failures = Vec::new();
+    for &(n_in, rounding, want) in cases {
+        let name = format!("{rounding}-{n_in}");
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let (fin, m) = render_16k(
+                &sb,
+                &name,
+                n_in,
+                json!({ "determinism": { "rounding": rounding } }),
+            );
+            assert_eq!(m["target_frames"], want, "{name}: manifest target_frames");
+            assert_eq!(count_video_frames(&fin), want, "{name}: decoded frames");
+            assert_eq!(
+                stream(&fin, "audio")["duration_ts"].as_u64(),
+                Some(n_in),
+                "{name}: audio duration_ts"
+            );
+        }));
+        if let Err(e) = r {
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()));
+            failures.push(format!(
+                "[{name}, want {want} frames] {}",
+                msg.unwrap_or_default()
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
+// At 16 kHz and 25 fps one frame is 640 samples.
+
+#[test]
+fn round_is_half_up_at_the_half_frame_boundary() {
+    check_rounding(&[
+        (640 * 40 + 320, "round", 41), // exactly 40.5 frames: half up
+        (640 * 40 + 319, "round", 40),
+        (640 * 40 + 384, "round", 41),
+    ]);
+}
+
+/// floor/ceil are valid job values (SPEC §3/§4); only `round` promises a delta of at most half a
+/// frame, so with floor/ceil the picture may be up to one frame shorter/longer than the sound.
+#[test]
+fn floor_and_ceil_rounding_render_the_frame_counts_they_ask_for() {
+    check_rounding(&[
         (640 * 40 + 320, "floor", 40),
         (640 * 40 + 320, "ceil", 41),
-        (640 * 40 + 384, "round", 41),
-        (640 * 40 + 384, "floor", 40),
-        (640 * 40 + 1, "ceil", 41),
-        (640 * 40 + 319, "round", 40),
-    ] {
-        let name = format!("{rounding}-{n_in}");
-        let (fin, m) = render_16k(
-            &sb,
-            &name,
-            n_in,
-            json!({ "determinism": { "rounding": rounding } }),
-        );
-        assert_eq!(m["target_frames"], want, "{name}: manifest target_frames");
-        assert_eq!(count_video_frames(&fin), want, "{name}: decoded frames");
-        assert_eq!(
-            stream(&fin, "audio")["duration_ts"].as_u64(),
-            Some(n_in),
-            "{name}: audio duration_ts"
-        );
-    }
+        (640 * 40 + 384, "floor", 40), // 40.6 frames
+        (640 * 40 + 1, "ceil", 41),    // 40.0016 frames
+        (640 * 40 + 639, "floor", 40), // 40.998 frames
+    ]);
 }
 
 #[test]

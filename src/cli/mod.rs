@@ -88,15 +88,19 @@ fn report(e: &Error) -> i32 {
 }
 
 /// Events go to the current run's logs/events.jsonl (once a workdir is set) and warnings to
-/// stderr (`VA_LOG` sets the stderr filter, e.g. `VA_LOG=info`).
+/// stderr (`VA_LOG` sets the stderr filter, e.g. `VA_LOG=info` or `VA_LOG=debug`).
 fn init_tracing(events: &EventLog) {
+    // By default stderr shows vidax's own warnings only: FFmpeg's chatter stays in
+    // events.jsonl, and errors are printed once, as the final `error:` line.
     let filter = tracing_subscriber::EnvFilter::try_from_env("VA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,vidax::media::ffi=off"));
+    let not_errors = tracing_subscriber::filter::filter_fn(|m| *m.level() != tracing::Level::ERROR);
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .without_time()
+        .with_filter(not_errors)
         .with_filter(filter);
     let _ = tracing_subscriber::registry()
         .with(
