@@ -286,9 +286,10 @@ pub fn verify(path: &Path, expect: &Expect) -> Result<VerifyReport> {
         }
     }
     if let Some(d) = av_delta_frames {
-        if d.abs() > 0.5 + 1e-9 {
+        let max = expect.max_av_delta_frames.unwrap_or(0.5);
+        if d.abs() > max + 1e-9 {
             failures.push(format!(
-                "picture and sound differ by {d:.3} frames (more than half a frame)"
+                "picture and sound differ by {d:.3} frames (more than {max} frames)"
             ));
         }
     }
