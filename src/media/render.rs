@@ -86,34 +86,56 @@ impl AxisTaps {
     }
 }
 
-/// Resamples one plane through `win` into `out` (`ow`×`oh`, f32), using `tmp` as scratch.
-#[allow(clippy::too_many_arguments)] // reason: a plain kernel; grouping the scalars adds nothing
-fn resample_plane(
-    src: &[f32],
-    sw: usize,
-    sh: usize,
+/// One f32 plane of the source and the value of everything outside it.
+#[derive(Clone, Copy)]
+struct Plane<'a> {
+    data: &'a [f32],
+    w: usize,
+    h: usize,
     bg: f32,
+}
+
+impl Plane<'_> {
+    fn row(&self, r: i64) -> Option<&[f32]> {
+        (0..self.h as i64)
+            .contains(&r)
+            .then(|| &self.data[r as usize * self.w..(r as usize + 1) * self.w])
+    }
+}
+
+/// Rounds to the nearest integer and stores as u8, without float-to-int conversions (which
+/// keep the loop from vectorising): adding 1.5·2^23 puts the rounded value in the low
+/// mantissa bits.
+#[inline]
+fn to_u8_fast(v: f32) -> u8 {
+    (v.clamp(0.0, 255.0) + 12_582_912.0).to_bits() as u8
+}
+
+/// General separable resampling of one plane through `win` into `ow`×`oh` f32 rows handed to
+/// `put` (used for the one-time prescale and for strong minification).
+fn resample_plane(
+    src: Plane,
     win: &CropWindow,
     ow: usize,
     oh: usize,
     tmp: &mut Vec<f32>,
     mut put: impl FnMut(usize, &[f32]),
 ) {
-    let hx = AxisTaps::new(win.x, win.w, ow, sw);
-    let vy = AxisTaps::new(win.y, win.h, oh, sh);
-    let (r0, r1) = vy.span(sh);
+    let hx = AxisTaps::new(win.x, win.w, ow, src.w);
+    let vy = AxisTaps::new(win.y, win.h, oh, src.h);
+    let (r0, r1) = vy.span(src.h);
     let rows = r1 - r0;
     tmp.clear();
     tmp.resize(rows * ow, 0.0);
     // Horizontal pass over the source rows the vertical taps touch.
     for r in 0..rows {
-        let srow = &src[(r0 + r) * sw..(r0 + r + 1) * sw];
+        let srow = &src.data[(r0 + r) * src.w..(r0 + r + 1) * src.w];
         let trow = &mut tmp[r * ow..(r + 1) * ow];
         for (j, t) in trow.iter_mut().enumerate() {
             let s = hx.start[j];
             let w = &hx.weights[j * hx.len..(j + 1) * hx.len];
-            let avail = (sw - s).min(hx.len);
-            let mut acc = hx.bg[j] * bg;
+            let avail = (src.w - s).min(hx.len);
+            let mut acc = hx.bg[j] * src.bg;
             for (wk, sk) in w[..avail].iter().zip(&srow[s..s + avail]) {
                 acc += wk * sk;
             }
@@ -123,7 +145,7 @@ fn resample_plane(
     // Vertical pass, row by row (vectorises across the row).
     let mut line = vec![0.0f32; ow];
     for i in 0..oh {
-        let base = vy.bg[i] * bg;
+        let base = vy.bg[i] * src.bg;
         line.iter_mut().for_each(|v| *v = base);
         let s = vy.start[i];
         let w = &vy.weights[i * vy.len..(i + 1) * vy.len];
@@ -145,104 +167,92 @@ fn resample_plane(
 /// minification the 2-tap filter is indistinguishable from the general one.
 const BILINEAR_MAX_STEP: f64 = 1.25;
 
-/// Bilinear resampling of one plane through `win` (the fast path of [`resample_plane`] for
-/// magnification and mild minification): a vertical lerp of two source rows (vectorised over
-/// the row), then a horizontal lerp per output sample.
-#[allow(clippy::too_many_arguments)] // reason: same kernel signature as resample_plane
+/// Bilinear resampling straight into 8-bit rows (the per-frame fast path): a vertical lerp
+/// of two source rows over the columns the window touches (vectorised), then a horizontal
+/// lerp per output sample.
 fn bilinear_plane(
-    src: &[f32],
-    sw: usize,
-    sh: usize,
-    bg: f32,
+    src: Plane,
     win: &CropWindow,
+    out: &mut [u8],
     ow: usize,
     oh: usize,
     tmp: &mut Vec<f32>,
-    mut put: impl FnMut(usize, &[f32]),
 ) {
     let (sx, sy) = (win.w / ow as f64, win.h / oh as f64);
-    // Column taps: source index x0 (into a row padded by one background sample each side)
-    // and the weight of x0+1.
+    // Column taps into a row padded by one background sample on each side: padded index
+    // p = source index + 1, and the weight of p + 1.
     let mut xi = Vec::with_capacity(ow);
     let mut xf = Vec::with_capacity(ow);
     for j in 0..ow {
         let c = win.x + (j as f64 + 0.5) * sx - 0.5;
         let f = c.floor();
-        // Padded index: pad 0 is source -1, pad sw+1 is source sw (both background).
         let p = f as i64 + 1;
-        let i0 = p.clamp(0, sw as i64 + 1);
-        let w = if p < 0 || p > sw as i64 {
+        xi.push(p.clamp(0, src.w as i64 + 1) as usize);
+        xf.push(if p < 0 || p > src.w as i64 {
             0.0
         } else {
             (c - f) as f32
-        };
-        xi.push(i0 as usize);
-        xf.push(w);
+        });
     }
+    // Only the source columns some output sample reads are interpolated vertically.
+    let lo = xi.first().copied().unwrap_or(0).saturating_sub(1).max(1);
+    let hi = xi.last().map_or(0, |&x| x + 2).min(src.w + 1);
     tmp.clear();
-    tmp.resize(sw + 2, bg);
-    let mut line = vec![0.0f32; ow];
-    let row = |r: i64| -> Option<&[f32]> {
-        (0..sh as i64)
-            .contains(&r)
-            .then(|| &src[r as usize * sw..(r as usize + 1) * sw])
-    };
-    for i in 0..oh {
+    tmp.resize(src.w + 2, src.bg);
+    for (i, orow) in out.chunks_exact_mut(ow).take(oh).enumerate() {
         let c = win.y + (i as f64 + 0.5) * sy - 0.5;
         let f = c.floor();
         let fy = (c - f) as f32;
-        let (a, b) = (row(f as i64), row(f as i64 + 1));
-        let padded = &mut tmp[1..sw + 1];
-        match (a, b) {
-            (Some(a), Some(b)) => {
-                for ((t, &x), &y) in padded.iter_mut().zip(a).zip(b) {
-                    *t = x + fy * (y - x);
+        if lo < hi {
+            let span = &mut tmp[lo..hi];
+            let (a, b) = (
+                src.row(f as i64).map(|r| &r[lo - 1..hi - 1]),
+                src.row(f as i64 + 1).map(|r| &r[lo - 1..hi - 1]),
+            );
+            match (a, b) {
+                (Some(a), Some(b)) => {
+                    for ((t, &x), &y) in span.iter_mut().zip(a).zip(b) {
+                        *t = x + fy * (y - x);
+                    }
                 }
+                (Some(a), None) => span
+                    .iter_mut()
+                    .zip(a)
+                    .for_each(|(t, &x)| *t = x + fy * (src.bg - x)),
+                (None, Some(b)) => span
+                    .iter_mut()
+                    .zip(b)
+                    .for_each(|(t, &y)| *t = src.bg + fy * (y - src.bg)),
+                (None, None) => span.fill(src.bg),
             }
-            (Some(a), None) => {
-                for (t, &x) in padded.iter_mut().zip(a) {
-                    *t = x + fy * (bg - x);
-                }
-            }
-            (None, Some(b)) => {
-                for (t, &y) in padded.iter_mut().zip(b) {
-                    *t = bg + fy * (y - bg);
-                }
-            }
-            (None, None) => padded.fill(bg),
         }
         let t = &tmp[..];
-        for ((l, &x0), &w) in line.iter_mut().zip(&xi).zip(&xf) {
-            let (p, q) = (t[x0], t[(x0 + 1).min(sw + 1)]);
-            *l = p + w * (q - p);
+        let last = src.w + 1;
+        for ((o, &x0), &w) in orow.iter_mut().zip(&xi).zip(&xf) {
+            let (p, q) = (t[x0], t[(x0 + 1).min(last)]);
+            *o = to_u8_fast(p + w * (q - p));
         }
-        put(i, &line);
     }
 }
 
-/// Resamples with the fast path when the window allows it.
-#[allow(clippy::too_many_arguments)] // reason: same kernel signature as resample_plane
-fn resample_any(
-    src: &[f32],
-    sw: usize,
-    sh: usize,
-    bg: f32,
+/// Resamples `src` through `win` into the 8-bit plane `out` (`ow`×`oh`, tightly packed),
+/// taking the bilinear fast path when the window allows it.
+fn resample_into(
+    src: Plane,
     win: &CropWindow,
+    out: &mut [u8],
     ow: usize,
     oh: usize,
     tmp: &mut Vec<f32>,
-    put: impl FnMut(usize, &[f32]),
 ) {
     if win.w / ow as f64 <= BILINEAR_MAX_STEP && win.h / oh as f64 <= BILINEAR_MAX_STEP {
-        bilinear_plane(src, sw, sh, bg, win, ow, oh, tmp, put)
+        bilinear_plane(src, win, out, ow, oh, tmp);
     } else {
-        resample_plane(src, sw, sh, bg, win, ow, oh, tmp, put)
-    }
-}
-
-fn to_u8(dst: &mut [u8], src: &[f32]) {
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d = (s + 0.5).clamp(0.0, 255.0) as u8;
+        resample_plane(src, win, ow, oh, tmp, |i, line| {
+            for (o, &v) in out[i * ow..(i + 1) * ow].iter_mut().zip(line) {
+                *o = to_u8_fast(v);
+            }
+        });
     }
 }
 
@@ -294,11 +304,14 @@ impl Renderer {
                 (&r.src.cr, &mut shrunk.cr, bg.cr),
             ] {
                 out.reserve(ww as usize * wh as usize);
+                let src = Plane {
+                    data: plane,
+                    w: sw,
+                    h: sh,
+                    bg: bgv,
+                };
                 resample_plane(
-                    plane,
-                    sw,
-                    sh,
-                    bgv,
+                    src,
                     &win,
                     ww as usize,
                     wh as usize,
@@ -330,43 +343,27 @@ impl Renderer {
         };
         let (sw, sh) = (self.src.width as usize, self.src.height as usize);
         let (ow, oh) = (self.out_w as usize, self.out_h as usize);
-        let y = &mut out.y;
-        resample_any(
-            &self.src.y,
-            sw,
-            sh,
-            self.bg.y,
-            &win,
-            ow,
-            oh,
-            &mut self.tmp,
-            |i, line| to_u8(&mut y[i * ow..(i + 1) * ow], line),
-        );
         let (cw, ch) = (ow / 2, oh / 2);
-        let u = &mut out.u;
-        resample_any(
-            &self.src.cb,
-            sw,
-            sh,
-            self.bg.cb,
-            &win,
-            cw,
-            ch,
-            &mut self.tmp,
-            |i, line| to_u8(&mut u[i * cw..(i + 1) * cw], line),
-        );
-        let v = &mut out.v;
-        resample_any(
-            &self.src.cr,
-            sw,
-            sh,
-            self.bg.cr,
-            &win,
-            cw,
-            ch,
-            &mut self.tmp,
-            |i, line| to_u8(&mut v[i * cw..(i + 1) * cw], line),
-        );
+        let planes = [
+            (&self.src.y, self.bg.y, &mut out.y, ow, oh),
+            (&self.src.cb, self.bg.cb, &mut out.u, cw, ch),
+            (&self.src.cr, self.bg.cr, &mut out.v, cw, ch),
+        ];
+        for (data, bg, dst, w, h) in planes {
+            resample_into(
+                Plane {
+                    data,
+                    w: sw,
+                    h: sh,
+                    bg,
+                },
+                &win,
+                dst,
+                w,
+                h,
+                &mut self.tmp,
+            );
+        }
     }
 }
 
