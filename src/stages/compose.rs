@@ -116,3 +116,22 @@ impl FrameProducer for Compositor {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_image_fits_keep_or_fill_the_frame_as_named() {
+        // A 16:9 end image into a square frame.
+        let (src, out) = ((640, 360), (480, 480));
+        let c = fit_window(EndImageFit::Contain, src, out);
+        assert_eq!((c.x, c.w), (0.0, 640.0));
+        assert!((c.h - 640.0).abs() < 1e-9 && (c.y + 140.0).abs() < 1e-9, "letterboxed: {c:?}");
+        let v = fit_window(EndImageFit::Cover, src, out);
+        assert_eq!((v.y, v.h, v.w), (0.0, 360.0, 360.0));
+        assert!((v.x - 140.0).abs() < 1e-9, "centre-cropped: {v:?}");
+        let s = fit_window(EndImageFit::Stretch, src, out);
+        assert_eq!((s.x, s.y, s.w, s.h), (0.0, 0.0, 640.0, 360.0));
+    }
+}
