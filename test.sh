@@ -8,9 +8,12 @@ cd "$(dirname "$0")"
 export VA_STATE_DIR="${VA_STATE_DIR:-$(mktemp -d)}"
 cargo fmt --all -- --check
 cargo clippy --release --all-targets -- -D warnings
-cargo test --release 2>&1 | tee /tmp/vidax-cargo-test.log
-grep -q "test result: ok" /tmp/vidax-cargo-test.log
+log=$(mktemp)
+cargo test --release --lib --bins --tests 2>&1 | tee "$log"
+passed=$(grep -o "test result: [a-z]*\. [0-9]* passed; [0-9]* failed" "$log" | awk '{p+=$4; f+=$6} END {print p+0}')
+failed=$(grep -o "test result: [a-z]*\. [0-9]* passed; [0-9]* failed" "$log" | awk '{p+=$4; f+=$6} END {print f+0}')
 
 if compgen -G "comfy_nodes/*/tests/test_*.py" >/dev/null; then
   python3 -m pytest -q comfy_nodes
 fi
+echo "rust: ${passed} passed, ${failed} failed"

@@ -127,7 +127,10 @@ mod tests {
         let (src, out) = ((640, 360), (480, 480));
         let c = fit_window(EndImageFit::Contain, src, out);
         assert_eq!((c.x, c.w), (0.0, 640.0));
-        assert!((c.h - 640.0).abs() < 1e-9 && (c.y + 140.0).abs() < 1e-9, "letterboxed: {c:?}");
+        assert!(
+            (c.h - 640.0).abs() < 1e-9 && (c.y + 140.0).abs() < 1e-9,
+            "letterboxed: {c:?}"
+        );
         let v = fit_window(EndImageFit::Cover, src, out);
         assert_eq!((v.y, v.h, v.w), (0.0, 360.0, 360.0));
         assert!((v.x - 140.0).abs() < 1e-9, "centre-cropped: {v:?}");

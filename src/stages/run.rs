@@ -454,16 +454,17 @@ fn finalize(
             format!("read-back failed: {}", report.failures.join("; ")),
         ));
     }
-    // Never replace a final that appeared meanwhile (another run in the same workdir).
-    if final_path.exists() {
-        return Err(Error::at_path(
+    // A hard link never replaces an existing file: a final that appeared meanwhile (another
+    // run in the same workdir) is left untouched.
+    std::fs::hard_link(partial, final_path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => Error::at_path(
             ErrorKind::OutputExists,
             final_path,
             "appeared during the run; left untouched",
-        ));
-    }
-    std::fs::rename(partial, final_path)
-        .map_err(|e| Error::at_path(ErrorKind::Internal, final_path, e))?;
+        ),
+        _ => Error::at_path(ErrorKind::Internal, final_path, e),
+    })?;
+    let _ = std::fs::remove_file(partial);
     m.final_path = Some(final_path.to_path_buf());
     Ok(())
 }
