@@ -198,7 +198,7 @@ fn bilinear_plane(
     let lo = xi.first().copied().unwrap_or(0).saturating_sub(1).max(1);
     let hi = xi.last().map_or(0, |&x| x + 2).min(src.w + 1);
     tmp.clear();
-    tmp.resize(src.w + 2, src.bg);
+    tmp.resize(src.w + 3, src.bg);
     for (i, orow) in out.chunks_exact_mut(ow).take(oh).enumerate() {
         let c = win.y + (i as f64 + 0.5) * sy - 0.5;
         let f = c.floor();
@@ -226,11 +226,12 @@ fn bilinear_plane(
                 (None, None) => span.fill(src.bg),
             }
         }
+        // Each tap pair is one bounds check (the row has a spare background sample at the end).
         let t = &tmp[..];
-        let last = src.w + 1;
         for ((o, &x0), &w) in orow.iter_mut().zip(&xi).zip(&xf) {
-            let (p, q) = (t[x0], t[(x0 + 1).min(last)]);
-            *o = to_u8_fast(p + w * (q - p));
+            if let [p, q] = t[x0..x0 + 2] {
+                *o = to_u8_fast(p + w * (q - p));
+            }
         }
     }
 }
@@ -257,9 +258,20 @@ fn resample_into(
 }
 
 /// Renders windows of one source picture into 4:2:0 frames.
+///
+/// The source is kept in a working form chosen once: luma at a resolution where the tightest
+/// window is seen at most 1:1 (shrunk with the area-like filter when the source is larger),
+/// and chroma at half that resolution, like the 4:2:0 output. Every frame is then a
+/// magnification or a mild minification on each plane, which the bilinear fast path handles.
 pub struct Renderer {
-    src: Planes,
-    /// Source pixels per working pixel (1 unless the source was pre-shrunk).
+    luma: Vec<f32>,
+    luma_w: usize,
+    luma_h: usize,
+    cb: Vec<f32>,
+    cr: Vec<f32>,
+    chroma_w: usize,
+    chroma_h: usize,
+    /// Source pixels per working luma pixel (1 unless the source was shrunk).
     prescale: f64,
     bg: YuvColor,
     out_w: u32,
@@ -267,100 +279,95 @@ pub struct Renderer {
     tmp: Vec<f32>,
 }
 
+/// Shrinks a `w`×`h` plane by `factor` (>= 1) with the area-like filter; the result covers
+/// `ceil(w/factor)`×`ceil(h/factor)` working pixels of `factor` source pixels each.
+fn shrink(
+    data: &[f32],
+    w: usize,
+    h: usize,
+    bg: f32,
+    factor: f64,
+    tmp: &mut Vec<f32>,
+) -> (Vec<f32>, usize, usize) {
+    let ww = (w as f64 / factor).ceil().max(1.0) as usize;
+    let wh = (h as f64 / factor).ceil().max(1.0) as usize;
+    let win = CropWindow {
+        x: 0.0,
+        y: 0.0,
+        w: ww as f64 * factor,
+        h: wh as f64 * factor,
+    };
+    let mut out = Vec::with_capacity(ww * wh);
+    resample_plane(Plane { data, w, h, bg }, &win, ww, wh, tmp, |_, line| {
+        out.extend_from_slice(line)
+    });
+    (out, ww, wh)
+}
+
 impl Renderer {
-    /// `min_window_w`: the narrowest window (in source pixels) that will be asked for. When
-    /// even that is wider than the output, the source is shrunk once up front (with the
-    /// area-like filter) so the per-frame filter stays short; the geometry is unchanged.
+    /// `min_window_w`: the narrowest window (in source pixels) that will be asked for.
     pub fn new(src: Planes, out_w: u32, out_h: u32, bg: YuvColor, min_window_w: f64) -> Renderer {
-        let factor = (min_window_w / f64::from(out_w)).floor();
-        let mut r = Renderer {
-            src,
-            prescale: 1.0,
+        let (sw, sh) = (src.width as usize, src.height as usize);
+        let mut tmp = Vec::new();
+        let factor = (min_window_w / f64::from(out_w)).max(1.0);
+        let (luma, luma_w, luma_h) = if factor > 1.0 + 1e-9 {
+            shrink(&src.y, sw, sh, bg.y, factor, &mut tmp)
+        } else {
+            (src.y, sw, sh)
+        };
+        // Chroma at half the working luma resolution, on the same geometry.
+        let cf = factor * 2.0;
+        let (cb, chroma_w, chroma_h) = shrink(&src.cb, sw, sh, bg.cb, cf, &mut tmp);
+        let (cr, _, _) = shrink(&src.cr, sw, sh, bg.cr, cf, &mut tmp);
+        Renderer {
+            luma,
+            luma_w,
+            luma_h,
+            cb,
+            cr,
+            chroma_w,
+            chroma_h,
+            prescale: factor,
             bg,
             out_w,
             out_h,
-            tmp: Vec::new(),
-        };
-        if factor >= 2.0 {
-            let ww = (f64::from(r.src.width) / factor).ceil().max(1.0) as u32;
-            let wh = (f64::from(r.src.height) / factor).ceil().max(1.0) as u32;
-            let win = CropWindow {
-                x: 0.0,
-                y: 0.0,
-                w: f64::from(ww) * factor,
-                h: f64::from(wh) * factor,
-            };
-            let mut shrunk = Planes {
-                width: ww,
-                height: wh,
-                y: Vec::new(),
-                cb: Vec::new(),
-                cr: Vec::new(),
-            };
-            let (sw, sh) = (r.src.width as usize, r.src.height as usize);
-            for (plane, out, bgv) in [
-                (&r.src.y, &mut shrunk.y, bg.y),
-                (&r.src.cb, &mut shrunk.cb, bg.cb),
-                (&r.src.cr, &mut shrunk.cr, bg.cr),
-            ] {
-                out.reserve(ww as usize * wh as usize);
-                let src = Plane {
-                    data: plane,
-                    w: sw,
-                    h: sh,
-                    bg: bgv,
-                };
-                resample_plane(
-                    src,
-                    &win,
-                    ww as usize,
-                    wh as usize,
-                    &mut r.tmp,
-                    |_, line| out.extend_from_slice(line),
-                );
-            }
-            r.src = shrunk;
-            r.prescale = factor;
+            tmp,
         }
-        r
-    }
-
-    pub fn source_size(&self) -> (f64, f64) {
-        (
-            f64::from(self.src.width) * self.prescale,
-            f64::from(self.src.height) * self.prescale,
-        )
     }
 
     /// Renders `win` (in original source coordinates) into `out`.
     pub fn render(&mut self, win: &CropWindow, out: &mut Yuv420) {
-        let k = self.prescale;
-        let win = CropWindow {
+        let scaled = |k: f64| CropWindow {
             x: win.x / k,
             y: win.y / k,
             w: win.w / k,
             h: win.h / k,
         };
-        let (sw, sh) = (self.src.width as usize, self.src.height as usize);
         let (ow, oh) = (self.out_w as usize, self.out_h as usize);
-        let (cw, ch) = (ow / 2, oh / 2);
-        let planes = [
-            (&self.src.y, self.bg.y, &mut out.y, ow, oh),
-            (&self.src.cb, self.bg.cb, &mut out.u, cw, ch),
-            (&self.src.cr, self.bg.cr, &mut out.v, cw, ch),
-        ];
-        for (data, bg, dst, w, h) in planes {
+        let (lw, cw) = (scaled(self.prescale), scaled(self.prescale * 2.0));
+        let luma = Plane {
+            data: &self.luma,
+            w: self.luma_w,
+            h: self.luma_h,
+            bg: self.bg.y,
+        };
+        resample_into(luma, &lw, &mut out.y, ow, oh, &mut self.tmp);
+        let (cw_, ch_) = (self.chroma_w, self.chroma_h);
+        for (data, bg, dst) in [
+            (&self.cb, self.bg.cb, &mut out.u),
+            (&self.cr, self.bg.cr, &mut out.v),
+        ] {
             resample_into(
                 Plane {
                     data,
-                    w: sw,
-                    h: sh,
+                    w: cw_,
+                    h: ch_,
                     bg,
                 },
-                &win,
+                &cw,
                 dst,
-                w,
-                h,
+                ow / 2,
+                oh / 2,
                 &mut self.tmp,
             );
         }
@@ -448,7 +455,6 @@ mod tests {
             *v = 16.0 + ((i % w as usize) as f32) * 0.5;
         }
         let mut r = Renderer::new(p, 40, 4, YuvColor::BLACK, 400.0);
-        assert_eq!(r.prescale, 10.0);
         let mut out = Yuv420::new(40, 4);
         r.render(
             &CropWindow {
@@ -468,5 +474,47 @@ mod tests {
                 out.y[2 * 40 + j]
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+
+    /// Prints the per-frame cost of a zoom render at 854x480 (`cargo test --release -- --ignored
+    /// render_cost --nocapture`); a measurement, not a check (speed targets live in `va bench`).
+    #[test]
+    #[ignore]
+    fn render_cost() {
+        let (w, h) = (854u32, 480u32);
+        let n = (w * h) as usize;
+        let p = Planes {
+            width: w,
+            height: h,
+            y: (0..n).map(|i| (i % 251) as f32).collect(),
+            cb: vec![128.0; n],
+            cr: vec![128.0; n],
+        };
+        let mut r = Renderer::new(p, w, h, YuvColor::BLACK, f64::from(w) / 1.1);
+        let mut out = Yuv420::new(w, h);
+        let t = std::time::Instant::now();
+        let frames = 300;
+        for i in 0..frames {
+            let z = 1.0 + 0.1 * f64::from(i) / f64::from(frames);
+            let (ww, wh) = (f64::from(w) / z, f64::from(h) / z);
+            r.render(
+                &CropWindow {
+                    x: (f64::from(w) - ww) / 2.0,
+                    y: (f64::from(h) - wh) / 2.0,
+                    w: ww,
+                    h: wh,
+                },
+                &mut out,
+            );
+        }
+        eprintln!(
+            "render: {:.3} ms/frame",
+            t.elapsed().as_secs_f64() * 1000.0 / f64::from(frames)
+        );
     }
 }
