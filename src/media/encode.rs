@@ -208,8 +208,9 @@ pub fn encode_mp4(
     let (w, h) = (video.width, video.height);
 
     let result = std::thread::scope(|scope| -> Result<()> {
-        // Frames in index order; a small bound keeps memory flat.
-        let (ftx, frx) = mpsc::sync_channel::<Yuv420>(3);
+        // Frames in index order; the bound (about 7 MB at 854x480) keeps memory flat while
+        // absorbing scheduling hiccups between the render thread and the encoder threads.
+        let (ftx, frx) = mpsc::sync_channel::<Yuv420>(12);
         let (pool_tx, pool_rx) = mpsc::channel::<Yuv420>();
         let render = std::thread::Builder::new()
             .name("render".into())
