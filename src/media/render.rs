@@ -103,12 +103,13 @@ impl Plane<'_> {
     }
 }
 
-/// Rounds to the nearest integer and stores as u8, without float-to-int conversions (which
-/// keep the loop from vectorising): adding 1.5·2^23 puts the rounded value in the low
-/// mantissa bits.
+/// Rounds `v` to the nearest integer as u8 without a float-to-int conversion: adding 1.5·2^23
+/// puts the rounded value in the low mantissa bits. `v` must lie in [0, 255]; every value
+/// the kernels produce does, being a convex combination (non-negative weights summing to 1)
+/// of source samples and background values, which are all on the 8-bit Y'CbCr scale.
 #[inline]
 fn to_u8_fast(v: f32) -> u8 {
-    (v.clamp(0.0, 255.0) + 12_582_912.0).to_bits() as u8
+    (v + 12_582_912.0).to_bits() as u8
 }
 
 /// General separable resampling of one plane through `win` into `ow`×`oh` f32 rows handed to
@@ -181,24 +182,26 @@ fn bilinear_plane(
     let (sx, sy) = (win.w / ow as f64, win.h / oh as f64);
     // Column taps into a row padded by one background sample on each side: padded index
     // p = source index + 1, and the weight of p + 1.
-    let mut xi = Vec::with_capacity(ow);
-    let mut xf = Vec::with_capacity(ow);
-    for j in 0..ow {
-        let c = win.x + (j as f64 + 0.5) * sx - 0.5;
-        let f = c.floor();
-        let p = f as i64 + 1;
-        xi.push(p.clamp(0, src.w as i64 + 1) as usize);
-        xf.push(if p < 0 || p > src.w as i64 {
-            0.0
-        } else {
-            (c - f) as f32
-        });
-    }
+    let taps: Vec<(usize, f32)> = (0..ow)
+        .map(|j| {
+            let c = win.x + (j as f64 + 0.5) * sx - 0.5;
+            let f = c.floor();
+            let p = f as i64 + 1;
+            let w = if p < 0 || p > src.w as i64 {
+                0.0
+            } else {
+                (c - f) as f32
+            };
+            (p.clamp(0, src.w as i64 + 1) as usize, w)
+        })
+        .collect();
     // Only the source columns some output sample reads are interpolated vertically.
-    let lo = xi.first().copied().unwrap_or(0).saturating_sub(1).max(1);
-    let hi = xi.last().map_or(0, |&x| x + 2).min(src.w + 1);
+    let lo = taps.first().map_or(0, |t| t.0).saturating_sub(1).max(1);
+    let hi = taps.last().map_or(0, |t| t.0 + 2).min(src.w + 1);
+    let (plo, phi) = (lo - 1, (hi + 1).min(src.w + 2));
     tmp.clear();
     tmp.resize(src.w + 3, src.bg);
+    let mut pairs = vec![[0.0f32; 2]; src.w + 2];
     for (i, orow) in out.chunks_exact_mut(ow).take(oh).enumerate() {
         let c = win.y + (i as f64 + 0.5) * sy - 0.5;
         let f = c.floor();
@@ -226,12 +229,18 @@ fn bilinear_plane(
                 (None, None) => span.fill(src.bg),
             }
         }
-        // Each tap pair is one bounds check (the row has a spare background sample at the end).
-        let t = &tmp[..];
-        for ((o, &x0), &w) in orow.iter_mut().zip(&xi).zip(&xf) {
-            if let [p, q] = t[x0..x0 + 2] {
-                *o = to_u8_fast(p + w * (q - p));
-            }
+        // Each column as (value, step to the next): the horizontal lerp is then one load, one
+        // bounds check and one multiply-add per output sample.
+        for ((pr, &a), &b) in pairs[plo..phi]
+            .iter_mut()
+            .zip(&tmp[plo..phi])
+            .zip(&tmp[plo + 1..phi + 1])
+        {
+            *pr = [a, b - a];
+        }
+        for (o, &(x0, w)) in orow.iter_mut().zip(&taps) {
+            let [p, d] = pairs[x0];
+            *o = to_u8_fast(p + w * d);
         }
     }
 }
