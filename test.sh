@@ -13,7 +13,10 @@ cargo test --release --lib --bins --tests 2>&1 | tee "$log"
 passed=$(grep -o "test result: [a-z]*\. [0-9]* passed; [0-9]* failed" "$log" | awk '{p+=$4; f+=$6} END {print p+0}')
 failed=$(grep -o "test result: [a-z]*\. [0-9]* passed; [0-9]* failed" "$log" | awk '{p+=$4; f+=$6} END {print f+0}')
 
+# The ComfyUI nodes' numpy core, in a venv of its own (no torch needed).
 if compgen -G "comfy_nodes/*/tests/test_*.py" >/dev/null; then
-  python3 -m pytest -q comfy_nodes
+  [ -x .venv-test/bin/python ] || python3 -m venv .venv-test
+  .venv-test/bin/python -m pip install -q --disable-pip-version-check -r comfy_nodes/requirements-test.txt
+  .venv-test/bin/python -m pytest -q comfy_nodes
 fi
 echo "rust: ${passed} passed, ${failed} failed"

@@ -476,7 +476,7 @@ fn progress_bar(enabled: bool, frames: u64) -> Option<indicatif::ProgressBar> {
     }
     let bar = indicatif::ProgressBar::new(frames);
     if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "encode {bar:40} {pos}/{len} frames {per_sec} eta {eta}",
+        "encode {bar:40} {pos}/{len} frames {percent}% eta {eta}",
     ) {
         bar.set_style(style);
     }
