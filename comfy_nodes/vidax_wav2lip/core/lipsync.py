@@ -1,0 +1,271 @@
+"""The Wav2Lip pipeline over numpy frames, with the detector, mel and network injected.
+
+Owns: which frames are synced (not silent, face found), face boxes (padding, smoothing),
+batching with out-of-memory halving, the 6-channel face input and the paste-back, the guarantee
+that frames in = frames out and that untouched frames are bit-identical. Must not: import torch
+or the pack (the node hands in callables: ``detect``, ``mel``, ``model``), so it runs in tests
+with fakes.
+
+Callables:
+- ``detect(batch)``: uint8 RGB ``[B, H, W, 3]`` -> B items, each ``(x1, y1, x2, y2)`` or None.
+- ``mel(wav)``: float32 16 kHz ``[S]`` -> ``[80, T]`` (the pack's ``audio.melspectrogram``).
+- ``model(mels, faces)``: float32 ``[B, 1, 80, 16]`` and ``[B, 6, 96, 96]`` (0..1, BGR, masked
+  half first) -> ``[B, 3, 96, 96]`` in 0..1, BGR.
+"""
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import frames as fr
+from .audio import peak_normalise
+from .errors import BatchOutOfMemoryError, InputError, NoFaceError
+from .image import check_frames, resize_bilinear, to_uint8
+
+IMG_SIZE = 96
+MODEL_BATCH = 128  # the pack's batch for the network
+SMOOTH_T = 5  # the pack's box smoothing window
+PAD_BOTTOM = 10  # the pack's box padding [top, bottom, left, right] = [0, 10, 0, 0]
+MODES = ("sequential", "repetitive")
+ON_NO_FACE = ("passthrough", "error")
+
+
+def is_oom_error(exc):
+    """True for out-of-memory errors: MemoryError, torch.cuda.OutOfMemoryError (matched by name,
+    torch is not imported here) and RuntimeErrors whose message says "out of memory"."""
+    if isinstance(exc, MemoryError):
+        return True
+    if type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def run_batched(n, batch_size, step, what, is_oom=is_oom_error, on_oom=None, log=None):
+    """Calls ``step(start, stop)`` over ``0..n`` in batches. An out-of-memory error halves the
+    batch and retries the same range (``step`` must only commit its results after it returned);
+    the smaller size is kept for the rest. Returns the final batch size."""
+    bs = max(1, int(batch_size))
+    i = 0
+    while i < n:
+        stop = min(n, i + bs)
+        try:
+            step(i, stop)
+        except Exception as e:  # noqa: BLE001 - only OOM is handled, the rest re-raised
+            if not is_oom(e):
+                raise
+            if bs == 1:
+                if on_oom is not None:
+                    on_oom()
+                raise BatchOutOfMemoryError(f"{what}: out of memory even with a batch of 1 ({e})") from e
+            bs = max(1, bs // 2)
+            if log is not None:
+                log(f"{what}: out of memory, retrying with a batch of {bs}")
+        else:
+            i = stop
+            continue
+        # Outside the except block: the exception (and the tensors its traceback holds) is gone,
+        # so freeing cached GPU memory can actually give it back before the retry.
+        if on_oom is not None:
+            on_oom()
+    return bs
+
+
+@dataclass
+class LipsyncReport:
+    frames: int = 0
+    synced: int = 0
+    silent: int = 0
+    no_face: int = 0
+    detected_unique: int = 0
+    detect_batch: int = 0
+    model_batch: int = 0
+    no_face_frames: list = field(default_factory=list)
+
+    def summary(self):
+        return (
+            f"{self.frames} frames: {self.synced} lip-synced, {self.silent} silent (passed through), "
+            f"{self.no_face} without a face (passed through); {self.detected_unique} distinct frames "
+            f"searched for faces; final batches: detector {self.detect_batch}, network {self.model_batch}"
+        )
+
+
+def pad_box(box, h, w):
+    """The pack's padding (10 px down) and clamping; None for an empty box."""
+    if box is None:
+        return None
+    x1, y1, x2, y2 = (int(v) for v in box[:4])
+    y1 = max(0, y1)
+    y2 = min(h, y2 + PAD_BOTTOM)
+    x1 = max(0, x1)
+    x2 = min(w, x2)
+    if x2 <= x1 or y2 <= y1:
+        return None
+    return (x1, y1, x2, y2)
+
+
+def smooth_boxes(indices, boxes, t=SMOOTH_T):
+    """The pack's temporal smoothing (mean over the next ``t`` boxes, the last ``t`` at the end),
+    applied within each run of consecutive frame indices, from the unsmoothed boxes."""
+    out = {}
+    run = []
+
+    def flush():
+        n = len(run)
+        arr = np.array([boxes[i] for i in run], dtype=np.float64)
+        for k, i in enumerate(run):
+            win = arr[k:k + t] if k + t <= n else arr[max(0, n - t):]
+            out[i] = tuple(int(v) for v in win.mean(axis=0))
+
+    prev = None
+    for i in indices:
+        if prev is not None and i != prev + 1 and run:
+            flush()
+            run = []
+        run.append(i)
+        prev = i
+    if run:
+        flush()
+    return out
+
+
+def face_input(crops_rgb):
+    """96×96 RGB face crops (0..1) -> the network's ``[B, 6, 96, 96]``: BGR, lower half masked,
+    then the unmasked reference."""
+    faces = np.stack(crops_rgb).astype(np.float32)[..., ::-1]  # RGB -> BGR
+    masked = faces.copy()
+    masked[:, IMG_SIZE // 2:] = 0.0
+    both = np.concatenate([masked, faces], axis=3)
+    return np.ascontiguousarray(both.transpose(0, 3, 1, 2))
+
+
+def _frame_key(frame):
+    return hashlib.blake2b(np.ascontiguousarray(frame).tobytes(), digest_size=16).digest()
+
+
+def lipsync_frames(
+    frames,
+    wav16k,
+    fps,
+    *,
+    detect,
+    mel,
+    model,
+    mode="sequential",
+    face_detect_batch=8,
+    on_no_face="passthrough",
+    model_batch=MODEL_BATCH,
+    start_frame=0,
+    is_oom=is_oom_error,
+    on_oom=None,
+    progress=None,
+    log=None,
+):
+    """Lip-syncs ``frames`` (float32 ``[N, H, W, 3]``) to ``wav16k`` (mono, 16 kHz; time 0 is
+    frame ``start_frame``) -> (float32 ``[N, H, W, 3]``, :class:`LipsyncReport`)."""
+    if mode not in MODES:
+        raise InputError(f"mode must be one of {MODES}, got {mode!r}")
+    if on_no_face not in ON_NO_FACE:
+        raise InputError(f"on_no_face must be one of {ON_NO_FACE}, got {on_no_face!r}")
+    fps = fr.fps_fraction(fps)
+    frames = check_frames(frames)
+    n, h, w = frames.shape[:3]
+    out = frames.copy()
+    report = LipsyncReport(frames=n, detect_batch=int(face_detect_batch), model_batch=int(model_batch))
+    if n == 0:
+        return out, report
+    start_frame = int(start_frame)
+    if start_frame < 0:
+        raise InputError(f"start_frame must be >= 0, got {start_frame}")
+
+    # Audio long enough that every frame has a full window; the padding is silence.
+    wav = np.asarray(wav16k, dtype=np.float32).reshape(-1)
+    need = fr.samples_for_frames(start_frame + n - 1, fps)
+    if wav.size < need:
+        wav = np.concatenate([wav, np.zeros(need - wav.size, dtype=np.float32)])
+    starts = [fr.mel_window_start_unclamped(start_frame + k, fps) for k in range(n)]
+    silent = fr.silent_frames(wav, starts)
+    report.silent = int(silent.sum())
+    todo = [k for k in range(n) if not silent[k]]
+    if not todo:
+        return out, report
+
+    total_steps = [0, 0]
+
+    def tick(steps):
+        total_steps[0] += steps
+        if progress is not None:
+            progress(total_steps[0], total_steps[1])
+
+    # Face detection, once per distinct frame.
+    first_of = {}
+    key_of = {}
+    for k in todo:
+        key = _frame_key(frames[k])
+        key_of[k] = key
+        first_of.setdefault(key, k)
+    unique = list(first_of.values())
+    report.detected_unique = len(unique)
+    total_steps[1] = len(unique) + len(todo)
+    found = {}
+
+    def detect_step(a, b):
+        idx = unique[a:b]
+        batch = np.stack([to_uint8(frames[k]) for k in idx])
+        res = list(detect(batch))
+        if len(res) != len(idx):
+            raise InputError(f"face detector returned {len(res)} results for {len(idx)} frames")
+        for k, r in zip(idx, res):
+            found[k] = pad_box(r, h, w)
+        tick(len(idx))
+
+    report.detect_batch = run_batched(
+        len(unique), face_detect_batch, detect_step, "face detection", is_oom, on_oom, log
+    )
+    boxes = {k: found[first_of[key_of[k]]] for k in todo}
+    missing = [k for k in todo if boxes[k] is None]
+    if missing and on_no_face == "error":
+        k = missing[0]
+        more = f"; {len(missing) - 1} more frames without a face" if len(missing) > 1 else ""
+        raise NoFaceError(
+            f"no face found in image {k} (timeline frame {start_frame + k}) of {n}{more}"
+        )
+    report.no_face = len(missing)
+    report.no_face_frames = missing
+    synced = [k for k in todo if boxes[k] is not None]
+    total_steps[1] = len(unique) + len(synced)
+    if mode == "sequential" and synced:
+        boxes.update(smooth_boxes(synced, boxes))
+    if not synced:
+        return out, report
+
+    spec = np.asarray(mel(peak_normalise(wav)), dtype=np.float32)
+    if spec.ndim != 2 or spec.shape[1] < 1:
+        raise InputError(f"mel spectrogram must be [mels, steps], got shape {spec.shape}")
+    mel_len = spec.shape[1]
+    if mel_len < fr.MEL_WINDOW:
+        spec = np.pad(spec, ((0, 0), (0, fr.MEL_WINDOW - mel_len)), mode="edge")
+        mel_len = fr.MEL_WINDOW
+
+    def model_step(a, b):
+        idx = synced[a:b]
+        crops, mels = [], []
+        for k in idx:
+            x1, y1, x2, y2 = boxes[k]
+            crops.append(resize_bilinear(frames[k, y1:y2, x1:x2], IMG_SIZE, IMG_SIZE))
+            s = fr.mel_window_start(start_frame + k, fps, mel_len)
+            mels.append(spec[:, s:s + fr.MEL_WINDOW])
+        mel_batch = np.ascontiguousarray(np.stack(mels)[:, None, :, :], dtype=np.float32)
+        pred = np.asarray(model(mel_batch, face_input(crops)), dtype=np.float32)
+        if pred.shape != (len(idx), 3, IMG_SIZE, IMG_SIZE):
+            raise InputError(f"network returned shape {pred.shape}, expected {(len(idx), 3, IMG_SIZE, IMG_SIZE)}")
+        # Commit only after the whole batch ran (an OOM retry must find the frames untouched).
+        for k, p in zip(idx, pred):
+            x1, y1, x2, y2 = boxes[k]
+            face = np.clip(p.transpose(1, 2, 0)[..., ::-1], 0.0, 1.0)  # BGR -> RGB, [96, 96, 3]
+            out[k, y1:y2, x1:x2] = resize_bilinear(face, y2 - y1, x2 - x1)
+        tick(len(idx))
+
+    report.model_batch = run_batched(len(synced), model_batch, model_step, "Wav2Lip network", is_oom, on_oom, log)
+    report.synced = len(synced)
+    return out, report

@@ -1,0 +1,410 @@
+"""The ComfyUI node classes: a thin boundary (tensors <-> numpy, ComfyUI's progress bar and
+interrupt, the pack runtime) over the numpy core in ``core/``.
+
+Importing this module needs neither torch nor ComfyUI: torch comes in with ``backend`` when a
+node runs, ComfyUI's modules are looked up when they are there. Inputs and outputs are
+documented in docs/COMFYUI_INTERFACE.md (the tests check the two agree).
+"""
+
+import logging
+import os
+
+import numpy as np
+
+from .core import audio as core_audio
+from .core import blend, faceprobe, lipsync, motion, pack
+from .core.errors import InputError
+from .core.image import check_frames, parse_hex_colour
+
+log = logging.getLogger("vidax_wav2lip")
+
+CATEGORY = "vidax"
+MAX_FRAMES = 100_000_000
+MAX_SIZE = 16384
+
+
+def to_numpy(x):
+    """ComfyUI data (a torch tensor, or numpy where torch is absent) -> numpy float32, without a
+    copy for CPU float32 tensors."""
+    if hasattr(x, "detach") and hasattr(x, "cpu"):
+        x = x.detach().cpu()
+        if str(getattr(x, "dtype", "")) != "torch.float32":
+            x = x.float()
+        return x.numpy()
+    return np.asarray(x, dtype=np.float32)
+
+
+def to_output(arr):
+    """numpy -> a CPU torch tensor (numpy itself where torch is not installed, i.e. tests)."""
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    try:
+        import torch
+    except ImportError:
+        return arr
+    return torch.from_numpy(arr)
+
+
+def _comfy_progress():
+    """A ``progress(done, total)`` for ComfyUI's progress bar that also honours Cancel."""
+    state = {"bar": None}
+
+    def progress(done, total):
+        try:
+            import comfy.model_management as mm
+
+            mm.throw_exception_if_processing_interrupted()
+        except ImportError:
+            pass
+        except AttributeError:
+            pass
+        try:
+            import comfy.utils
+
+            if state["bar"] is None:
+                state["bar"] = comfy.utils.ProgressBar(max(int(total), 1))
+            state["bar"].update_absolute(int(done), max(int(total), 1))
+        except Exception:  # noqa: BLE001 - no ComfyUI (tests) or a stub without it
+            pass
+
+    return progress
+
+
+def _motion_inputs():
+    """The inputs VIDAX_MotionChunk and VIDAX_MouthBlend share (same names, same meaning)."""
+    return {
+        "mode": (list(motion.MODES), {"default": "zoom_in"}),
+        "strength": ("FLOAT", {"default": 0.1, "min": 0.0, "max": 0.5, "step": 0.01}),
+        "frames": ("INT", {"default": 1, "min": 1, "max": MAX_FRAMES}),
+        "chunk_start": ("INT", {"default": 0, "min": 0, "max": MAX_FRAMES}),
+    }
+
+
+def _centre_inputs():
+    return {
+        "centre_x": ("FLOAT", {"default": -1.0, "min": -1.0, "max": 100000.0, "step": 0.001, "round": False}),
+        "centre_y": ("FLOAT", {"default": -1.0, "min": -1.0, "max": 100000.0, "step": 0.001, "round": False}),
+        "background": ("STRING", {"default": "#000000"}),
+    }
+
+
+class PackRuntime:
+    """The pack's detector, mel and network for the numpy pipeline, loaded on first use (a run
+    whose frames are all silent loads nothing)."""
+
+    def __init__(self, paths):
+        self.paths = paths
+        self._mods = None
+        self._dev = None
+        self._detect = None
+        self._mel = None
+        self._model = None
+
+    def _backend(self):
+        from . import backend
+
+        return backend
+
+    def _modules(self):
+        if self._mods is None:
+            self._mods = pack.import_pack(self.paths.root)
+            self._dev = self._backend().device()
+            log.info("vidax_wav2lip: using %s on %s", self.paths.root, self._dev)
+        return self._mods
+
+    def detect(self, batch):
+        if self._detect is None:
+            b, mods = self._backend(), self._modules()
+            self._detect = b.make_detect(mods, b.load_detector(mods, self.paths.s3fd, self._dev), self._dev)
+        return self._detect(batch)
+
+    def mel(self, wav):
+        if self._mel is None:
+            self._mel = self._backend().make_mel(self._modules())
+        return self._mel(wav)
+
+    def model(self, mels, faces):
+        if self._model is None:
+            b, mods = self._backend(), self._modules()
+            self._model = b.make_model(b.load_model(mods, self.paths.checkpoint, self._dev), self._dev)
+        return self._model(mels, faces)
+
+    def on_oom(self):
+        try:
+            self._backend().free_memory()
+        except ImportError:
+            pass
+
+
+def make_runtime():
+    """Checks the pack (raising an error that names a missing file and the ``va install`` step)
+    and returns its lazy runtime. Tests replace this function with fakes."""
+    return PackRuntime(pack.check_pack(pack.find_pack_dir()))
+
+
+class VIDAX_Wav2Lip:
+    """Lip-syncs frames to audio; exactly as many frames out as in."""
+
+    DESCRIPTION = (
+        "Wav2Lip lip-sync with frames in = frames out: mel windows aligned to each frame at the given "
+        "fps, silent windows and faceless frames pass through unchanged. Needs the ComfyUI_wav2lip "
+        "pack and its weights (va install)."
+    )
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("images",)
+    FUNCTION = "run"
+    CATEGORY = CATEGORY
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "images": ("IMAGE",),
+                "audio": ("AUDIO",),
+                "fps": ("FLOAT", {"default": 25.0, "min": 1.0, "max": 240.0, "step": 0.001, "round": False}),
+                "mode": (list(lipsync.MODES), {"default": "sequential"}),
+                "face_detect_batch": ("INT", {"default": 8, "min": 1, "max": 256}),
+                "on_no_face": (list(lipsync.ON_NO_FACE), {"default": "passthrough"}),
+            },
+            "optional": {
+                "start_frame": ("INT", {"default": 0, "min": 0, "max": MAX_FRAMES}),
+            },
+        }
+
+    def run(self, images, audio, fps, mode, face_detect_batch, on_no_face, start_frame=0):
+        frames = check_frames(to_numpy(images))
+        if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
+            raise InputError("audio must be an AUDIO value {'waveform': [1, channels, samples], 'sample_rate': int}")
+        runtime = make_runtime()
+        wave = core_audio.to_mono(to_numpy(audio["waveform"]))
+        wav16k = core_audio.resample(wave, int(audio["sample_rate"]), core_audio.WAV2LIP_RATE)
+        out, report = lipsync.lipsync_frames(
+            frames,
+            wav16k,
+            fps,
+            detect=runtime.detect,
+            mel=runtime.mel,
+            model=runtime.model,
+            mode=mode,
+            face_detect_batch=face_detect_batch,
+            on_no_face=on_no_face,
+            start_frame=start_frame,
+            on_oom=runtime.on_oom,
+            progress=_comfy_progress(),
+            log=log.warning,
+        )
+        log.info("VIDAX_Wav2Lip: %s", report.summary())
+        if out.shape[0] != frames.shape[0]:  # the pipeline's promise, kept loud
+            raise RuntimeError(f"VIDAX_Wav2Lip: {frames.shape[0]} frames in, {out.shape[0]} out")
+        return (to_output(out),)
+
+
+def resolve_input_path(path):
+    """Absolute paths as given; other names through ComfyUI's input folder (with its
+    ``[input]``/``[output]``/``[temp]`` annotations), else relative to the working directory."""
+    p = str(path).strip()
+    if not p:
+        raise InputError("path is empty")
+    if os.path.isabs(p):
+        return p
+    try:
+        import folder_paths
+
+        cand = folder_paths.get_annotated_filepath(p)
+        if cand and os.path.exists(cand):
+            return cand
+    except Exception:  # noqa: BLE001 - no ComfyUI, or a stub
+        pass
+    return os.path.abspath(p)
+
+
+class VIDAX_LoadAudio:
+    """Reads an audio file from a path into ComfyUI's AUDIO (soundfile; no torchaudio)."""
+
+    DESCRIPTION = "Loads an audio file from a path as AUDIO (float32 [1, channels, samples]); mono on request."
+    RETURN_TYPES = ("AUDIO",)
+    RETURN_NAMES = ("audio",)
+    FUNCTION = "run"
+    CATEGORY = CATEGORY
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "path": ("STRING", {"default": ""}),
+                "mono": ("BOOLEAN", {"default": False}),
+            }
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, path):
+        try:
+            p = resolve_input_path(path)
+        except InputError as e:
+            return str(e)
+        if not os.path.isfile(p):
+            return f"VIDAX_BAD_INPUT: audio file not found: {p}"
+        return True
+
+    @classmethod
+    def IS_CHANGED(cls, path, mono):
+        try:
+            p = resolve_input_path(path)
+            st = os.stat(p)
+            return f"{p}|{st.st_size}|{st.st_mtime_ns}|{bool(mono)}"
+        except Exception:  # noqa: BLE001 - validation reports the problem
+            return f"{path}|missing|{bool(mono)}"
+
+    def run(self, path, mono):
+        p = resolve_input_path(path)
+        if not os.path.isfile(p):
+            raise InputError(f"audio file not found: {p}")
+        wave, rate = core_audio.load_audio_file(p, mono=bool(mono))
+        return ({"waveform": to_output(wave), "sample_rate": int(rate)},)
+
+
+class VIDAX_FaceProbe:
+    """The face box and mouth ROI from the image size (the Rust faceprobe's definition)."""
+
+    DESCRIPTION = (
+        "Face box (largest square, centred horizontally, top-anchored) and mouth ROI (middle half, "
+        "bottom third of the box), deterministic from the image size."
+    )
+    RETURN_TYPES = ("IMAGE", "INT", "INT", "INT", "INT", "INT", "INT", "INT", "STRING")
+    RETURN_NAMES = ("face_crop", "face_x", "face_y", "face_size", "mouth_x", "mouth_y", "mouth_w", "mouth_h", "face_meta")
+    FUNCTION = "run"
+    CATEGORY = CATEGORY
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": ("IMAGE",)}}
+
+    def run(self, image):
+        frames = check_frames(to_numpy(image), "image")
+        if frames.shape[0] == 0:
+            raise InputError("image is an empty batch")
+        h, w = frames.shape[1:3]
+        meta = faceprobe.probe(w, h)
+        f, m = meta.face, meta.mouth
+        crop = np.array(frames[:1, f.y:f.y + f.h, f.x:f.x + f.w])
+        return (to_output(crop), f.x, f.y, f.w, m.x, m.y, m.w, m.h, meta.to_json())
+
+
+class VIDAX_MotionChunk:
+    """Frames chunk_start..chunk_start+chunk_frames of the motion fallback's sub-pixel zoom."""
+
+    DESCRIPTION = (
+        "Renders a chunk of the slow zoom of the Rust motion fallback (same curve and crop window, "
+        "sub-pixel, no jitter)."
+    )
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("frames",)
+    FUNCTION = "run"
+    CATEGORY = CATEGORY
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        req = {"image": ("IMAGE",)}
+        req.update(_motion_inputs())
+        req.update(
+            {
+                "chunk_frames": ("INT", {"default": 1, "min": 1, "max": 100000}),
+                "width": ("INT", {"default": 0, "min": 0, "max": MAX_SIZE}),
+                "height": ("INT", {"default": 0, "min": 0, "max": MAX_SIZE}),
+            }
+        )
+        req.update(_centre_inputs())
+        return {"required": req}
+
+    def run(self, image, mode, strength, frames, chunk_start, chunk_frames, width, height, centre_x, centre_y, background):
+        src = check_frames(to_numpy(image), "image")
+        out = motion.render_chunk(
+            src,
+            mode,
+            strength,
+            frames,
+            chunk_start,
+            chunk_frames,
+            width,
+            height,
+            motion.centre_from_inputs(centre_x, centre_y),
+            parse_hex_colour(background),
+        )
+        return (to_output(out),)
+
+
+class VIDAX_MouthBlend:
+    """Pastes the lip-synced mouth ROI into motion frames with a feathered mask."""
+
+    DESCRIPTION = (
+        "Blends the mouth ROI of lip-synced frames (source geometry), seen through each motion frame's "
+        "crop window, into the motion frames; pixels outside the ROI stay unchanged."
+    )
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("frames",)
+    FUNCTION = "run"
+    CATEGORY = CATEGORY
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        req = {
+            "motion_frames": ("IMAGE",),
+            "lipsync_frames": ("IMAGE",),
+            "mouth_x": ("INT", {"default": 0, "min": 0, "max": MAX_SIZE}),
+            "mouth_y": ("INT", {"default": 0, "min": 0, "max": MAX_SIZE}),
+            "mouth_w": ("INT", {"default": 1, "min": 1, "max": MAX_SIZE}),
+            "mouth_h": ("INT", {"default": 1, "min": 1, "max": MAX_SIZE}),
+            "feather": ("INT", {"default": -1, "min": -1, "max": 4096}),
+        }
+        req.update(_motion_inputs())
+        req.update(_centre_inputs())
+        return {"required": req}
+
+    def run(
+        self,
+        motion_frames,
+        lipsync_frames,
+        mouth_x,
+        mouth_y,
+        mouth_w,
+        mouth_h,
+        feather,
+        mode,
+        strength,
+        frames,
+        chunk_start,
+        centre_x,
+        centre_y,
+        background,
+    ):
+        base = check_frames(to_numpy(motion_frames), "motion_frames")
+        synced = check_frames(to_numpy(lipsync_frames), "lipsync_frames")
+        out = blend.mouth_blend(
+            base,
+            synced,
+            (mouth_x, mouth_y, mouth_w, mouth_h),
+            feather,
+            mode,
+            strength,
+            frames,
+            chunk_start,
+            motion.centre_from_inputs(centre_x, centre_y),
+            parse_hex_colour(background),
+        )
+        return (to_output(out),)
+
+
+NODE_CLASS_MAPPINGS = {
+    "VIDAX_Wav2Lip": VIDAX_Wav2Lip,
+    "VIDAX_LoadAudio": VIDAX_LoadAudio,
+    "VIDAX_FaceProbe": VIDAX_FaceProbe,
+    "VIDAX_MotionChunk": VIDAX_MotionChunk,
+    "VIDAX_MouthBlend": VIDAX_MouthBlend,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "VIDAX_Wav2Lip": "VIDAX Wav2Lip (frame-exact)",
+    "VIDAX_LoadAudio": "VIDAX Load Audio (path)",
+    "VIDAX_FaceProbe": "VIDAX Face Probe",
+    "VIDAX_MotionChunk": "VIDAX Motion Chunk",
+    "VIDAX_MouthBlend": "VIDAX Mouth Blend",
+}
