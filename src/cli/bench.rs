@@ -170,7 +170,7 @@ impl FrameProducer for Replay {
 fn floor(j: &job::Job, workdir: &Path) -> Result<Sample> {
     let mut m = Manifest::new("bench-floor");
     let p = prepare::prepare(j, workdir, &mut m)?;
-    let mut comp = Compositor::new(j, p.frames, p.render)?;
+    let mut comp = Compositor::for_prepared(j, &p)?;
     let mut frames = Vec::with_capacity(p.frames.target_frames as usize);
     for i in 0..p.frames.target_frames {
         let mut f = Yuv420::new(p.render.0, p.render.1);

@@ -5,6 +5,9 @@
 
 use std::ffi::{c_char, c_int, CStr};
 
+use ffmpeg_next as av;
+use ffmpeg_next::packet::Ref as _;
+
 extern "C" {
     /// Implemented in native/av_log_bridge.c.
     fn vidax_install_av_log_bridge(max_level: c_int);
@@ -52,5 +55,74 @@ pub fn restore_default_sigpipe() {
     // start-up, before any other thread exists.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// Whether the demuxer marked `pkt` as "decode, but do not show" (`AV_PKT_FLAG_DISCARD`): the
+/// frames an MP4 edit list cuts off before its start. The safe wrapper's `flags()` truncates
+/// this bit away.
+pub fn packet_is_discarded(pkt: &av::Packet) -> bool {
+    // SAFETY: `as_ptr` points at the AVPacket that `pkt` owns, valid for this borrow; reading
+    // its plain `flags` integer has no other effect.
+    let flags = unsafe { (*pkt.as_ptr()).flags };
+    flags & av::ffi::AV_PKT_FLAG_DISCARD != 0
+}
+
+/// A swscale context that may move to another thread.
+///
+/// `ffmpeg_next`'s scaling context is not `Send`, but the compositor that owns a start video's
+/// decoder is built on the run thread and then moved to the render thread.
+pub struct Scaler(av::software::scaling::Context);
+
+// SAFETY: an SwsContext holds no thread-local state and no reference to the thread that
+// created it; it is only unsound to use one from two threads at once, which `Scaler` (not
+// `Sync`, used through `&mut self`) rules out.
+unsafe impl Send for Scaler {}
+
+impl Scaler {
+    pub fn new(
+        src: av::format::Pixel,
+        src_w: u32,
+        src_h: u32,
+        dst: av::format::Pixel,
+        dst_w: u32,
+        dst_h: u32,
+        flags: av::software::scaling::Flags,
+    ) -> Result<Scaler, av::Error> {
+        av::software::scaling::Context::get(src, src_w, src_h, dst, dst_w, dst_h, flags).map(Scaler)
+    }
+
+    pub fn run(
+        &mut self,
+        input: &av::frame::Video,
+        output: &mut av::frame::Video,
+    ) -> Result<(), av::Error> {
+        self.0.run(input, output)
+    }
+
+    /// Tells swscale how to read a Y'CbCr source when converting it to RGB: the matrix
+    /// (`SWS_CS_*`, e.g. `SWS_CS_ITU709`) and whether its levels are full range (0–255, the
+    /// `yuvj*` formats and sources flagged `pc`) or limited (16–235). Without this call swscale
+    /// assumes BT.601 and takes the range from the pixel format name only. Returns false when
+    /// swscale refused (e.g. for an RGB source, where it does not apply).
+    pub fn set_source_colorspace(&mut self, sws_matrix: c_int, full_range: bool) -> bool {
+        // SAFETY: the context pointer is valid for `&mut self`; sws_getCoefficients returns a
+        // pointer to a static table of 4 ints for any index (unknown ones give the default),
+        // and sws_setColorspaceDetails only reads the two tables and updates the context.
+        unsafe {
+            let ctx = self.0.as_mut_ptr();
+            let src = av::ffi::sws_getCoefficients(sws_matrix);
+            let dst = av::ffi::sws_getCoefficients(av::ffi::SWS_CS_ITU709);
+            av::ffi::sws_setColorspaceDetails(
+                ctx,
+                src,
+                c_int::from(full_range),
+                dst,
+                1, // RGB output is full range
+                0,
+                1 << 16,
+                1 << 16,
+            ) >= 0
+        }
     }
 }

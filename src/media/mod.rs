@@ -3,8 +3,9 @@
 //!
 //! - [`audio`]: decode, count and pad the programme; [`resample`] for rates AAC lacks;
 //! - [`picture`]: image loading and the Y'CbCr working form; [`render`]: sub-pixel windows;
+//! - [`video`]: start videos (timestamps, orientation, decoding to [`picture::Planes`]);
 //! - [`encode`]: the one-pass H.264/AAC MP4; [`verify`]: the read-back;
-//! - [`ffi`]: the native av_log bridge (the only `unsafe`).
+//! - [`ffi`]: the native av_log bridge and the few raw libav calls (the only `unsafe`).
 
 pub mod audio;
 pub mod decode;
@@ -15,6 +16,7 @@ pub mod probe;
 pub mod render;
 pub mod resample;
 pub mod verify;
+pub mod video;
 
 use std::path::Path;
 use std::sync::Once;

@@ -288,16 +288,18 @@ pub struct Renderer {
     tmp: Vec<f32>,
 }
 
-/// Shrinks a `w`×`h` plane by `factor` (>= 1) with the area-like filter; the result covers
-/// `ceil(w/factor)`×`ceil(h/factor)` working pixels of `factor` source pixels each.
-fn shrink(
+/// Shrinks a `w`×`h` plane by `factor` (>= 1) with the area-like filter into `out`; the
+/// result covers `ceil(w/factor)`×`ceil(h/factor)` working pixels of `factor` source pixels
+/// each, and those dimensions are returned.
+fn shrink_into(
     data: &[f32],
     w: usize,
     h: usize,
     bg: f32,
     factor: f64,
     tmp: &mut Vec<f32>,
-) -> (Vec<f32>, usize, usize) {
+    out: &mut Vec<f32>,
+) -> (usize, usize) {
     let ww = (w as f64 / factor).ceil().max(1.0) as usize;
     let wh = (h as f64 / factor).ceil().max(1.0) as usize;
     let win = CropWindow {
@@ -306,11 +308,12 @@ fn shrink(
         w: ww as f64 * factor,
         h: wh as f64 * factor,
     };
-    let mut out = Vec::with_capacity(ww * wh);
+    out.clear();
+    out.reserve(ww * wh);
     resample_plane(Plane { data, w, h, bg }, &win, ww, wh, tmp, |_, line| {
         out.extend_from_slice(line)
     });
-    (out, ww, wh)
+    (ww, wh)
 }
 
 impl Renderer {
@@ -319,15 +322,17 @@ impl Renderer {
         let (sw, sh) = (src.width as usize, src.height as usize);
         let mut tmp = Vec::new();
         let factor = (min_window_w / f64::from(out_w)).max(1.0);
-        let (luma, luma_w, luma_h) = if factor > 1.0 + 1e-9 {
-            shrink(&src.y, sw, sh, bg.y, factor, &mut tmp)
+        let (mut luma, mut cb, mut cr) = (Vec::new(), Vec::new(), Vec::new());
+        let (luma_w, luma_h) = if factor > 1.0 + 1e-9 {
+            shrink_into(&src.y, sw, sh, bg.y, factor, &mut tmp, &mut luma)
         } else {
-            (src.y, sw, sh)
+            luma = src.y;
+            (sw, sh)
         };
         // Chroma at half the working luma resolution, on the same geometry.
         let cf = factor * 2.0;
-        let (cb, chroma_w, chroma_h) = shrink(&src.cb, sw, sh, bg.cb, cf, &mut tmp);
-        let (cr, _, _) = shrink(&src.cr, sw, sh, bg.cr, cf, &mut tmp);
+        let (chroma_w, chroma_h) = shrink_into(&src.cb, sw, sh, bg.cb, cf, &mut tmp, &mut cb);
+        shrink_into(&src.cr, sw, sh, bg.cr, cf, &mut tmp, &mut cr);
         Renderer {
             luma,
             luma_w,
@@ -342,6 +347,27 @@ impl Renderer {
             out_h,
             tmp,
         }
+    }
+
+    /// Points this renderer at another source picture, reusing its buffers: what a start
+    /// video does once per source frame it shows (same result as [`Renderer::new`] with the
+    /// same arguments).
+    pub fn set_source(&mut self, src: &Planes, min_window_w: f64) {
+        let (sw, sh) = (src.width as usize, src.height as usize);
+        let factor = (min_window_w / f64::from(self.out_w)).max(1.0);
+        let bg = self.bg;
+        (self.luma_w, self.luma_h) = if factor > 1.0 + 1e-9 {
+            shrink_into(&src.y, sw, sh, bg.y, factor, &mut self.tmp, &mut self.luma)
+        } else {
+            self.luma.clear();
+            self.luma.extend_from_slice(&src.y);
+            (sw, sh)
+        };
+        let cf = factor * 2.0;
+        (self.chroma_w, self.chroma_h) =
+            shrink_into(&src.cb, sw, sh, bg.cb, cf, &mut self.tmp, &mut self.cb);
+        shrink_into(&src.cr, sw, sh, bg.cr, cf, &mut self.tmp, &mut self.cr);
+        self.prescale = factor;
     }
 
     /// Renders `win` (in original source coordinates) into `out`.
@@ -453,6 +479,35 @@ mod tests {
             &mut out,
         );
         assert_eq!(&out.y[0..2], &[66, 166]);
+    }
+
+    #[test]
+    fn set_source_renders_like_a_new_renderer() {
+        let ramp = |w: u32, h: u32, k: f32| {
+            let mut p = flat(w, h, 0.0);
+            for (i, v) in p.y.iter_mut().enumerate() {
+                *v = 16.0 + ((i as f32 * k) % 200.0);
+            }
+            for (i, v) in p.cb.iter_mut().enumerate() {
+                *v = 60.0 + ((i as f32 * 0.7) % 120.0);
+            }
+            p
+        };
+        let (a, b) = (ramp(64, 48, 1.3), ramp(200, 120, 0.4));
+        let win = |p: &Planes| crop_window_contain(p.width, p.height, 32, 24);
+        let mut reused = Renderer::new(a.clone(), 32, 24, YuvColor::BLACK, win(&a).w);
+        for p in [&b, &a, &b] {
+            reused.set_source(p, win(p).w);
+            let mut fresh = Renderer::new(p.clone(), 32, 24, YuvColor::BLACK, win(p).w);
+            let (mut x, mut y) = (Yuv420::new(32, 24), Yuv420::new(32, 24));
+            reused.render(&win(p), &mut x);
+            fresh.render(&win(p), &mut y);
+            assert_eq!(x, y);
+        }
+    }
+
+    fn crop_window_contain(sw: u32, sh: u32, ow: u32, oh: u32) -> CropWindow {
+        crate::timeline::crop_window(1.0, sw, sh, ow, oh, None)
     }
 
     #[test]

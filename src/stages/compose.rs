@@ -1,21 +1,122 @@
 //! The compositor: chooses each output frame's picture from the timeline (main segment from
-//! the motion renderer, end hold from the end image) and renders it. It is the
-//! [`FrameProducer`] the one-pass encoder pulls from.
+//! the motion renderer over the start image, or from the start video's planned source frames;
+//! end hold from the end image) and renders it. It is the [`FrameProducer`] the one-pass
+//! encoder pulls from.
+
+use std::collections::HashMap;
 
 use crate::error::Result;
 use crate::job::{EndImageFit, Job};
 use crate::media::encode::FrameProducer;
 use crate::media::picture::{self, Yuv420, YuvColor};
 use crate::media::render::Renderer;
+use crate::media::video::VideoFrames;
 use crate::timeline::{crop_window, CropWindow, FramePlan, FrameSource, ZoomCurve};
+
+use super::prepare::{Prepared, StartVideo};
 
 pub struct Compositor {
     plan: FramePlan,
-    main: Renderer,
-    curve: ZoomCurve,
-    src: (u32, u32),
-    out: (u32, u32),
+    main: Main,
     hold: Option<Yuv420>,
+}
+
+/// Where the main segment's pictures come from.
+enum Main {
+    /// The start image through the zoom curve.
+    Image {
+        renderer: Renderer,
+        curve: ZoomCurve,
+        src: (u32, u32),
+        out: (u32, u32),
+    },
+    Video(Box<VideoMain>),
+}
+
+/// The start video: each main frame shows its planned source frame, fitted (contain, like the
+/// start image at zoom 1; no motion) into the render size by the same sub-pixel renderer.
+struct VideoMain {
+    frames: VideoFrames,
+    /// Re-pointed at each source frame shown (buffers reused); made with the first.
+    renderer: Option<Renderer>,
+    sources: Vec<usize>,
+    out: (u32, u32),
+    bg: YuvColor,
+    /// The source frame rendered last, and its rendering: consecutive output frames that show
+    /// the same source frame are copies.
+    shown: Option<(usize, Yuv420)>,
+    /// With pingpong, every rendered source frame (bounded by
+    /// [`super::prepare::PINGPONG_CACHE_BYTES`] in `prepare`), so the backward passes need no
+    /// decoding.
+    cache: Option<HashMap<usize, Yuv420>>,
+}
+
+impl VideoMain {
+    fn new(v: &StartVideo, bg: [u8; 3], bgc: YuvColor, out: (u32, u32)) -> Result<VideoMain> {
+        Ok(VideoMain {
+            frames: VideoFrames::open(&v.path, &v.probe, bg)?,
+            renderer: None,
+            sources: v.sources.clone(),
+            out,
+            bg: bgc,
+            shown: None,
+            cache: v.cache_frames.then(HashMap::new),
+        })
+    }
+
+    /// Renders main frame `k` (past the plan: its last frame).
+    fn render(&mut self, k: u64, out: &mut Yuv420) -> Result<()> {
+        let i = usize::try_from(k)
+            .unwrap_or(usize::MAX)
+            .min(self.sources.len().saturating_sub(1));
+        let Some(&s) = self.sources.get(i) else {
+            return Err(crate::error::Error::internal("start video plan is empty"));
+        };
+        if let Some((shown, frame)) = &self.shown {
+            if *shown == s {
+                out.clone_from(frame);
+                return Ok(());
+            }
+        }
+        if let Some(frame) = self.cache.as_ref().and_then(|c| c.get(&s)) {
+            out.clone_from(frame);
+        } else {
+            let planes = self.frames.picture(s)?;
+            let win = crop_window(
+                1.0,
+                planes.width,
+                planes.height,
+                self.out.0,
+                self.out.1,
+                None,
+            );
+            let r = match &mut self.renderer {
+                Some(r) => {
+                    r.set_source(planes, win.w);
+                    r
+                }
+                None => self.renderer.insert(Renderer::new(
+                    planes.clone(),
+                    self.out.0,
+                    self.out.1,
+                    self.bg,
+                    win.w,
+                )),
+            };
+            r.render(&win, out);
+            if let Some(cache) = &mut self.cache {
+                cache.insert(s, out.clone());
+            }
+        }
+        match &mut self.shown {
+            Some((shown, frame)) => {
+                *shown = s;
+                frame.clone_from(out);
+            }
+            None => self.shown = Some((s, out.clone())),
+        }
+        Ok(())
+    }
 }
 
 /// The window that shows a `src` picture in an `out` frame with the given fit.
@@ -53,18 +154,50 @@ pub fn fit_window(fit: EndImageFit, src: (u32, u32), out: (u32, u32)) -> CropWin
 }
 
 impl Compositor {
+    /// The compositor for what `prepare` planned: the start video when there is one, else
+    /// the start image.
+    pub fn for_prepared(job: &Job, prepared: &Prepared) -> Result<Compositor> {
+        Compositor::build(
+            job,
+            prepared.frames,
+            prepared.render,
+            prepared.start_video.as_ref(),
+        )
+    }
+
+    /// The compositor for a start image (the job's `start_image`) over `plan` at size `out`.
     pub fn new(job: &Job, plan: FramePlan, out: (u32, u32)) -> Result<Compositor> {
+        Compositor::build(job, plan, out, None)
+    }
+
+    fn build(
+        job: &Job,
+        plan: FramePlan,
+        out: (u32, u32),
+        start_video: Option<&StartVideo>,
+    ) -> Result<Compositor> {
         let bg = [job.background.r, job.background.g, job.background.b];
         let bgc = YuvColor::from_rgb(f32::from(bg[0]), f32::from(bg[1]), f32::from(bg[2]));
-        let start = picture::load_image(job.start.path(), job.limits.max_image_pixels, bg)?;
-        let src = (start.width, start.height);
-        let curve = ZoomCurve {
-            mode: job.motion.mode,
-            strength: job.motion.strength,
-            frames: plan.main_frames(),
+        let main = match start_video {
+            Some(v) => Main::Video(Box::new(VideoMain::new(v, bg, bgc, out)?)),
+            None => {
+                let start = picture::load_image(job.start.path(), job.limits.max_image_pixels, bg)?;
+                let src = (start.width, start.height);
+                let curve = ZoomCurve {
+                    mode: job.motion.mode,
+                    strength: job.motion.strength,
+                    frames: plan.main_frames(),
+                };
+                let tightest =
+                    crop_window(1.0 + job.motion.strength, src.0, src.1, out.0, out.1, None).w;
+                Main::Image {
+                    renderer: Renderer::new(start, out.0, out.1, bgc, tightest),
+                    curve,
+                    src,
+                    out,
+                }
+            }
         };
-        let tightest = crop_window(1.0 + job.motion.strength, src.0, src.1, out.0, out.1, None).w;
-        let main = Renderer::new(start, out.0, out.1, bgc, tightest);
         let hold = match &job.end_image {
             Some(path) if plan.hold_frames > 0 => {
                 let end = picture::load_image(path, job.limits.max_image_pixels, bg)?;
@@ -77,43 +210,40 @@ impl Compositor {
             }
             _ => None,
         };
-        Ok(Compositor {
-            plan,
-            main,
-            curve,
-            src,
-            out,
-            hold,
-        })
+        Ok(Compositor { plan, main, hold })
     }
 
-    /// The window the main segment shows at main frame `k`.
-    pub fn main_window(&self, k: u64) -> CropWindow {
-        crop_window(
-            self.curve.zoom(k),
-            self.src.0,
-            self.src.1,
-            self.out.0,
-            self.out.1,
-            None,
-        )
+    /// Renders main frame `k`.
+    fn render_main(&mut self, k: u64, out: &mut Yuv420) -> Result<()> {
+        match &mut self.main {
+            Main::Image {
+                renderer,
+                curve,
+                src,
+                out: size,
+            } => {
+                let win = crop_window(curve.zoom(k), src.0, src.1, size.0, size.1, None);
+                renderer.render(&win, out);
+                Ok(())
+            }
+            Main::Video(v) => v.render(k, out),
+        }
     }
 }
 
 impl FrameProducer for Compositor {
     fn render(&mut self, index: u64, out: &mut Yuv420) -> Result<()> {
         match (self.plan.source(index), &self.hold) {
-            (FrameSource::EndHold, Some(hold)) => out.clone_from(hold),
-            (FrameSource::Main(k), _) => {
-                let win = self.main_window(k);
-                self.main.render(&win, out);
+            (FrameSource::EndHold, Some(hold)) => {
+                out.clone_from(hold);
+                Ok(())
             }
+            (FrameSource::Main(k), _) => self.render_main(k, out),
             (FrameSource::EndHold, None) => {
-                let win = self.main_window(self.plan.main_frames().saturating_sub(1));
-                self.main.render(&win, out);
+                let last = self.plan.main_frames().saturating_sub(1);
+                self.render_main(last, out)
             }
         }
-        Ok(())
     }
 }
 

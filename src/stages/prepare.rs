@@ -1,13 +1,15 @@
 //! `prepare`: hashes the inputs, decodes and pads the audio into `prepare/audio_padded.wav`,
-//! and fixes the timeline (samples, frames, hold, render size).
+//! and fixes the timeline (samples, frames, hold, render size, and for a start video which
+//! source frame each output frame shows).
 
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::job::{Job, StartKind};
 use crate::media;
+use crate::media::video::VideoProbe;
 use crate::record::manifest::{AudioRecord, BufferRecord, Manifest, RenderRecord};
-use crate::timeline::{self, AudioPlan, FramePlan, Rounding};
+use crate::timeline::{self, AudioPlan, Extend, FramePlan, Rounding};
 
 /// What later phases need from `prepare`.
 #[derive(Debug, Clone)]
@@ -15,8 +17,96 @@ pub struct Prepared {
     pub audio: AudioPlan,
     pub frames: FramePlan,
     pub render: (u32, u32),
+    /// The start picture's size, upright (after a start video's rotation).
     pub source_size: (u32, u32),
     pub wav: PathBuf,
+    /// The start video's plan; `None` for a start image.
+    pub start_video: Option<StartVideo>,
+}
+
+/// Most memory the compositor may keep in rendered start-video frames for
+/// `video.extend: pingpong` (which shows the clip backwards and cannot decode backwards):
+/// 256 MiB, about 400 frames at 854×480 or 13 s of a 30 fps clip.
+pub const PINGPONG_CACHE_BYTES: u64 = 256 << 20;
+
+/// A start video and the source frame each main-segment output frame shows.
+#[derive(Debug, Clone)]
+pub struct StartVideo {
+    pub path: PathBuf,
+    pub probe: VideoProbe,
+    /// `sources[i]`: the probe's frame index for main frame `i` (`timeline::cfr_source_plan`).
+    pub sources: Vec<usize>,
+    /// Whether the main segment runs past the clip's end (`video.extend` applies).
+    pub extended: bool,
+    /// Keep every rendered frame for reuse: the plan runs backwards (pingpong).
+    pub cache_frames: bool,
+}
+
+/// Plans a start video over the main segment: [`timeline::cfr_source_plan`] with the job's
+/// `video.extend`, and the pingpong memory check (refused, naming the file, when turning back
+/// would need more than [`PINGPONG_CACHE_BYTES`] of rendered frames).
+pub fn plan_start_video(
+    job: &Job,
+    path: &Path,
+    probe: VideoProbe,
+    frames: &FramePlan,
+    render: (u32, u32),
+) -> Result<StartVideo> {
+    let extend = job.video.extend;
+    let sources = timeline::cfr_source_plan(
+        &probe.pts,
+        probe.time_base,
+        probe.end_pts,
+        frames.fps,
+        frames.main_frames(),
+        extend,
+    )
+    .map_err(|e| Error::at_path(ErrorKind::UnsupportedFormat, path, e))?;
+    // The last main frame's time, i/fps, at or past the clip's duration D, in exact integers
+    // (cfr_source_plan has checked that end_pts >= every pts).
+    let (tb, fps) = (probe.time_base, frames.fps);
+    let d = probe.pts.first().map_or(0, |&first| {
+        (i128::from(probe.end_pts) - i128::from(first)).unsigned_abs()
+    });
+    let last = u128::from(frames.main_frames().saturating_sub(1));
+    let extended = frames.main_frames() > 0
+        && match (
+            last.checked_mul(u128::from(fps.den()) * u128::from(tb.den)),
+            d.checked_mul(u128::from(fps.num()) * u128::from(tb.num)),
+        ) {
+            (Some(t), Some(d)) => t >= d,
+            _ => true,
+        };
+    let backwards = sources.windows(2).any(|w| w[1] < w[0]);
+    let cache_frames = extend == Extend::Pingpong && backwards;
+    if cache_frames {
+        let mut distinct = sources.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let frame_bytes = u64::from(render.0) * u64::from(render.1) * 3 / 2;
+        let need = distinct.len() as u64 * frame_bytes;
+        if need > PINGPONG_CACHE_BYTES {
+            return Err(Error::at_path(
+                ErrorKind::UnsupportedFormat,
+                path,
+                format!(
+                    "is too long for video.extend pingpong: playing it back and forth keeps {} frames of {}x{} in memory ({} MiB, over the {} MiB limit); use video.extend loop or hold, or a shorter clip",
+                    distinct.len(),
+                    render.0,
+                    render.1,
+                    need.div_ceil(1 << 20),
+                    PINGPONG_CACHE_BYTES >> 20
+                ),
+            ));
+        }
+    }
+    Ok(StartVideo {
+        path: path.to_path_buf(),
+        probe,
+        sources,
+        extended,
+        cache_frames,
+    })
 }
 
 pub fn prepare(job: &Job, workdir: &Path, manifest: &mut Manifest) -> Result<Prepared> {
@@ -24,31 +114,37 @@ pub fn prepare(job: &Job, workdir: &Path, manifest: &mut Manifest) -> Result<Pre
         manifest.record_input(role, path)?;
     }
     job.check_inputs()?;
-    let start = match &job.start {
-        StartKind::Image(p) => media::probe::probe_start(p)?,
+    let (source_size, video) = match &job.start {
+        StartKind::Image(p) => {
+            let start = media::probe::probe_start(p)?;
+            if start.kind != media::probe::StartKind::Image {
+                return Err(Error::at_path(
+                    ErrorKind::UnsupportedFormat,
+                    p,
+                    "start_image is not an image",
+                ));
+            }
+            ((start.width, start.height), None)
+        }
         StartKind::Video(p) => {
-            return Err(Error::at_path(
-                ErrorKind::UnsupportedFormat,
-                p,
-                "start videos are not supported by this build yet (use a start image)",
-            ))
+            let probe = media::video::probe_video(p)?;
+            (probe.display_size(), Some(probe))
         }
     };
-    if start.kind != media::probe::StartKind::Image {
-        return Err(Error::at_path(
-            ErrorKind::UnsupportedFormat,
-            job.start.path(),
-            "start_image is not an image",
-        ));
-    }
-    let pixels = u64::from(start.width) * u64::from(start.height);
+    let (src_w, src_h) = source_size;
+    let pixels = u64::from(src_w) * u64::from(src_h);
     if pixels > job.limits.max_image_pixels {
+        let what = if video.is_some() {
+            "video frame"
+        } else {
+            "image"
+        };
         return Err(Error::at_path(
             ErrorKind::UnsupportedFormat,
             job.start.path(),
             format!(
-                "image is {}x{} = {pixels} pixels, over the limit of {} (limits.max_image_pixels)",
-                start.width, start.height, job.limits.max_image_pixels
+                "{what} is {src_w}x{src_h} = {pixels} pixels, over the limit of {} (limits.max_image_pixels)",
+                job.limits.max_image_pixels
             ),
         ));
     }
@@ -81,14 +177,24 @@ pub fn prepare(job: &Job, workdir: &Path, manifest: &mut Manifest) -> Result<Pre
         )
     })?;
     let render = timeline::render_size(
-        start.width,
-        start.height,
+        src_w,
+        src_h,
         job.render.width,
         job.render.height,
         job.render.max_width,
         job.render.max_height,
     )
     .map_err(|e| Error::at_path(ErrorKind::UnsupportedFormat, job.start.path(), e))?;
+    let start_video = match video {
+        Some(probe) => Some(plan_start_video(
+            job,
+            job.start.path(),
+            probe,
+            &frames,
+            render,
+        )?),
+        None => None,
+    };
 
     if padded.corrupt_packets > 0 {
         manifest.add_warning(format!(
@@ -120,18 +226,48 @@ pub fn prepare(job: &Job, workdir: &Path, manifest: &mut Manifest) -> Result<Pre
     manifest.render = Some(RenderRecord {
         width: render.0,
         height: render.1,
-        source_width: start.width,
-        source_height: start.height,
+        source_width: src_w,
+        source_height: src_h,
     });
     manifest.phase_field("prepare", "audio_codec", padded.info.codec.clone());
     manifest.phase_field("prepare", "audio_channels", padded.info.channels);
     manifest.phase_field("prepare", "corrupt_packets", padded.corrupt_packets);
     manifest.phase_field("prepare", "audio_padded", "prepare/audio_padded.wav");
+    manifest.phase_field(
+        "prepare",
+        "start_video",
+        start_video
+            .as_ref()
+            .map_or(serde_json::Value::Null, |v| start_video_record(job, v)),
+    );
     Ok(Prepared {
         audio,
         frames,
         render,
-        source_size: (start.width, start.height),
+        source_size,
         wav,
+        start_video,
+    })
+}
+
+/// The `prepare.start_video` record (docs/OUTPUT_CONTRACT.md).
+pub fn start_video_record(job: &Job, v: &StartVideo) -> serde_json::Value {
+    let p = &v.probe;
+    let tb = p.time_base;
+    serde_json::json!({
+        "codec": p.codec,
+        "coded_width": p.width,
+        "coded_height": p.height,
+        "rotation": p.orientation.rotation,
+        "mirrored": p.orientation.mirror,
+        "display_matrix_degrees": p.display_matrix_degrees,
+        "frames": p.frame_count(),
+        "vfr": p.vfr,
+        "time_base": format!("{}/{}", tb.num, tb.den),
+        "duration_seconds": p.duration_seconds(),
+        "timestamps": p.timestamps,
+        "extend": job.video.extend,
+        "extended": v.extended,
+        "cached_frames": v.cache_frames,
     })
 }

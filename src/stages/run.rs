@@ -176,12 +176,27 @@ fn resumable_prepare(job: &Job, opts: &RunOptions, m: &Manifest) -> Option<prepa
         job.render.max_height,
     )
     .ok()?;
-    (render == (r.width, r.height)).then_some(prepare::Prepared {
+    if render != (r.width, r.height) {
+        return None;
+    }
+    // A start video is probed and planned again (reading its packets, not decoding them).
+    let start_video = match &job.start {
+        StartKind::Image(_) => None,
+        StartKind::Video(p) => {
+            let probe = media::video::probe_video(p).ok()?;
+            if probe.display_size() != (r.source_width, r.source_height) {
+                return None;
+            }
+            Some(prepare::plan_start_video(job, p, probe, &frames, render).ok()?)
+        }
+    };
+    Some(prepare::Prepared {
         audio,
         frames,
         render,
         source_size: (r.source_width, r.source_height),
         wav,
+        start_video,
     })
 }
 
@@ -309,7 +324,11 @@ fn run_phases(
                 "system_stats",
                 stats.get("system").cloned().unwrap_or_default(),
             );
-            m.add_warning("ComfyUI is reachable, but graph submission is not in this build: the picture comes from the motion fallback");
+            m.add_warning(if is_image {
+                "ComfyUI is reachable, but graph submission is not in this build: the picture comes from the motion fallback"
+            } else {
+                "ComfyUI is reachable, but graph submission is not in this build: the picture comes from the start video"
+            });
             Ok(())
         })?;
         comfy_fallback = Some("COMFYUI_STAGE_NOT_IMPLEMENTED");
@@ -331,11 +350,16 @@ fn run_phases(
             "lipsync.enable=false"
         },
     )?;
-    manifest.motion_meta = serde_json::json!({
-        "mode": job.motion.mode, "strength": job.motion.strength,
-        "frame_count": prepared.frames.main_frames(), "fps": prepared.frames.fps.to_string(),
-        "renderer": "vidax sub-pixel window resampler",
-    });
+    // The motion fallback renders a start image only; a start video is shown without zoom.
+    manifest.motion_meta = if is_image {
+        serde_json::json!({
+            "mode": job.motion.mode, "strength": job.motion.strength,
+            "frame_count": prepared.frames.main_frames(), "fps": prepared.frames.fps.to_string(),
+            "renderer": "vidax sub-pixel window resampler",
+        })
+    } else {
+        serde_json::Value::Null
+    };
     manifest.video_source_detail = Some(VideoSourceDetail {
         start_source: if is_image {
             StartSource::StartImage
@@ -352,7 +376,7 @@ fn run_phases(
     let partial = workdir.join(format!(".{}.partial", job.output.final_name));
     let encoded = phase(manifest, workdir, "encode", |m| {
         let (w, h) = prepared.render;
-        let compositor = Compositor::new(job, prepared.frames, prepared.render)?;
+        let compositor = Compositor::for_prepared(job, &prepared)?;
         let fps = prepared.frames.fps;
         let to_i32 = |v: u64| u32::try_from(v).ok().filter(|&x| x <= i32::MAX as u32);
         let (Some(fps_num), Some(fps_den)) = (to_i32(fps.num()), to_i32(fps.den())) else {
