@@ -270,3 +270,91 @@ fn audio_too_short_for_two_frames_exits_40_and_writes_no_final() {
     assert_one_error_line(&out, "FFMPEG_FAILED");
     assert!(!wd.join("final.mp4").exists());
 }
+
+/// A PNG whose header claims 1 000 000 000 pixels is refused from its header, before any
+/// pixel is decoded and before anything is written (time and memory: docs/ERRORS.md).
+#[test]
+fn gigapixel_png_header_is_refused_before_anything_is_written() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let chunk = |t: &[u8], d: &[u8]| -> Vec<u8> {
+        let mut v = (d.len() as u32).to_be_bytes().to_vec();
+        v.extend_from_slice(t);
+        v.extend_from_slice(d);
+        v.extend_from_slice(&png_crc(t, d).to_be_bytes());
+        v
+    };
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&40_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&25_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let png = dir.path().join("giga.png");
+    let mut f = std::fs::File::create(&png).unwrap();
+    f.write_all(b"\x89PNG\r\n\x1a\n").unwrap();
+    f.write_all(&chunk(b"IHDR", &ihdr)).unwrap();
+    // An empty zlib stream (one stored block): the image data is missing, the header is whole.
+    let idat = [
+        0x78, 0x01, 0x01, 0x00, 0x00, 0xff, 0xff, 0x00, 0x00, 0x00, 0x01,
+    ];
+    f.write_all(&chunk(b"IDAT", &idat)).unwrap();
+    f.write_all(&chunk(b"IEND", b"")).unwrap();
+    drop(f);
+    let wav = dir.path().join("a.wav");
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 16_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(&wav, spec).unwrap();
+    for _ in 0..16_000 {
+        w.write_sample(0i16).unwrap();
+    }
+    w.finalize().unwrap();
+    let wd = dir.path().join("wd");
+    let out = assert_cmd::Command::cargo_bin("va")
+        .unwrap()
+        .env("VA_STATE_DIR", dir.path().join("state"))
+        .args(["produce", "--no-comfyui", "--audio"])
+        .arg(&wav)
+        .arg("--start")
+        .arg(&png)
+        .arg("--workdir")
+        .arg(&wd)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(20),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("UNSUPPORTED_FORMAT") && err.contains("1000000000 pixels"),
+        "{err}"
+    );
+    assert!(!wd.exists(), "a refused run must leave no workdir");
+    assert!(!dir
+        .path()
+        .join("state")
+        .join("state")
+        .join("runs.json")
+        .exists());
+}
+
+/// CRC-32 (IEEE) of a PNG chunk's type and data, as the PNG format requires.
+fn png_crc(t: &[u8], d: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &b in t.iter().chain(d) {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}

@@ -260,6 +260,8 @@ pub fn produce(a: ProduceArgs, events: &EventLog) -> Result<i32> {
             "already exists",
         ));
     }
+    // Bad input is refused before the workdir is created or job.json written.
+    crate::stages::run::preflight(&j)?;
     std::fs::create_dir_all(&workdir)
         .map_err(|e| Error::at_path(ErrorKind::Internal, &workdir, e))?;
     let job_file = workdir.join("job.json");

@@ -222,24 +222,32 @@ pub fn image_dimensions(path: &Path) -> Result<(u32, u32)> {
     })
 }
 
-/// Loads an image as RGBA8, refusing it from its header when it exceeds `max_pixels`.
-pub fn load_image(path: &Path, max_pixels: u64, bg: [u8; 3]) -> Result<Planes> {
-    let (w, h) = image_dimensions(path)?;
+/// Refuses a picture (`what`: "image", "video frame") of `w`×`h` that is empty or has more
+/// than `max_pixels` pixels, before anything is decoded: a decompression bomb must not get to
+/// allocate.
+pub fn check_pixels(path: &Path, what: &str, (w, h): (u32, u32), max_pixels: u64) -> Result<()> {
     let pixels = u64::from(w) * u64::from(h);
     if pixels == 0 {
         return Err(Error::at_path(
             ErrorKind::UnsupportedFormat,
             path,
-            "image has zero size",
+            format!("{what} has zero size"),
         ));
     }
     if pixels > max_pixels {
         return Err(Error::at_path(
             ErrorKind::UnsupportedFormat,
             path,
-            format!("image is {w}x{h} = {pixels} pixels, over the limit of {max_pixels} (limits.max_image_pixels)"),
+            format!("{what} is {w}x{h} = {pixels} pixels, over the limit of {max_pixels} (limits.max_image_pixels)"),
         ));
     }
+    Ok(())
+}
+
+/// Loads an image as RGBA8, refusing it from its header when it exceeds `max_pixels`.
+pub fn load_image(path: &Path, max_pixels: u64, bg: [u8; 3]) -> Result<Planes> {
+    let (w, h) = image_dimensions(path)?;
+    check_pixels(path, "image", (w, h), max_pixels)?;
     let mut reader = image::ImageReader::open(path)
         .map_err(|e| Error::at_path(ErrorKind::InputNotFound, path, e))?
         .with_guessed_format()

@@ -132,22 +132,17 @@ pub fn prepare(job: &Job, workdir: &Path, manifest: &mut Manifest) -> Result<Pre
         }
     };
     let (src_w, src_h) = source_size;
-    let pixels = u64::from(src_w) * u64::from(src_h);
-    if pixels > job.limits.max_image_pixels {
-        let what = if video.is_some() {
-            "video frame"
-        } else {
-            "image"
-        };
-        return Err(Error::at_path(
-            ErrorKind::UnsupportedFormat,
-            job.start.path(),
-            format!(
-                "{what} is {src_w}x{src_h} = {pixels} pixels, over the limit of {} (limits.max_image_pixels)",
-                job.limits.max_image_pixels
-            ),
-        ));
-    }
+    let what = if video.is_some() {
+        "video frame"
+    } else {
+        "image"
+    };
+    media::picture::check_pixels(
+        job.start.path(),
+        what,
+        source_size,
+        job.limits.max_image_pixels,
+    )?;
     if let Some(end) = &job.end_image {
         media::picture::image_dimensions(end)?;
     }

@@ -221,8 +221,12 @@ pub fn preflight(job: &Job) -> Result<()> {
             .to_lowercase(),
         ));
     }
+    let max = job.limits.max_image_pixels;
+    if start.kind == media::probe::StartKind::Image {
+        media::picture::check_pixels(job.start.path(), "image", (start.width, start.height), max)?;
+    }
     if let Some(end) = &job.end_image {
-        media::picture::image_dimensions(end)?;
+        media::picture::check_pixels(end, "image", media::picture::image_dimensions(end)?, max)?;
     }
     media::audio::AudioInput::open(&job.audio)?;
     Ok(())
