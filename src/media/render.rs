@@ -201,8 +201,10 @@ fn bilinear_plane(
     let (plo, phi) = (lo - 1, (hi + 1).min(src.w + 2));
     tmp.clear();
     tmp.resize(src.w + 3, src.bg);
-    let mut pairs = vec![[0.0f32; 2]; src.w + 2];
-    for (i, orow) in out.chunks_exact_mut(ow).take(oh).enumerate() {
+    // Output row i's source rows, interpolated vertically over the columns in use, stored per
+    // column as (value, step to the next): the horizontal lerp is then one load, one bounds
+    // check and one multiply-add per output sample.
+    let fill = |i: usize, tmp: &mut [f32], pairs: &mut [[f32; 2]]| {
         let c = win.y + (i as f64 + 0.5) * sy - 0.5;
         let f = c.floor();
         let fy = (c - f) as f32;
@@ -229,8 +231,6 @@ fn bilinear_plane(
                 (None, None) => span.fill(src.bg),
             }
         }
-        // Each column as (value, step to the next): the horizontal lerp is then one load, one
-        // bounds check and one multiply-add per output sample.
         for ((pr, &a), &b) in pairs[plo..phi]
             .iter_mut()
             .zip(&tmp[plo..phi])
@@ -238,9 +238,29 @@ fn bilinear_plane(
         {
             *pr = [a, b - a];
         }
-        for (o, &(x0, w)) in orow.iter_mut().zip(&taps) {
-            let [p, d] = pairs[x0];
-            *o = to_u8_fast(p + w * d);
+    };
+    let mut p0 = vec![[0.0f32; 2]; src.w + 2];
+    let mut p1 = vec![[0.0f32; 2]; src.w + 2];
+    // Rows two at a time: the column taps are loaded once for both.
+    let mut rows = out[..ow * oh].chunks_exact_mut(2 * ow);
+    let mut i = 0;
+    for two in rows.by_ref() {
+        fill(i, tmp, &mut p0);
+        fill(i + 1, tmp, &mut p1);
+        let (r0, r1) = two.split_at_mut(ow);
+        for ((o0, o1), &(x0, w)) in r0.iter_mut().zip(r1.iter_mut()).zip(&taps) {
+            let ([a, da], [b, db]) = (p0[x0], p1[x0]);
+            *o0 = to_u8_fast(a + w * da);
+            *o1 = to_u8_fast(b + w * db);
+        }
+        i += 2;
+    }
+    let last = rows.into_remainder();
+    if !last.is_empty() {
+        fill(i, tmp, &mut p0);
+        for (o, &(x0, w)) in last.iter_mut().zip(&taps) {
+            let [a, d] = p0[x0];
+            *o = to_u8_fast(a + w * d);
         }
     }
 }
@@ -443,6 +463,33 @@ mod tests {
             },
             &mut out,
         );
+        assert_eq!(out.y, want);
+    }
+
+    #[test]
+    fn odd_row_counts_render_every_row() {
+        // 6x5 source, identity window: the last (unpaired) row must be rendered too.
+        let (w, h) = (6u32, 5u32);
+        let mut p = flat(w, h, 0.0);
+        for (i, v) in p.y.iter_mut().enumerate() {
+            *v = 20.0 + 7.0 * i as f32;
+        }
+        let want: Vec<u8> = p.y.iter().map(|v| *v as u8).collect();
+        let mut r = Renderer::new(p, w, h, YuvColor::BLACK, f64::from(w));
+        let mut out = Yuv420 {
+            width: w,
+            height: h,
+            y: vec![0; 30],
+            u: vec![0; 6],
+            v: vec![0; 6],
+        };
+        let win = CropWindow {
+            x: 0.0,
+            y: 0.0,
+            w: f64::from(w),
+            h: f64::from(h),
+        };
+        r.render(&win, &mut out);
         assert_eq!(out.y, want);
     }
 
