@@ -46,6 +46,20 @@ fn run_job(dir: &Path, doc: serde_json::Value) -> PathBuf {
     wd.join("final.mp4")
 }
 
+/// The frame plan of `samples` of 16 kHz audio without buffers at 25 fps: what the compositor
+/// needs to reproduce a run's frames without the encoder.
+fn plan_16k_at_25fps(samples: u64) -> FramePlan {
+    let audio = AudioPlan::new(16_000, samples, Rational::ZERO, Rational::ZERO);
+    FramePlan::new(
+        &audio,
+        Rational::new(25, 1).unwrap(),
+        Rounding::Round,
+        Rational::ZERO,
+        false,
+    )
+    .unwrap()
+}
+
 /// Dots: Gaussian blobs (sigma 3 px) on black, centres in continuous pixel coordinates.
 fn dots_image(path: &Path, w: u32, h: u32) -> Vec<(f64, f64)> {
     let mut centres = Vec::new();
@@ -133,15 +147,7 @@ fn slow_zoom_rendered_frames_track_the_analytic_path_to_002_px() {
     let dir = tempfile::tempdir().unwrap();
     let (doc, centres) = dots_job(dir.path());
     let j = job::from_value(doc, dir.path()).unwrap();
-    let audio = AudioPlan::new(16_000, 960_000, Rational::ZERO, Rational::ZERO);
-    let plan = FramePlan::new(
-        &audio,
-        Rational::new(25, 1).unwrap(),
-        Rounding::Round,
-        Rational::ZERO,
-        false,
-    )
-    .unwrap();
+    let plan = plan_16k_at_25fps(960_000);
     assert_eq!(plan.target_frames, FRAMES);
     let mut comp = Compositor::new(&j, plan, (W, H)).unwrap();
     let mut f = Yuv420::new(W, H);
@@ -242,15 +248,7 @@ fn single_encode_stays_within_45_db_of_the_ideal_frames_at_crf_20() {
     let fin = run_job(dir.path(), doc.clone());
     // The ideal frames: the same compositor, without the encoder.
     let j = job::from_value(doc, dir.path()).unwrap();
-    let audio = AudioPlan::new(16_000, 160_000, Rational::ZERO, Rational::ZERO);
-    let plan = FramePlan::new(
-        &audio,
-        Rational::new(25, 1).unwrap(),
-        Rounding::Round,
-        Rational::ZERO,
-        false,
-    )
-    .unwrap();
+    let plan = plan_16k_at_25fps(160_000);
     let mut comp = Compositor::new(&j, plan, (852, 480)).unwrap();
     let mut ideal = Yuv420::new(852, 480);
     let (mut se, mut n) = (0.0, 0.0);
