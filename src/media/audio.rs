@@ -41,7 +41,26 @@ pub struct AudioInfo {
     pub out_channels: u16,
     /// The container's claim, for the record only.
     pub container_duration_seconds: Option<f64>,
+    /// The programme length the container states exactly (WAV/AIFF/FLAC headers, an MP4 edit
+    /// list, Ogg's last granule), in samples at `rate`; `None` where it only estimates.
+    pub declared_samples: Option<u64>,
 }
+
+/// Containers whose stated stream length is exact (not estimated from a bit rate).
+const EXACT_LENGTH_FORMATS: [&str; 6] = ["wav", "w64", "aiff", "flac", "ogg", "mov"];
+
+/// Containers whose decoders keep the encoder's end padding although the container states the
+/// programme's end (FFmpeg 5.1 trims it for MP3 and Opus itself, not for AAC in MP4 or Vorbis):
+/// decoding stops at the stated length there.
+const CUT_AT_DECLARED_FORMATS: [&str; 2] = ["ogg", "mov"];
+
+/// Corrupt packets are decoded past with a warning (and counted in the manifest) up to this
+/// share of the stream's packets; beyond it the file is refused.
+pub const MAX_CORRUPT_SHARE: f64 = 0.05;
+
+/// Read errors in a row after which the file counts as unreadable (a reader that never gets
+/// past a bad spot must not loop forever).
+const MAX_READ_ERRORS_IN_A_ROW: u32 = 64;
 
 /// Totals of a full decode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -50,6 +69,8 @@ pub struct DecodeStats {
     pub samples: u64,
     /// Packets the decoder refused (decoded past with a warning).
     pub corrupt_packets: u64,
+    /// Silence appended to reach the container's exactly stated length (at most 0.1 s).
+    pub filled_samples: u64,
 }
 
 /// An opened audio input: the first (best) audio stream of a file.
@@ -59,6 +80,7 @@ pub struct AudioInput {
     stream_index: usize,
     decoder: av::decoder::Audio,
     info: AudioInfo,
+    cut_at_declared: bool,
 }
 
 impl AudioInput {
@@ -80,6 +102,13 @@ impl AudioInput {
             })?;
         let stream_index = stream.index();
         let tb = stream.time_base();
+        let format_name = input.format().name().to_string();
+        let exact_length = EXACT_LENGTH_FORMATS
+            .iter()
+            .any(|f| format_name.split(',').any(|n| n == *f));
+        let cut_at_declared = CUT_AT_DECLARED_FORMATS
+            .iter()
+            .any(|f| format_name.split(',').any(|n| n == *f));
         let container_duration_seconds =
             (stream.duration() > 0 && tb.denominator() != 0).then(|| {
                 stream.duration() as f64 * f64::from(tb.numerator()) / f64::from(tb.denominator())
@@ -119,6 +148,15 @@ impl AudioInput {
             channels,
             out_channels: channels.min(2),
             container_duration_seconds,
+            declared_samples: (exact_length && stream.duration() > 0 && tb.denominator() > 0).then(
+                || {
+                    let n = i128::from(stream.duration())
+                        * i128::from(tb.numerator())
+                        * i128::from(rate);
+                    let d = i128::from(tb.denominator());
+                    u64::try_from((n + d / 2) / d).unwrap_or(0)
+                },
+            ),
         };
         Ok(AudioInput {
             path: path.to_path_buf(),
@@ -126,6 +164,7 @@ impl AudioInput {
             stream_index,
             decoder,
             info,
+            cut_at_declared,
         })
     }
 
@@ -134,12 +173,22 @@ impl AudioInput {
     }
 
     /// Decodes the whole stream, handing interleaved f32 chunks (`out_channels` wide) to `sink`.
+    ///
+    /// The programme is what the decoder delivers after the container's priming skip; where the
+    /// container states an exact end ([`CUT_AT_DECLARED_FORMATS`]) decoding stops there. A file
+    /// that yields clearly less than its header states is truncated and refused; corrupt
+    /// packets are skipped with a warning up to [`MAX_CORRUPT_SHARE`] of the stream.
     pub fn decode(mut self, mut sink: impl FnMut(&[f32]) -> Result<()>) -> Result<DecodeStats> {
         let mut stats = DecodeStats::default();
         let mut frame = av::frame::Audio::empty();
         let mut buf: Vec<f32> = Vec::new();
         let out_ch = usize::from(self.info.out_channels);
         let path = self.path.clone();
+        let limit = self
+            .info
+            .declared_samples
+            .filter(|_| self.cut_at_declared)
+            .unwrap_or(u64::MAX);
         let mut drain = |decoder: &mut av::decoder::Audio,
                          stats: &mut DecodeStats,
                          buf: &mut Vec<f32>|
@@ -148,18 +197,38 @@ impl AudioInput {
                 buf.clear();
                 to_interleaved_f32(&frame, out_ch, buf)
                     .map_err(|m| Error::at_path(ErrorKind::UnsupportedFormat, &path, m))?;
-                stats.samples += (buf.len() / out_ch) as u64;
-                sink(buf)?;
+                let room = limit.saturating_sub(stats.samples);
+                let take = ((buf.len() / out_ch) as u64).min(room) as usize;
+                if take > 0 {
+                    stats.samples += take as u64;
+                    sink(&buf[..take * out_ch])?;
+                }
             }
             Ok(())
         };
-        let mut packets = self.input.packets();
+        let mut packets: u64 = 0;
+        let mut errors_in_a_row = 0u32;
+        let mut packet = av::Packet::empty();
         loop {
-            let next = packets.next();
-            let Some((stream, packet)) = next else { break };
-            if stream.index() != self.stream_index {
+            match packet.read(&mut self.input) {
+                Ok(()) => errors_in_a_row = 0,
+                Err(av::Error::Eof) => break,
+                Err(e) => {
+                    errors_in_a_row += 1;
+                    if errors_in_a_row >= MAX_READ_ERRORS_IN_A_ROW {
+                        return Err(Error::at_path(
+                            ErrorKind::UnsupportedFormat,
+                            &self.path,
+                            format!("cannot be read past sample {} ({e})", stats.samples),
+                        ));
+                    }
+                    continue;
+                }
+            }
+            if packet.stream() != self.stream_index {
                 continue;
             }
+            packets += 1;
             match self.decoder.send_packet(&packet) {
                 Ok(()) => {}
                 Err(av::Error::Other { errno }) if errno == av::util::error::EAGAIN => {}
@@ -173,6 +242,43 @@ impl AudioInput {
         }
         self.decoder.send_eof().ok();
         drain(&mut self.decoder, &mut stats, &mut buf)?;
+        if stats.corrupt_packets > 0
+            && stats.corrupt_packets as f64 > MAX_CORRUPT_SHARE * packets as f64
+        {
+            return Err(Error::at_path(
+                ErrorKind::UnsupportedFormat,
+                &self.path,
+                format!(
+                    "{} of its {packets} audio packets are corrupt (more than {}% is refused)",
+                    stats.corrupt_packets,
+                    MAX_CORRUPT_SHARE * 100.0
+                ),
+            ));
+        }
+        if let Some(declared) = self.info.declared_samples {
+            // A tenth of a second of slack: lossy codecs may end a frame early.
+            if stats.samples + u64::from(self.info.rate / 10) < declared {
+                let rate = f64::from(self.info.rate);
+                return Err(Error::at_path(
+                    ErrorKind::UnsupportedFormat,
+                    &self.path,
+                    format!(
+                        "is truncated: its header declares {:.3} s of audio, only {:.3} s decode",
+                        declared as f64 / rate,
+                        stats.samples as f64 / rate
+                    ),
+                ));
+            }
+            // The container states the programme's length exactly but the decoder delivered a
+            // few samples less (FFmpeg drops Vorbis' first half block): the programme keeps
+            // its stated length, the missing samples as silence at the end.
+            if self.info.codec == "vorbis" && self.cut_at_declared && stats.samples < declared {
+                let missing = declared - stats.samples;
+                sink(&vec![0.0; missing as usize * out_ch])?;
+                stats.samples = declared;
+                stats.filled_samples = missing;
+            }
+        }
         Ok(stats)
     }
 }

@@ -15,6 +15,7 @@ pub mod picture;
 pub mod probe;
 pub mod render;
 pub mod resample;
+pub mod synth;
 pub mod verify;
 pub mod video;
 
