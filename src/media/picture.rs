@@ -199,8 +199,8 @@ impl Planes {
     }
 }
 
-/// Reads only the header: (width, height).
-pub fn image_dimensions(path: &Path) -> Result<(u32, u32)> {
+/// Opens `path` as an image reader with its format guessed from the content.
+fn open_reader(path: &Path) -> Result<image::ImageReader<std::io::BufReader<std::fs::File>>> {
     super::check_input_file(path)?;
     let reader = image::ImageReader::open(path)
         .map_err(|e| Error::at_path(ErrorKind::InputNotFound, path, e))?
@@ -213,13 +213,38 @@ pub fn image_dimensions(path: &Path) -> Result<(u32, u32)> {
             "is not an image format vidax reads (PNG, JPEG, WebP, BMP, TIFF)",
         ));
     }
-    reader.into_dimensions().map_err(|e| {
+    Ok(reader)
+}
+
+fn header_error(path: &Path) -> impl Fn(image::ImageError) -> Error + '_ {
+    move |e| {
         Error::at_path(
             ErrorKind::UnsupportedFormat,
             path,
             format!("unreadable image header ({e})"),
         )
-    })
+    }
+}
+
+/// The stored size turned by the EXIF orientation: the size the picture is seen at.
+fn upright_size((w, h): (u32, u32), o: image::metadata::Orientation) -> (u32, u32) {
+    use image::metadata::Orientation as O;
+    match o {
+        O::Rotate90 | O::Rotate270 | O::Rotate90FlipH | O::Rotate270FlipH => (h, w),
+        _ => (w, h),
+    }
+}
+
+/// Reads only the header: the upright (width, height), EXIF orientation applied.
+pub fn image_dimensions(path: &Path) -> Result<(u32, u32)> {
+    use image::ImageDecoder;
+    let mut decoder = open_reader(path)?
+        .into_decoder()
+        .map_err(header_error(path))?;
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    Ok(upright_size(decoder.dimensions(), orientation))
 }
 
 /// Refuses a picture (`what`: "image", "video frame") of `w`×`h` that is empty or has more
@@ -248,22 +273,27 @@ pub fn check_pixels(path: &Path, what: &str, (w, h): (u32, u32), max_pixels: u64
 pub fn load_image(path: &Path, max_pixels: u64, bg: [u8; 3]) -> Result<Planes> {
     let (w, h) = image_dimensions(path)?;
     check_pixels(path, "image", (w, h), max_pixels)?;
-    let mut reader = image::ImageReader::open(path)
-        .map_err(|e| Error::at_path(ErrorKind::InputNotFound, path, e))?
-        .with_guessed_format()
-        .map_err(|e| Error::at_path(ErrorKind::UnsupportedFormat, path, e))?;
+    use image::ImageDecoder;
+    let mut decoder = open_reader(path)?
+        .into_decoder()
+        .map_err(header_error(path))?;
+    let (sw, sh) = decoder.dimensions();
     let mut limits = image::Limits::default();
-    limits.max_image_width = Some(w);
-    limits.max_image_height = Some(h);
+    limits.max_image_width = Some(sw);
+    limits.max_image_height = Some(sh);
     limits.max_alloc = Some(max_pixels.saturating_mul(16).max(64 << 20));
-    reader.limits(limits);
-    let img = reader.decode().map_err(|e| {
+    decoder.set_limits(limits).map_err(header_error(path))?;
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = image::DynamicImage::from_decoder(decoder).map_err(|e| {
         Error::at_path(
             ErrorKind::UnsupportedFormat,
             path,
             format!("cannot decode image ({e})"),
         )
     })?;
+    img.apply_orientation(orientation);
     let rgba = img.to_rgba8();
     Ok(Planes::from_rgba8(
         rgba.width(),
