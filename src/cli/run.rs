@@ -251,8 +251,17 @@ pub fn produce(a: ProduceArgs, events: &EventLog) -> Result<i32> {
 
     let workdir = absolute(&a.workdir.unwrap_or_else(default_workdir));
     let cwd = std::env::current_dir().unwrap_or_default();
-    let j = job::from_value(Value::Object(doc.clone()), &cwd)
+    let mut j = job::from_value(Value::Object(doc.clone()), &cwd)
         .map_err(|p| job::problems_error(Path::new("produce flags"), &p))?;
+    // JSON holds text: a path that is not UTF-8 is written lossily into job.json (for the
+    // record) while the run itself uses the real bytes.
+    j.audio = absolute(&a.audio);
+    j.start = if is_image {
+        job::StartKind::Image(absolute(&a.start))
+    } else {
+        job::StartKind::Video(absolute(&a.start))
+    };
+    j.end_image = a.end.as_deref().map(absolute);
     if workdir.join(&j.output.final_name).exists() {
         return Err(Error::at_path(
             ErrorKind::OutputExists,

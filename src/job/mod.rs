@@ -50,8 +50,14 @@ pub fn read_json(path: &Path) -> Result<serde_json::Value> {
         };
         Error::at_path(ErrorKind::InputNotFound, path, reason)
     })?;
+    parse_json(&bytes, path)
+}
+
+/// Parses job-file bytes (read from `path`, named in errors) as JSON: a syntax error becomes
+/// `VALIDATION_FAILED` with line and column.
+pub fn parse_json(bytes: &[u8], path: &Path) -> Result<serde_json::Value> {
     // Editors on Windows like to start UTF-8 files with a byte-order mark; JSON forbids it.
-    let text = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    let text = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     serde_json::from_slice(text).map_err(|e| {
         Error::new(
             ErrorKind::ValidationFailed,

@@ -58,10 +58,6 @@ const CUT_AT_DECLARED_FORMATS: [&str; 2] = ["ogg", "mov"];
 /// share of the stream's packets; beyond it the file is refused.
 pub const MAX_CORRUPT_SHARE: f64 = 0.05;
 
-/// Read errors in a row after which the file counts as unreadable (a reader that never gets
-/// past a bad spot must not loop forever).
-const MAX_READ_ERRORS_IN_A_ROW: u32 = 64;
-
 /// Totals of a full decode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DecodeStats {
@@ -87,7 +83,7 @@ impl AudioInput {
     pub fn open(path: &Path) -> Result<AudioInput> {
         super::init();
         super::check_input_file(path)?;
-        let input = av::format::input(path).map_err(|e| {
+        let input = super::open_input(path).map_err(|e| {
             Error::at_path(
                 ErrorKind::UnsupportedFormat,
                 path,
@@ -106,6 +102,18 @@ impl AudioInput {
         let exact_length = EXACT_LENGTH_FORMATS
             .iter()
             .any(|f| format_name.split(',').any(|n| n == *f));
+        if format_name == "wav" {
+            if let Some((declared, present)) = wav_data_sizes(path) {
+                // 0xFFFFFFFF: a streamed WAV that never learnt its size.
+                if declared != u64::from(u32::MAX) && declared > present + 1 {
+                    return Err(Error::at_path(
+                        ErrorKind::UnsupportedFormat,
+                        path,
+                        format!("is truncated: its header declares {declared} bytes of samples, the file holds {present}"),
+                    ));
+                }
+            }
+        }
         let cut_at_declared = CUT_AT_DECLARED_FORMATS
             .iter()
             .any(|f| format_name.split(',').any(|n| n == *f));
@@ -207,25 +215,8 @@ impl AudioInput {
             Ok(())
         };
         let mut packets: u64 = 0;
-        let mut errors_in_a_row = 0u32;
-        let mut packet = av::Packet::empty();
-        loop {
-            match packet.read(&mut self.input) {
-                Ok(()) => errors_in_a_row = 0,
-                Err(av::Error::Eof) => break,
-                Err(e) => {
-                    errors_in_a_row += 1;
-                    if errors_in_a_row >= MAX_READ_ERRORS_IN_A_ROW {
-                        return Err(Error::at_path(
-                            ErrorKind::UnsupportedFormat,
-                            &self.path,
-                            format!("cannot be read past sample {} ({e})", stats.samples),
-                        ));
-                    }
-                    continue;
-                }
-            }
-            if packet.stream() != self.stream_index {
+        for (stream, packet) in super::packets(&mut self.input) {
+            if stream != self.stream_index {
                 continue;
             }
             packets += 1;
@@ -281,6 +272,32 @@ impl AudioInput {
         }
         Ok(stats)
     }
+}
+
+/// For a RIFF/WAVE file: the size its `data` chunk declares and the bytes the file really has
+/// after the chunk header (FFmpeg quietly reads a cut WAV to its end).
+fn wav_data_sizes(path: &Path) -> Option<(u64, u64)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    let mut head = [0u8; 12];
+    f.read_exact(&mut head).ok()?;
+    if &head[0..4] != b"RIFF" || &head[8..12] != b"WAVE" {
+        return None;
+    }
+    let mut pos = 12u64;
+    for _ in 0..64 {
+        let mut chunk = [0u8; 8];
+        f.read_exact(&mut chunk).ok()?;
+        let size = u64::from(u32::from_le_bytes([chunk[4], chunk[5], chunk[6], chunk[7]]));
+        pos += 8;
+        if &chunk[0..4] == b"data" {
+            return Some((size, len.saturating_sub(pos)));
+        }
+        pos += size + (size & 1);
+        f.seek(SeekFrom::Start(pos)).ok()?;
+    }
+    None
 }
 
 /// Converts one decoded frame to interleaved f32 with `out_ch` channels.

@@ -16,7 +16,7 @@ pub fn for_each_video_frame(
 ) -> Result<u64> {
     super::init();
     super::check_input_file(path)?;
-    let mut input = av::format::input(path)
+    let mut input = super::open_input(path)
         .map_err(|e| Error::at_path(ErrorKind::UnsupportedFormat, path, e))?;
     let st = input
         .streams()
@@ -79,8 +79,8 @@ pub fn for_each_video_frame(
         }
         Ok(())
     };
-    for (s, pkt) in input.packets() {
-        if s.index() != idx {
+    for (s, pkt) in super::packets(&mut input) {
+        if s != idx {
             continue;
         }
         if dec.send_packet(&pkt).is_err() {

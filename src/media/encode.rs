@@ -99,7 +99,7 @@ pub fn encode_mp4(
             "expected the engine's 32-bit float mono/stereo WAV",
         ));
     }
-    let mut octx = av::format::output_as(out, "mp4")
+    let mut octx = super::open_output(out, Some("mp4"))
         .map_err(|e| Error::at_path(ErrorKind::FfmpegFailed, out, e))?;
     let global_header = octx
         .format()

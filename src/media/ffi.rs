@@ -126,3 +126,84 @@ impl Scaler {
         }
     }
 }
+
+/// The path as the C string libavformat opens: `file:` plus the path's bytes, so that any
+/// file name works (not only UTF-8 ones, which is all `ffmpeg_next`'s path helpers take: they
+/// panic on others) and no name is taken for a protocol (`http:…`, `concat:…`).
+fn file_url(path: &std::path::Path) -> Result<std::ffi::CString, av::Error> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut bytes = b"file:".to_vec();
+    bytes.extend_from_slice(path.as_os_str().as_bytes());
+    std::ffi::CString::new(bytes).map_err(|_| av::Error::InvalidData)
+}
+
+/// Opens `path` for demuxing and reads its stream info (what `ffmpeg_next::format::input`
+/// does, for every file name).
+pub fn open_input(path: &std::path::Path) -> Result<av::format::context::Input, av::Error> {
+    use av::ffi::{avformat_close_input, avformat_find_stream_info, avformat_open_input};
+    let url = file_url(path)?;
+    let mut ctx = std::ptr::null_mut();
+    // SAFETY: `ctx` is a valid out-pointer initialised to null as the API requires, `url` is
+    // a NUL-terminated string that outlives the call, and null format/options are allowed.
+    let opened = unsafe {
+        avformat_open_input(
+            &mut ctx,
+            url.as_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    };
+    if opened < 0 {
+        return Err(av::Error::from(opened));
+    }
+    // SAFETY: `ctx` is the context avformat_open_input just opened; null options are allowed.
+    let found = unsafe { avformat_find_stream_info(ctx, std::ptr::null_mut()) };
+    if found < 0 {
+        // SAFETY: `ctx` was opened above and is closed exactly once here (it also nulls it).
+        unsafe { avformat_close_input(&mut ctx) };
+        return Err(av::Error::from(found));
+    }
+    // SAFETY: `ctx` is an opened input context; `Input` takes ownership and closes it on drop.
+    Ok(unsafe { av::format::context::Input::wrap(ctx) })
+}
+
+/// Creates `path` for muxing as `format` (what `ffmpeg_next::format::output_as` does, for
+/// every file name).
+pub fn open_output(
+    path: &std::path::Path,
+    format: Option<&str>,
+) -> Result<av::format::context::Output, av::Error> {
+    use av::ffi::{avformat_alloc_output_context2, avformat_free_context, avio_open};
+    let url = file_url(path)?;
+    let name = format
+        .map(std::ffi::CString::new)
+        .transpose()
+        .map_err(|_| av::Error::InvalidData)?;
+    // Guessing the container from the name must not see the `file:` prefix.
+    let plain = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()))
+        .map_err(|_| av::Error::InvalidData)?;
+    let mut ctx = std::ptr::null_mut();
+    // SAFETY: `ctx` is a valid out-pointer; the strings are NUL-terminated and outlive the
+    // call; a null format name means "guess from the file name".
+    let made = unsafe {
+        avformat_alloc_output_context2(
+            &mut ctx,
+            std::ptr::null_mut(),
+            name.as_ref().map_or(std::ptr::null(), |n| n.as_ptr()),
+            plain.as_ptr(),
+        )
+    };
+    if made < 0 || ctx.is_null() {
+        return Err(av::Error::from(made.min(-1)));
+    }
+    // SAFETY: `ctx` was just allocated; `pb` is its I/O slot, opened for writing to `url`.
+    let io = unsafe { avio_open(&mut (*ctx).pb, url.as_ptr(), av::ffi::AVIO_FLAG_WRITE) };
+    if io < 0 {
+        // SAFETY: the context was allocated above, has no open I/O, and is freed exactly once.
+        unsafe { avformat_free_context(ctx) };
+        return Err(av::Error::from(io));
+    }
+    // SAFETY: `ctx` is an allocated output context with open I/O; `Output` owns it from here
+    // (closing the I/O and freeing it on drop).
+    Ok(unsafe { av::format::context::Output::wrap(ctx) })
+}

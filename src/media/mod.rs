@@ -11,6 +11,7 @@ pub mod audio;
 pub mod decode;
 pub mod encode;
 mod ffi;
+pub(crate) use ffi::{open_input, open_output};
 pub mod picture;
 pub mod probe;
 pub mod render;
@@ -69,4 +70,43 @@ pub fn check_input_file(path: &Path) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Read errors in a row after which a file counts as ending there: a reader that never gets
+/// past a bad spot must not loop forever (`ffmpeg_next`'s own packet iterator retries without
+/// bound).
+pub(crate) const MAX_READ_ERRORS_IN_A_ROW: u32 = 64;
+
+/// The packets of `input` as (stream index, packet), ending at the end of the file or after
+/// [`MAX_READ_ERRORS_IN_A_ROW`] failed reads; the callers' length checks catch what is lost.
+pub(crate) fn packets(input: &mut ffmpeg_next::format::context::Input) -> Packets<'_> {
+    Packets { input, errors: 0 }
+}
+
+pub(crate) struct Packets<'a> {
+    input: &'a mut ffmpeg_next::format::context::Input,
+    errors: u32,
+}
+
+impl Iterator for Packets<'_> {
+    type Item = (usize, ffmpeg_next::Packet);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut packet = ffmpeg_next::Packet::empty();
+        loop {
+            match packet.read(self.input) {
+                Ok(()) => {
+                    self.errors = 0;
+                    return Some((packet.stream(), packet));
+                }
+                Err(ffmpeg_next::Error::Eof) => return None,
+                Err(_) => {
+                    self.errors += 1;
+                    if self.errors >= MAX_READ_ERRORS_IN_A_ROW {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
 }

@@ -34,7 +34,7 @@ pub fn probe_start(path: &Path) -> Result<StartProbe> {
         });
     }
     super::init();
-    let input = av::format::input(path).map_err(|e| {
+    let input = super::open_input(path).map_err(|e| {
         Error::at_path(
             ErrorKind::UnsupportedFormat,
             path,

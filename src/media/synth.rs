@@ -64,7 +64,7 @@ pub fn write_audio(path: &Path, spec: &AudioSpec, samples: &[f32]) -> Result<()>
             .and_then(|a| a.formats().and_then(|mut f| f.next()))
             .unwrap_or(av::format::Sample::F32(av::format::sample::Type::Planar)),
     };
-    let mut octx = av::format::output(path).map_err(failed(path, "choosing a container"))?;
+    let mut octx = super::open_output(path, None).map_err(failed(path, "choosing a container"))?;
     let global_header = octx
         .format()
         .flags()

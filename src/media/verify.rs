@@ -86,7 +86,7 @@ fn secs(ticks: i64, tb: av::Rational) -> f64 {
 pub fn verify(path: &Path, expect: &Expect) -> Result<VerifyReport> {
     super::init();
     super::check_input_file(path)?;
-    let mut input = av::format::input(path).map_err(|e| {
+    let mut input = super::open_input(path).map_err(|e| {
         Error::at_path(
             ErrorKind::UnsupportedFormat,
             path,
@@ -133,8 +133,8 @@ pub fn verify(path: &Path, expect: &Expect) -> Result<VerifyReport> {
     let mut asamples: u64 = 0;
     let mut vframe = av::frame::Video::empty();
     let mut aframe = av::frame::Audio::empty();
-    for (st, pkt) in input.packets() {
-        if Some(st.index()) == vidx {
+    for (st, pkt) in super::packets(&mut input) {
+        if Some(st) == vidx {
             if expect.video_packets_only {
                 vpts.push(pkt.pts().unwrap_or(i64::MIN));
             } else if let Some(d) = vdec.as_mut() {
@@ -143,7 +143,7 @@ pub fn verify(path: &Path, expect: &Expect) -> Result<VerifyReport> {
                     vpts.push(vframe.timestamp().or(vframe.pts()).unwrap_or(i64::MIN));
                 }
             }
-        } else if Some(st.index()) == aidx {
+        } else if Some(st) == aidx {
             if let Some(d) = adec.as_mut() {
                 d.send_packet(&pkt).ok();
                 while d.receive_frame(&mut aframe).is_ok() {

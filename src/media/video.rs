@@ -177,7 +177,7 @@ struct Opened {
 fn open(path: &Path) -> Result<Opened> {
     super::init();
     super::check_input_file(path)?;
-    let input = av::format::input(path)
+    let input = super::open_input(path)
         .map_err(|e| unsupported(path, format!("not a video vidax reads ({e})")))?;
     let st = input
         .streams()
@@ -211,6 +211,7 @@ pub fn probe_video(path: &Path) -> Result<VideoProbe> {
         .stream(index)
         .ok_or_else(|| Error::internal("the video stream vanished"))?;
     let tb = st.time_base();
+    let st_frames = st.frames();
     let time_base = u32::try_from(tb.numerator())
         .ok()
         .zip(u32::try_from(tb.denominator()).ok())
@@ -261,8 +262,14 @@ pub fn probe_video(path: &Path) -> Result<VideoProbe> {
     // (pts, duration) of every frame to be shown, in decode order.
     let mut frames: Vec<(i64, i64)> = Vec::new();
     let mut missing = false;
-    for (s, pkt) in input.packets() {
-        if s.index() != index || ffi::packet_is_discarded(&pkt) {
+    let declared_frames = u64::try_from(st_frames).unwrap_or(0);
+    let mut read_packets: u64 = 0;
+    for (s, pkt) in super::packets(&mut input) {
+        if s != index {
+            continue;
+        }
+        read_packets += 1;
+        if ffi::packet_is_discarded(&pkt) {
             continue;
         }
         match pkt.pts() {
@@ -274,6 +281,15 @@ pub fn probe_video(path: &Path) -> Result<VideoProbe> {
         }
     }
     drop(input);
+    // The container's index promises more frames than the file holds: it was cut short.
+    if !missing && declared_frames > 0 && read_packets < declared_frames {
+        return Err(unsupported(
+            path,
+            format!(
+                "is truncated: its index lists {declared_frames} video frames, only {read_packets} can be read"
+            ),
+        ));
+    }
     let timestamps = if missing {
         frames = decoded_timestamps(path)?;
         TimestampSource::DecodedFrames

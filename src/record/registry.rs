@@ -102,6 +102,78 @@ pub fn upsert(state_dir: &Path, mut entry: RunEntry) -> Result<()> {
     if entry.id.is_empty() {
         return Err(Error::internal("registry entry without a run id"));
     }
+    edit(state_dir, |runs, path| {
+        entry.updated_at = now_rfc3339();
+        let slot = runs
+            .iter_mut()
+            .find(|v| v.get("id").and_then(Value::as_str) == Some(entry.id.as_str()));
+        match slot {
+            Some(old) => {
+                if let Some(created) = old
+                    .get("created_at")
+                    .and_then(Value::as_str)
+                    .filter(|c| !c.is_empty())
+                {
+                    entry.created_at = created.to_string();
+                }
+                *old = to_value(&entry, path)?;
+            }
+            None => {
+                if entry.created_at.is_empty() {
+                    entry.created_at = entry.updated_at.clone();
+                }
+                runs.push(to_value(&entry, path)?);
+            }
+        }
+        Ok(())
+    })
+}
+
+/// The entry with id `id` exactly as stored (to put back with [`restore`]).
+pub fn raw_entry(state_dir: &Path, id: &str) -> Result<Option<Value>> {
+    let path = state_dir.join(REGISTRY_FILE);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let _lock = RegistryLock::shared(state_dir).ok();
+    Ok(match read_registry(&path)? {
+        Contents::Runs(runs) => runs
+            .into_iter()
+            .find(|v| v.get("id").and_then(Value::as_str) == Some(id)),
+        _ => None,
+    })
+}
+
+/// Puts the registry back as it was before run `id` started: its earlier entry `previous`
+/// (a resumed run) or no entry at all. A registry left without runs is removed, as it was
+/// before the first run. Used when a run fails: a failed run leaves the registry untouched.
+pub fn restore(state_dir: &Path, id: &str, previous: Option<Value>) -> Result<()> {
+    let path = state_dir.join(REGISTRY_FILE);
+    let mut empty = false;
+    edit(state_dir, |runs, _| {
+        let at = runs
+            .iter()
+            .position(|v| v.get("id").and_then(Value::as_str) == Some(id));
+        match (at, previous) {
+            (Some(i), Some(prev)) => runs[i] = prev,
+            (Some(i), None) => {
+                runs.remove(i);
+            }
+            (None, Some(prev)) => runs.push(prev),
+            (None, None) => {}
+        }
+        empty = runs.is_empty();
+        Ok(())
+    })?;
+    if empty {
+        std::fs::remove_file(&path).map_err(|e| Error::at_path(ErrorKind::Internal, &path, e))?;
+    }
+    Ok(())
+}
+
+/// Reads the runs under the exclusive lock, lets `f` change them and writes them back
+/// atomically. A corrupt registry is moved aside first (never silently dropped).
+fn edit(state_dir: &Path, f: impl FnOnce(&mut Vec<Value>, &Path) -> Result<()>) -> Result<()> {
     std::fs::create_dir_all(state_dir).map_err(|e| {
         Error::at_path(
             ErrorKind::Internal,
@@ -134,29 +206,7 @@ pub fn upsert(state_dir: &Path, mut entry: RunEntry) -> Result<()> {
             Vec::new()
         }
     };
-
-    entry.updated_at = now_rfc3339();
-    let slot = runs
-        .iter_mut()
-        .find(|v| v.get("id").and_then(Value::as_str) == Some(entry.id.as_str()));
-    match slot {
-        Some(old) => {
-            if let Some(created) = old
-                .get("created_at")
-                .and_then(Value::as_str)
-                .filter(|c| !c.is_empty())
-            {
-                entry.created_at = created.to_string();
-            }
-            *old = to_value(&entry, &path)?;
-        }
-        None => {
-            if entry.created_at.is_empty() {
-                entry.created_at = entry.updated_at.clone();
-            }
-            runs.push(to_value(&entry, &path)?);
-        }
-    }
+    f(&mut runs, &path)?;
     write_json_atomic(&path, &serde_json::json!({ "runs": runs }))
 }
 

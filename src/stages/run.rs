@@ -102,6 +102,8 @@ pub fn run_job(job: &Job, opts: &RunOptions) -> Result<RunOutcome> {
     std::fs::create_dir_all(workdir)
         .map_err(|e| Error::at_path(ErrorKind::Internal, workdir, e))?;
     let run_id = manifest.run_id.clone();
+    // A failed run puts the registry back as it found it.
+    let previous_entry = registry::raw_entry(&opts.state_dir, &run_id)?;
     let mut entry = RunEntry::new(run_id.clone(), workdir.clone());
     entry.job = opts.job_file.clone();
     entry.status = RunStatus::Running;
@@ -119,12 +121,13 @@ pub fn run_job(job: &Job, opts: &RunOptions) -> Result<RunOutcome> {
         Err(e) => {
             tracing::error!(stage = "run", code = e.code(), "{}", e.message);
             manifest.mark_failed(e);
-            entry.status = RunStatus::Failed;
-            entry.exit_status = Some(e.exit_code());
         }
     }
     let saved = manifest.save(workdir);
-    registry::upsert(&opts.state_dir, entry)?;
+    match &result {
+        Ok(()) => registry::upsert(&opts.state_dir, entry)?,
+        Err(_) => registry::restore(&opts.state_dir, &run_id, previous_entry)?,
+    }
     result?;
     saved?;
     Ok(RunOutcome {
