@@ -67,6 +67,22 @@ pub fn resolve_source(url: &str, manifest_dir: &Path) -> Result<Source> {
     Ok(Source::File(manifest_dir.join(url)))
 }
 
+/// An error with its causes (`a: b: c`): reqwest's own message alone hides the reason
+/// (refused, certificate, DNS).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
 /// Downloads with one client: no automatic redirects, a User-Agent, and a 60 s limit on every
 /// read (a stalled server fails; a slow but moving one does not).
 pub struct Fetcher {
@@ -125,7 +141,10 @@ impl Fetcher {
                 Err(e) => {
                     return Err(Error::new(
                         ErrorKind::DownloadFailed,
-                        format!("asset {id}: {source}: interrupted after {got} bytes: {e}"),
+                        format!(
+                            "asset {id}: {source}: interrupted after {got} bytes: {}",
+                            chain(&e)
+                        ),
                     )
                     .with_hint("nothing was kept; run va install again"))
                 }
@@ -178,7 +197,7 @@ impl Fetcher {
                 .client
                 .get(url.clone())
                 .send()
-                .map_err(|e| failed(format!("GET {url} failed: {e}")))?;
+                .map_err(|e| failed(format!("GET {url} failed: {}", chain(&e))))?;
             let status = resp.status().as_u16();
             if matches!(status, 301 | 302 | 303 | 307 | 308) {
                 if hop == MAX_REDIRECTS {
