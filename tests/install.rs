@@ -997,3 +997,28 @@ fn a_pack_target_that_leads_outside_custom_nodes_is_refused() {
     );
     assert!(!m.comfy.join("escape").exists());
 }
+
+#[test]
+fn a_second_install_at_the_same_time_is_refused() {
+    use fs4::fs_std::FileExt;
+    let sb = Sandbox::new();
+    let state = sb.state_root().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let lock = std::fs::File::create(state.join("install.lock")).unwrap();
+    assert!(FileExt::try_lock_exclusive(&lock).unwrap());
+    let dir = sb.join("manifest");
+    std::fs::create_dir_all(&dir).unwrap();
+    let m = dir.join("assets.json");
+    std::fs::write(&m, r#"{"assets": []}"#).unwrap();
+    let out = install_no_nodes(&sb, &m);
+    assert_eq!(out.status.code(), Some(70), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("another va install is running"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert!(!state.join("config/vidax.json").exists(), "nothing copied");
+    FileExt::unlock(&lock).unwrap();
+    let out = install_no_nodes(&sb, &m);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+}

@@ -222,6 +222,34 @@ pub struct Installed {
     pub error: Option<serde_json::Value>,
 }
 
+/// One install at a time per state dir (the API may be asked twice): a second one fails at
+/// once instead of interleaving clones, downloads and pip calls. The OS drops the lock when
+/// the process ends, however it ends.
+fn install_lock(state: &Path) -> Result<std::fs::File> {
+    use fs4::fs_std::FileExt;
+    let path = state.join("install.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::at_path(ErrorKind::Internal, &path, format!("cannot open: {e}")))?;
+    match FileExt::try_lock_exclusive(&file) {
+        Ok(true) => Ok(file),
+        Ok(false) => Err(Error::at_path(
+            ErrorKind::Internal,
+            &path,
+            "another va install is running with this state dir",
+        )
+        .with_hint("wait for it to finish, then run va install again")),
+        Err(e) => Err(Error::at_path(
+            ErrorKind::Internal,
+            &path,
+            format!("cannot lock: {e}"),
+        )),
+    }
+}
+
 /// Collects the steps and prints each as it happens (unless the output is JSON).
 pub struct Installer {
     steps: Vec<Step>,
@@ -298,6 +326,7 @@ impl Installer {
             },
             state.display().to_string(),
         );
+        let _lock = install_lock(&state)?;
         self.copy_configs(&config)?;
 
         let loaded = assets::load()?;
