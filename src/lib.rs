@@ -7,11 +7,13 @@
 //! - [`job`]: the job schema and its validation;
 //! - [`record`]: manifest, run registry and event log;
 //! - [`stages`]: the pipeline phases and the run that orders them;
+//! - [`install`]: setup: doctor, install-test, install (assets, custom nodes, pip);
 //! - [`cli`]: the `va` commands.
 
 pub mod cli;
 pub mod comfy;
 pub mod error;
+pub mod install;
 pub mod job;
 pub mod media;
 pub mod record;

@@ -4,6 +4,7 @@
 mod bench;
 mod doctor;
 mod inspect;
+mod install;
 mod run;
 mod verify;
 
@@ -28,8 +29,12 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Check the linked FFmpeg libraries, encoders and the state dir.
+    /// Check FFmpeg, the state dir, Python, ComfyUI, its custom nodes and weights.
     Doctor(doctor::DoctorArgs),
+    /// Doctor plus the config and asset checks; downloads nothing, lists what install would do.
+    InstallTest(install::InstallTestArgs),
+    /// Create the state dir, copy the example configs, fetch assets, install the custom nodes.
+    Install(install::InstallArgs),
     /// Validate a job file and print every problem with its JSON path.
     Validate(run::ValidateArgs),
     /// Run a job file.
@@ -67,6 +72,8 @@ pub fn main() -> i32 {
     init_tracing(&events);
     let result = match cli.command {
         Command::Doctor(a) => doctor::run(a),
+        Command::InstallTest(a) => install::install_test(a),
+        Command::Install(a) => install::install(a),
         Command::Validate(a) => run::validate(a),
         Command::Run(a) => run::run(a, &events),
         Command::Produce(a) => run::produce(a, &events),

@@ -17,35 +17,7 @@ use crate::error::{Context, Error, ErrorKind, Result};
 /// Replaces `path` with `bytes` atomically: temp file in the same directory, write, fsync,
 /// rename. The parent directory must exist. Errors are `INTERNAL` and name `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::at_path(ErrorKind::Internal, path, "not a file path"))?;
-
-    // A dot-prefixed name that says what it is for, should a crash leave it behind.
-    let mut prefix = std::ffi::OsString::from(".");
-    prefix.push(name);
-    prefix.push(".");
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(&prefix).suffix(".tmp");
-    #[cfg(unix)]
-    {
-        // Like `File::create`: 0666 less the umask, not tempfile's private 0600, so the
-        // record stays readable by whoever could read the one it replaces.
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(std::fs::Permissions::from_mode(0o666));
-    }
-    let mut tmp = builder.tempfile_in(dir).map_err(|e| {
-        Error::at_path(
-            ErrorKind::Internal,
-            path,
-            format!("cannot create temp file: {e}"),
-        )
-    })?;
-
+    let mut tmp = temp_beside(path, ".tmp")?;
     tmp.write_all(bytes)
         .and_then(|()| tmp.as_file().sync_all())
         .map_err(|e| {
@@ -55,7 +27,41 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
                 format!("cannot write temp file: {e}"),
             )
         })?;
+    persist(tmp, path)
+}
 
+/// A temporary file in `path`'s directory named `.<name>.<random><suffix>`, so that one a
+/// crash leaves behind says what it was for. It is removed when dropped unless [`persist`]ed.
+/// The parent directory must exist. Errors are `INTERNAL` and name `path`.
+pub fn temp_beside(path: &Path, suffix: &str) -> Result<tempfile::NamedTempFile> {
+    let dir = parent_dir(path);
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::at_path(ErrorKind::Internal, path, "not a file path"))?;
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(name);
+    prefix.push(".");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(suffix);
+    #[cfg(unix)]
+    {
+        // Like `File::create`: 0666 less the umask, not tempfile's private 0600, so the
+        // record stays readable by whoever could read the one it replaces.
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    builder.tempfile_in(dir).map_err(|e| {
+        Error::at_path(
+            ErrorKind::Internal,
+            path,
+            format!("cannot create temp file: {e}"),
+        )
+    })
+}
+
+/// Renames a finished (already written and synced) temp file over `path` and makes the
+/// rename durable.
+pub fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> Result<()> {
     tmp.persist(path).map_err(|e| {
         Error::at_path(
             ErrorKind::Internal,
@@ -63,9 +69,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
             format!("cannot replace file: {}", e.error),
         )
     })?;
-
-    sync_dir(dir);
+    sync_dir(parent_dir(path));
     Ok(())
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
 }
 
 /// Serializes `value` as pretty JSON with a trailing newline and writes it with
