@@ -1,8 +1,11 @@
 //! Start videos (SPEC §4): rotation, VFR → CFR frame choice, extension past the clip's end,
 //! cutting a longer clip, and colour levels from full-range and 10-bit 4:4:4 sources.
 //!
-//! The input clips are made here with the ffmpeg CLI (tests only: the engine never runs it).
-//! Each frame of a clip carries its index as a colour code; the test decodes the final file
+//! The input clips are tiny files in `fixtures/video/`, named by a hash of how they are made:
+//! the recipe (ffmpeg CLI arguments and the raw frames fed to it) is here in the test, and
+//! `VIDAX_MAKE_FIXTURES=1 cargo test --release --test start_video` remakes any that is missing
+//! with the ffmpeg CLI. A normal test run copies the shipped files and runs no ffmpeg to make
+//! inputs (ffprobe/ffmpeg still serve as oracles). Each frame of a clip carries its index as a colour code; the test decodes the final file
 //! with the engine's own decoder, reads the code of every output frame and compares it with
 //! its own computation of which source frame that output frame must show.
 
@@ -70,8 +73,43 @@ fn read_code(yuv: [f64; 3], codes: usize) -> usize {
     d[0].1
 }
 
-/// Runs the ffmpeg CLI with `args`, feeding `stdin` (raw frames) when given.
+/// Makes the clip `args` describe (its output path is the last argument): copies the shipped
+/// fixture with the recipe's hash, or with `VIDAX_MAKE_FIXTURES=1` makes it with the ffmpeg CLI
+/// first.
 fn ffmpeg(args: &[&str], stdin: Option<Vec<u8>>) {
+    use sha2::{Digest, Sha256};
+    let (out, recipe) = args.split_last().expect("an output path");
+    let out = Path::new(out);
+    // The recipe without the sandbox's temp paths: inputs by file name.
+    let mut h = Sha256::new();
+    for a in recipe {
+        let p = Path::new(a);
+        let a = if p.is_absolute() {
+            p.file_name().unwrap().to_string_lossy().to_string()
+        } else {
+            a.to_string()
+        };
+        h.update(a.as_bytes());
+        h.update([0]);
+    }
+    h.update(stdin.as_deref().unwrap_or_default());
+    let digest = h.finalize();
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let ext = out.extension().unwrap().to_string_lossy();
+    let fixture = root().join("fixtures/video").join(format!("{hex}.{ext}"));
+    if !fixture.exists() {
+        assert!(
+            std::env::var_os("VIDAX_MAKE_FIXTURES").is_some(),
+            "fixture {} missing: run VIDAX_MAKE_FIXTURES=1 cargo test --release --test start_video",
+            fixture.display()
+        );
+        run_ffmpeg(&[recipe, &[fixture.to_str().unwrap()]].concat(), stdin);
+    }
+    std::fs::copy(&fixture, out).unwrap();
+}
+
+/// Runs the ffmpeg CLI with `args`, feeding `stdin` (raw frames) when given.
+fn run_ffmpeg(args: &[&str], stdin: Option<Vec<u8>>) {
     let mut child = Command::new("ffmpeg")
         .args(["-v", "error", "-y"])
         .args(args)
