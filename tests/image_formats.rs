@@ -82,7 +82,7 @@ fn pix_fmt(p: &Path) -> String {
 fn sof(bytes: &[u8]) -> Option<usize> {
     bytes
         .windows(2)
-        .position(|w| w[0] == 0xFF && matches!(w[1], 0xC0 | 0xC1 | 0xC2))
+        .position(|w| w[0] == 0xFF && matches!(w[1], 0xC0..=0xC2))
 }
 
 /// The component count in a JPEG's start-of-frame header (3: Y'CbCr, 4: CMYK).
