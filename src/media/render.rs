@@ -791,6 +791,54 @@ mod tests {
     }
 
     #[test]
+    fn fixed_point_fast_path_matches_the_f32_kernel() {
+        // Magnifying windows: the general kernel is then exactly bilinear (in f32), so the
+        // fixed-point fast path must agree with it to the rounding of the last level.
+        let (w, h) = (64u32, 40u32);
+        let mut p = flat(w, h, 0.0);
+        for (i, v) in p.y.iter_mut().enumerate() {
+            let (x, y) = ((i % 64) as f32, (i / 64) as f32);
+            *v = 16.0 + 219.0 * (0.5 + 0.5 * (x * 0.9 + y * 0.37).sin() * (y * 0.23).cos());
+        }
+        let (ow, oh) = (48usize, 30usize);
+        let mut r = Renderer::new(p.clone(), ow as u32, oh as u32, YuvColor::BLACK, 40.0);
+        let src = Plane {
+            data: &p.y,
+            w: 64,
+            h: 40,
+            bg: 16.0,
+        };
+        let (mut out, mut general) = (Yuv420::new(48, 30), General::default());
+        let (mut n, mut off, mut sum, mut worst) = (0usize, 0usize, 0i64, 0i32);
+        for (x, y, ww) in [
+            (0.0, 0.0, 48.0),
+            (3.37, 2.91, 40.0),
+            (10.123, 5.5, 45.7),
+            (-4.26, -1.7, 47.3),
+            (20.81, 14.02, 44.9),
+            (7.0001, 0.4999, 24.6),
+        ] {
+            let win = CropWindow {
+                x,
+                y,
+                w: ww,
+                h: ww * 30.0 / 48.0,
+            };
+            r.render(&win, &mut out);
+            resample_plane(src, &win, ow, oh, &mut general, |i, line| {
+                for (&v, &got) in line.iter().zip(&out.y[i * ow..(i + 1) * ow]) {
+                    let d = i32::from(got) - i32::from(to_u8_fast(v));
+                    (n, sum, worst) = (n + 1, sum + i64::from(d), worst.max(d.abs()));
+                    off += usize::from(d != 0);
+                }
+            });
+        }
+        assert!(worst <= 1, "worst difference {worst} levels");
+        assert!(off * 50 < n, "{off} of {n} samples differ");
+        assert!((sum as f64 / n as f64).abs() < 0.01, "bias {sum}/{n}");
+    }
+
+    #[test]
     fn prescale_keeps_geometry() {
         // A 400-wide ramp seen through a 400-wide window into 40 pixels: prescaled by 10.
         let (w, h) = (400u32, 40u32);
