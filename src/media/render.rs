@@ -23,7 +23,7 @@ struct AxisTaps {
 impl AxisTaps {
     /// `origin`/`extent`: the window on this axis in source coordinates (pixel k covers
     /// [k, k+1)); `n_out` output samples spread evenly over it; `n_src` source samples.
-    fn new(origin: f64, extent: f64, n_out: usize, n_src: usize) -> AxisTaps {
+    fn new(origin: f64, extent: f64, n_out: usize, n_src: usize, picture: f64) -> AxisTaps {
         let step = extent / n_out as f64;
         let radius = step.max(1.0);
         let len = (2.0 * radius).ceil() as usize + 2;
@@ -35,33 +35,36 @@ impl AxisTaps {
             let c = origin + (j as f64 + 0.5) * step - 0.5;
             let kmin = (c - radius).floor() as i64 + 1;
             let kmax = (c + radius).ceil() as i64 - 1;
-            let mut total = 0.0f64;
-            let mut outside = 0.0f64;
-            let lo = kmin.clamp(0, n_src as i64) as usize;
+            // Share of output sample j's footprint that the source covers (edge coordinates:
+            // the source spans [0, n_src)). Only the uncovered share is background: samples
+            // the picture covers are picture to their edge, so an upscaled picture gets no
+            // dark rim and a 1x1 picture renders its colour.
+            let covered = coverage(origin, step, j, picture);
+            let lo = kmin.clamp(0, n_src as i64 - 1).max(0) as usize;
             let row = &mut weights[j * len..(j + 1) * len];
-            for k in kmin..=kmax {
-                let w = 1.0 - ((k as f64 - c).abs() / radius);
-                if w <= 0.0 {
-                    continue;
-                }
-                total += w;
-                if k < 0 || k >= n_src as i64 {
-                    outside += w;
-                } else {
-                    let idx = k as usize - lo;
+            let mut total = 0.0f64;
+            if covered > 0.0 {
+                // The kernel over the picture, its edge samples repeated beyond the edge.
+                for k in kmin..=kmax {
+                    let w = 1.0 - ((k as f64 - c).abs() / radius);
+                    if w <= 0.0 {
+                        continue;
+                    }
+                    let idx = (k.clamp(0, n_src as i64 - 1) as usize).saturating_sub(lo);
                     if idx < len {
-                        row[idx] = w as f32;
+                        row[idx] += w as f32;
+                        total += w;
                     }
                 }
             }
-            if total > 0.0 {
+            let outside = if total > 0.0 {
                 for w in row.iter_mut() {
-                    *w = (f64::from(*w) / total) as f32;
+                    *w = (f64::from(*w) / total * covered) as f32;
                 }
-                outside /= total;
+                1.0 - covered
             } else {
-                outside = 1.0;
-            }
+                1.0
+            };
             start.push(lo.min(n_src.saturating_sub(1)));
             bg.push(outside as f32);
         }
@@ -86,6 +89,13 @@ impl AxisTaps {
     }
 }
 
+/// The share of output sample `j`'s footprint [origin + j·step, origin + (j+1)·step) that
+/// the picture [0, extent) covers: 1 inside, 0 beyond the picture, a fraction on its edge.
+fn coverage(origin: f64, step: f64, j: usize, extent: f64) -> f64 {
+    let (a, b) = (origin + j as f64 * step, origin + (j + 1) as f64 * step);
+    ((b.min(extent) - a.max(0.0)) / step).clamp(0.0, 1.0)
+}
+
 /// One f32 plane of the source and the value of everything outside it.
 #[derive(Clone, Copy)]
 struct Plane<'a> {
@@ -93,6 +103,10 @@ struct Plane<'a> {
     w: usize,
     h: usize,
     bg: f32,
+    /// The picture's extent in this plane's samples: `w`×`h`, or less where the last
+    /// sample of a shrunk working plane covers the picture's edge and some background.
+    /// Coverage (what is background) follows the extent; taps clamp to the samples.
+    ext: (f64, f64),
 }
 
 impl Plane<'_> {
@@ -133,8 +147,8 @@ fn resample_plane(
     scratch: &mut General,
     mut put: impl FnMut(usize, &[f32]),
 ) {
-    let hx = AxisTaps::new(win.x, win.w, ow, src.w);
-    let vy = AxisTaps::new(win.y, win.h, oh, src.h);
+    let hx = AxisTaps::new(win.x, win.w, ow, src.w, src.ext.0);
+    let vy = AxisTaps::new(win.y, win.h, oh, src.h, src.ext.1);
     let (r0, r1) = vy.span(src.h);
     let rows = r1 - r0;
     // Horizontal pass over the source rows the vertical taps touch, `LANES` rows at a time:
@@ -234,6 +248,8 @@ struct Blocked {
     taps: Vec<[Lanes; 2]>,
     w: usize,
     h: usize,
+    /// The picture's extent (see [`Plane::ext`]).
+    ext: (f64, f64),
     bg: u16,
     /// Whether `taps` holds the current source (built when the fast path is first taken).
     ready: bool,
@@ -247,7 +263,7 @@ impl Blocked {
     fn fill(&mut self, src: Plane) {
         self.ready = true;
         self.bg = fixed(src.bg);
-        (self.w, self.h) = (src.w, src.h);
+        (self.w, self.h, self.ext) = (src.w, src.h, src.ext);
         let stride = self.stride();
         let blocks = src.h.div_ceil(LANES);
         self.taps.clear();
@@ -260,10 +276,17 @@ impl Blocked {
         for (b, taps) in self.taps.chunks_exact_mut(stride).enumerate() {
             for (k, row) in rows.chunks_exact_mut(n).enumerate() {
                 match src.row((b * LANES + k) as i64) {
-                    Some(r) => row[1..=src.w]
-                        .iter_mut()
-                        .zip(r)
-                        .for_each(|(o, &v)| *o = fixed(v)),
+                    Some(r) => {
+                        row[1..=src.w]
+                            .iter_mut()
+                            .zip(r)
+                            .for_each(|(o, &v)| *o = fixed(v));
+                        // The edge samples repeated: the picture reaches to its edge, and
+                        // what lies beyond it is blended in by coverage afterwards.
+                        row[0] = row[1];
+                        let last = row[src.w];
+                        row[src.w + 1..].fill(last);
+                    }
                     None => row.fill(self.bg),
                 }
             }
@@ -300,6 +323,8 @@ struct Fast {
     /// Per output row: the source row of the upper tap and both weights.
     rowtaps: Vec<(i64, u16, u16)>,
     bg_row: Vec<u16>,
+    /// Output columns the picture covers only partly or not at all, with their coverage.
+    edge_cols: Vec<(usize, f64)>,
 }
 
 impl Fast {
@@ -473,12 +498,44 @@ fn bilinear_plane(
     fast.slot = [None, None];
     fast.bg_row.clear();
     fast.bg_row.resize(ow, src.bg);
+    // Output samples the picture does not fully cover (its edges and beyond) are blended with
+    // the background by the share they cover; rows and columns beyond the picture are
+    // background.
+    let (sx, sy) = (win.w / ow as f64, win.h / oh as f64);
+    fast.edge_cols.clear();
+    fast.edge_cols.extend(
+        (0..ow)
+            .map(|j| (j, coverage(win.x, sx, j, src.ext.0)))
+            .filter(|&(_, c)| c < 1.0),
+    );
+    let last = src.h as i64 - 1;
+    let bg = f32::from(src.bg) / 256.0;
     for (i, orow) in out.chunks_exact_mut(ow).take(oh).enumerate() {
+        let cy = coverage(win.y, sy, i, src.ext.1);
+        if cy == 0.0 {
+            orow.fill(to_u8_fast(bg));
+            continue;
+        }
+        // Row taps clamped to the picture: its edge rows repeated.
         let (r, wa, wb) = fast.rowtaps[i];
-        fast.ensure(src, r, r + 1);
-        fast.ensure(src, r + 1, r);
-        let (h0, h1) = (fast.row(src, r), fast.row(src, r + 1));
+        let (r0, r1) = (r.clamp(0, last), (r + 1).clamp(0, last));
+        fast.ensure(src, r0, r1);
+        fast.ensure(src, r1, r0);
+        let (h0, h1) = (fast.row(src, r0), fast.row(src, r1));
         lerp_row(orow, h0, h1, wa, wb);
+        let blend = |o: &mut u8, c: f64| {
+            let c = c as f32;
+            *o = to_u8_fast(c * f32::from(*o) + (1.0 - c) * bg);
+        };
+        if cy < 1.0 {
+            for (j, o) in orow.iter_mut().enumerate() {
+                blend(o, cy * coverage(win.x, sx, j, src.ext.0));
+            }
+        } else {
+            for &(j, c) in &fast.edge_cols {
+                blend(&mut orow[j], c);
+            }
+        }
     }
 }
 
@@ -498,6 +555,8 @@ pub struct Renderer {
     chroma_h: usize,
     /// Source pixels per working luma pixel (1 unless the source was shrunk).
     prescale: f64,
+    /// The source picture's size.
+    src_size: (f64, f64),
     bg: YuvColor,
     out_w: u32,
     out_h: u32,
@@ -564,7 +623,13 @@ fn shrink_into(
     out.clear();
     out.reserve(ww * wh);
     resample_plane(
-        Plane { data, w, h, bg },
+        Plane {
+            data,
+            w,
+            h,
+            bg,
+            ext: (win.w, win.h),
+        },
         &win,
         ww,
         wh,
@@ -586,6 +651,7 @@ impl Renderer {
             chroma_w: 0,
             chroma_h: 0,
             prescale: 1.0,
+            src_size: (0.0, 0.0),
             bg,
             out_w,
             out_h,
@@ -637,6 +703,7 @@ impl Renderer {
             &mut self.cr,
         );
         self.prescale = factor;
+        self.src_size = (sw as f64, sh as f64);
         self.work.blocked.iter_mut().for_each(|b| b.ready = false);
     }
 
@@ -651,13 +718,22 @@ impl Renderer {
         let (ow, oh) = (self.out_w as usize, self.out_h as usize);
         let (lw, cw) = (scaled(self.prescale), scaled(self.prescale * 2.0));
         let (cw_, ch_) = (self.chroma_w, self.chroma_h);
-        let plane = |data, w, h, bg| Plane { data, w, h, bg };
-        let luma = plane(&self.luma, self.luma_w, self.luma_h, self.bg.y);
+        // The picture's extent in each working plane: the source size over the plane's scale.
+        let ext = |k: f64| (self.src_size.0 / k, self.src_size.1 / k);
+        let (le, ce) = (ext(self.prescale), ext(self.prescale * 2.0));
+        let plane = |data, w, h, bg, ext| Plane {
+            data,
+            w,
+            h,
+            bg,
+            ext,
+        };
+        let luma = plane(&self.luma, self.luma_w, self.luma_h, self.bg.y, le);
         let work = &mut self.work;
         work.resample(0, luma, &lw, &mut out.y, ow, oh);
-        let cb = plane(&self.cb, cw_, ch_, self.bg.cb);
+        let cb = plane(&self.cb, cw_, ch_, self.bg.cb, ce);
         work.resample(1, cb, &cw, &mut out.u, ow / 2, oh / 2);
-        let cr = plane(&self.cr, cw_, ch_, self.bg.cr);
+        let cr = plane(&self.cr, cw_, ch_, self.bg.cr, ce);
         work.resample(2, cr, &cw, &mut out.v, ow / 2, oh / 2);
     }
 }
@@ -744,6 +820,36 @@ mod tests {
     }
 
     #[test]
+    fn a_magnified_picture_reaches_its_edges_and_edges_blend_by_coverage() {
+        // 4x4 grey magnified 4x (fast path) and 1x1 magnified to 2x2: no dark rim.
+        for (src, ow) in [(4u32, 16u32), (1, 2)] {
+            let mut r = Renderer::new(flat(src, src, 200.0), ow, ow, YuvColor::BLACK, 0.5);
+            let mut out = Yuv420::new(ow, ow);
+            let whole = CropWindow {
+                x: 0.0,
+                y: 0.0,
+                w: f64::from(src),
+                h: f64::from(src),
+            };
+            r.render(&whole, &mut out);
+            assert!(out.y.iter().all(|&v| v == 200), "{src}->{ow}: {:?}", out.y);
+        }
+        // The window starts half an output pixel left of the picture: the first column is
+        // half picture, half background (16); the rest is picture.
+        let mut r = Renderer::new(flat(4, 4, 200.0), 16, 16, YuvColor::BLACK, 0.5);
+        let mut out = Yuv420::new(16, 16);
+        let shifted = CropWindow {
+            x: -0.125,
+            y: 0.0,
+            w: 4.0,
+            h: 4.0,
+        };
+        r.render(&shifted, &mut out);
+        assert_eq!(out.y[0], 108, "(200 + 16) / 2");
+        assert!(out.y[1..16].iter().all(|&v| v == 200), "{:?}", &out.y[..16]);
+    }
+
+    #[test]
     fn half_pixel_shift_interpolates() {
         let mut p = flat(4, 2, 0.0);
         p.y = vec![16.0, 116.0, 216.0, 216.0, 16.0, 116.0, 216.0, 216.0];
@@ -807,6 +913,7 @@ mod tests {
             w: 64,
             h: 40,
             bg: 16.0,
+            ext: (64.0, 40.0),
         };
         let (mut out, mut general) = (Yuv420::new(48, 30), General::default());
         let (mut n, mut off, mut sum, mut worst) = (0usize, 0usize, 0i64, 0i32);
