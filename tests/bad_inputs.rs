@@ -366,3 +366,39 @@ fn non_utf8_paths_work_through_produce() {
     assert!(out.status.success(), "{err}");
     assert_eq!(count_video_frames(&dir.join("out/fertig.mp4")), 13);
 }
+
+#[test]
+fn wrong_types_and_out_of_range_values_are_validation_failures_naming_the_field() {
+    let (sb, job) = sandbox_with_a_run();
+    let cases = [
+        ("audio", json!(5)),
+        ("buffer", json!({ "pre_seconds": "half a second" })),
+        ("render", json!({ "max_width": true })),
+        ("determinism", json!({ "fps": [25], "seed": 1 })),
+        ("limits", json!({ "max_image_pixels": 0 })),
+        ("background", json!("#12345")),
+    ];
+    for (field, value) in cases {
+        let mut j = job.clone();
+        j[field] = value.clone();
+        let p = sb.write_job(&format!("bad_{field}.json"), &j);
+        let before = std::fs::read(sb.runs_json()).unwrap();
+        let out = sb
+            .va()
+            .arg("run")
+            .arg(&p)
+            .arg("--workdir")
+            .arg(sb.join(&format!("wd-{field}")))
+            .output()
+            .unwrap();
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(10), "{field}={value}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(
+            err.contains("VALIDATION_FAILED") && err.contains(field),
+            "{field}: {err}"
+        );
+        assert_eq!(std::fs::read(sb.runs_json()).unwrap(), before);
+        assert!(!sb.join(&format!("wd-{field}")).exists(), "nothing written");
+    }
+}
