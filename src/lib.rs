@@ -7,8 +7,10 @@
 //! - [`job`]: the job schema and its validation;
 //! - [`record`]: manifest, run registry and event log;
 //! - [`stages`]: the pipeline phases and the run that orders them;
+//! - [`api`]: the VIDAX HTTP API (`va serve`);
 //! - [`cli`]: the `va` commands.
 
+pub mod api;
 pub mod cli;
 pub mod comfy;
 pub mod error;
