@@ -241,3 +241,77 @@ fn last_line(path: &Path) -> Option<String> {
     let line = text.lines().rev().find(|l| !l.trim().is_empty())?;
     Some(line.chars().take(300).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn comfy(command: &str, cwd: Option<PathBuf>) -> ComfyuiConfig {
+        ComfyuiConfig {
+            url: "http://127.0.0.1:8188".into(),
+            cwd,
+            command: command.into(),
+            args: vec![],
+            start_timeout_seconds: 1,
+        }
+    }
+
+    #[test]
+    fn a_venv_python_in_the_comfyui_folder_is_preferred() {
+        let dir = tempfile::tempdir().unwrap();
+        let cwd = dir.path().to_path_buf();
+        assert_eq!(
+            comfyui_program(&comfy("python", Some(cwd.clone()))),
+            PathBuf::from("python")
+        );
+        std::fs::create_dir_all(cwd.join(".venv/bin")).unwrap();
+        std::fs::write(cwd.join(".venv/bin/python"), "").unwrap();
+        assert_eq!(
+            comfyui_program(&comfy("python3", Some(cwd.clone()))),
+            cwd.join(".venv/bin/python")
+        );
+        std::fs::create_dir_all(cwd.join("venv/bin")).unwrap();
+        std::fs::write(cwd.join("venv/bin/python"), "").unwrap();
+        assert_eq!(
+            comfyui_program(&comfy("python", Some(cwd.clone()))),
+            cwd.join("venv/bin/python")
+        );
+        // An explicit program is taken as it is.
+        assert_eq!(
+            comfyui_program(&comfy("/opt/py/bin/python3.11", Some(cwd))),
+            PathBuf::from("/opt/py/bin/python3.11")
+        );
+    }
+
+    #[test]
+    fn subcommand_errors_keep_their_code() {
+        let f = |stderr: &str| Finished {
+            code: Some(22),
+            stdout: String::new(),
+            stderr: stderr.into(),
+        };
+        let e = subcommand_error(
+            "va install",
+            &f("note\nerror: DOWNLOAD_FAILED: https://x: 404\n"),
+        );
+        assert_eq!(
+            (e.error.kind, e.status),
+            (ErrorKind::DownloadFailed, StatusCode::BAD_GATEWAY)
+        );
+        assert!(
+            e.error.message.starts_with("va install: https://x"),
+            "{}",
+            e.error.message
+        );
+        let e = subcommand_error(
+            "va install",
+            &f("error: unrecognized subcommand 'install'\n"),
+        );
+        assert_eq!(
+            (e.error.kind, e.status),
+            (ErrorKind::Internal, StatusCode::INTERNAL_SERVER_ERROR)
+        );
+        let e = subcommand_error("va install", &f("error: USAGE: bad flag\n"));
+        assert_eq!(e.error.kind, ErrorKind::Internal);
+    }
+}

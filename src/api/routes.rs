@@ -54,9 +54,10 @@ fn body_json(body: Result<Bytes, BytesRejection>) -> ApiResult<Option<Value>> {
     })
 }
 
-/// A body that must be a JSON object of type `T` (unknown fields refused by `T`).
+/// A body that must be a JSON object of type `T` (unknown fields refused by `T`); an empty
+/// body or `null` reads as `{}`.
 fn parse_body<T: serde::de::DeserializeOwned>(what: &str, v: Option<Value>) -> ApiResult<T> {
-    let v = v.unwrap_or_else(|| json!({}));
+    let v = v.filter(|v| !v.is_null()).unwrap_or_else(|| json!({}));
     serde_json::from_value(v)
         .map_err(|e| ApiError::bad_request(ErrorKind::ValidationFailed, format!("{what}: {e}")))
 }
