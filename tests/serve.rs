@@ -483,6 +483,12 @@ fn input_paths_outside_the_roots_answer_403() {
     let mut job = s.small_job();
     job["comfyui"]["input_dir"] = json!("/tmp");
     assert_error(&server.post("/jobs", job), 403, "VALIDATION_FAILED");
+    // Runs talk to the configured ComfyUI only.
+    let mut job = s.small_job();
+    job["comfyui"]["url"] = json!("http://192.0.2.1:8188");
+    let a = server.post("/jobs", job);
+    assert_error(&a, 403, "VALIDATION_FAILED");
+    assert!(a.text.contains("comfyui.url"), "{}", a.text);
     assert_eq!(server.get("/jobs").body["jobs"], json!([]));
 }
 
@@ -906,4 +912,119 @@ fn every_route_answers_as_documented() {
         }
     }
     assert_eq!(seen, 15);
+}
+
+/// The load test of issue 7 (run by hand: `cargo test --release --test serve -- --ignored
+/// --nocapture load`): 200 `GET /jobs/:id` per second for 30 s over loopback while two jobs
+/// render; every answer must be 200. Prints the latency percentiles (not asserted: they
+/// depend on the machine).
+#[test]
+#[ignore = "load test: 30 s, run by hand"]
+fn load_200_status_requests_per_second_while_two_jobs_render() {
+    const RATE: u64 = 200;
+    const SECONDS: u64 = 30;
+    const THREADS: u64 = 8;
+    let s = Setup::new();
+    let server = s.start(&s.config(json!({"workers": 2, "queue_limit": 8})));
+    let submit = || id_of(&server.post("/jobs?start=true", s.long_job(90)));
+    let mut ids = vec![submit(), submit()];
+    for id in &ids {
+        server.wait_encoding(id);
+    }
+    let base = server.base.clone();
+    let start = Instant::now();
+    let watched = ids.clone();
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let base = base.clone();
+            let watched = watched.clone();
+            std::thread::spawn(move || {
+                let http = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .unwrap();
+                let per_thread = RATE * SECONDS / THREADS;
+                let step = Duration::from_micros(1_000_000 * THREADS / RATE);
+                let mut latencies = Vec::with_capacity(per_thread as usize);
+                let mut errors = Vec::new();
+                for i in 0..per_thread {
+                    // Open loop: each request has its slot; a late one goes at once.
+                    let slot = start + step * i as u32 + step / THREADS as u32 * t as u32;
+                    if let Some(wait) = slot.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    let id = &watched[(i % 2) as usize];
+                    let t0 = Instant::now();
+                    let r = http
+                        .get(format!("{base}/jobs/{id}"))
+                        .header("X-API-Key", KEY)
+                        .send()
+                        .and_then(|r| {
+                            let status = r.status().as_u16();
+                            r.bytes().map(|_| status)
+                        });
+                    latencies.push(t0.elapsed());
+                    match r {
+                        Ok(200) => {}
+                        Ok(other) => errors.push(format!("status {other}")),
+                        Err(e) => errors.push(e.to_string()),
+                    }
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    // Keep two jobs rendering for the whole 30 s.
+    let mut rendering = Vec::new();
+    while start.elapsed() < Duration::from_secs(SECONDS) {
+        let statuses: Vec<Value> = ids
+            .iter()
+            .map(|id| server.get(&format!("/jobs/{id}")).body["status"].clone())
+            .collect();
+        rendering.push(statuses.iter().filter(|s| *s == "running").count());
+        if statuses
+            .iter()
+            .filter(|s| *s == "running" || *s == "queued")
+            .count()
+            < 2
+        {
+            ids.push(submit());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let mut latencies = Vec::new();
+    let mut errors = Vec::new();
+    for h in handles {
+        let (l, e) = h.join().unwrap();
+        latencies.extend(l);
+        errors.extend(e);
+    }
+    let elapsed = start.elapsed();
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
+    println!(
+        "load: {} requests in {:.1} s ({:.0}/s), {} errors, latency p50 {:?} p90 {:?} p99 {:?} max {:?}; {} jobs submitted, jobs rendering per 250 ms sample: min {} mean {:.2}",
+        latencies.len(),
+        elapsed.as_secs_f64(),
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        errors.len(),
+        pct(0.5),
+        pct(0.9),
+        pct(0.99),
+        latencies[latencies.len() - 1],
+        ids.len(),
+        rendering.iter().min().unwrap_or(&0),
+        rendering.iter().sum::<usize>() as f64 / rendering.len().max(1) as f64
+    );
+    assert!(
+        errors.is_empty(),
+        "{} errors, first: {}",
+        errors.len(),
+        errors[0]
+    );
+    assert_eq!(latencies.len() as u64, RATE * SECONDS);
+    for id in &ids {
+        let j = server.get(&format!("/jobs/{id}")).body;
+        assert!(j["status"] != "failed", "{j}");
+    }
 }

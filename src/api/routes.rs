@@ -138,6 +138,16 @@ fn admit(app: &App, doc: Value, what: &str) -> ApiResult<Job> {
             format!("{what}: must be a JSON object"),
         ));
     }
+    // Jobs reach the configured ComfyUI only: a request must not point a run at another host.
+    let given_url = doc["comfyui"]["url"]
+        .as_str()
+        .map(|u| u.trim_end_matches('/').to_string());
+    let url = app.cfg.comfyui.url.trim_end_matches('/');
+    if given_url.as_deref().is_some_and(|u| u != url) {
+        return Err(ApiError::forbidden(format!(
+            "comfyui.url: jobs of this server use the configured ComfyUI ({url})"
+        )));
+    }
     let base = app.roots.base().to_path_buf();
     let parsed = job::from_value(doc, &base).map_err(|problems| {
         let mut e = ApiError::bad_input(job::problems_error(Path::new(what), &problems));
@@ -145,6 +155,7 @@ fn admit(app: &App, doc: Value, what: &str) -> ApiResult<Job> {
         e
     })?;
     let mut effective = parsed.to_effective_json();
+    effective["comfyui"]["url"] = Value::String(url.to_string());
     for (field, path) in parsed.inputs() {
         effective[field] = path_value(&app.roots.confine(field, path)?);
     }
