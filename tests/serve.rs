@@ -768,7 +768,7 @@ fn comfyui_start_spawns_the_configured_command_and_waits_for_health() {
         h.body["system_stats"]["system"]["comfyui_version"],
         "0.3.64"
     );
-    let again = server.post("/comfyui/start", json!(null));
+    let again = server.request("POST", "/comfyui/start", Some(KEY), None);
     assert_eq!(again.body["already_running"], true, "{}", again.text);
 }
 

@@ -41,16 +41,6 @@ pub enum JobStatus {
     Interrupted,
 }
 
-impl JobStatus {
-    /// Nothing will happen to the job unless someone resumes it.
-    pub fn is_final(self) -> bool {
-        !matches!(
-            self,
-            JobStatus::Created | JobStatus::Queued | JobStatus::Running
-        )
-    }
-}
-
 /// One job, as stored and as `GET /jobs/:id` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobRecord {

@@ -62,16 +62,9 @@ pub async fn run_va(cfg: &Config, args: &[&str], limit: Duration) -> ApiResult<F
 /// The error a failed `va` subcommand reported on its `error: CODE: message` line, else an
 /// internal error naming the command and its last line.
 pub fn subcommand_error(what: &str, f: &Finished) -> ApiError {
-    let last = f
-        .stderr
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("");
-    if let Some((code, message)) = last
-        .strip_prefix("error: ")
-        .and_then(|l| l.split_once(": "))
-    {
+    let lines: Vec<&str> = f.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    let error_line = lines.iter().rev().find_map(|l| l.strip_prefix("error: "));
+    if let Some((code, message)) = error_line.and_then(|l| l.split_once(": ")) {
         if let Some(kind) = ErrorKind::ALL.iter().find(|k| k.code() == code) {
             // A usage error of a subcommand is the server's problem, not the client's.
             if *kind != ErrorKind::Usage {
@@ -79,12 +72,11 @@ pub fn subcommand_error(what: &str, f: &Finished) -> ApiError {
             }
         }
     }
-    Error::internal(format!(
-        "{what} failed (exit status {:?}): {}",
-        f.code,
-        if last.is_empty() { "no output" } else { last }
-    ))
-    .into()
+    let status = f
+        .code
+        .map_or("a signal".to_string(), |c| format!("exit status {c}"));
+    let said = error_line.or(lines.last().copied()).unwrap_or("no output");
+    Error::internal(format!("{what} failed ({status}): {said}")).into()
 }
 
 /// `GET /install/status`: the report of `va install-test --json`.

@@ -55,9 +55,16 @@ fn body_json(body: Result<Bytes, BytesRejection>) -> ApiResult<Option<Value>> {
 }
 
 /// A body that must be a JSON object of type `T` (unknown fields refused by `T`); an empty
-/// body or `null` reads as `{}`.
+/// body reads as `{}`.
 fn parse_body<T: serde::de::DeserializeOwned>(what: &str, v: Option<Value>) -> ApiResult<T> {
-    let v = v.filter(|v| !v.is_null()).unwrap_or_else(|| json!({}));
+    let v = v.unwrap_or_else(|| json!({}));
+    // serde would also read a struct from an array; the API takes objects only.
+    if !v.is_object() {
+        return Err(ApiError::bad_request(
+            ErrorKind::ValidationFailed,
+            format!("{what}: must be a JSON object"),
+        ));
+    }
     serde_json::from_value(v)
         .map_err(|e| ApiError::bad_request(ErrorKind::ValidationFailed, format!("{what}: {e}")))
 }
@@ -450,7 +457,8 @@ pub struct LogsQuery {
 const NDJSON: &str = "application/x-ndjson";
 
 /// `GET /jobs/:id/logs`: `logs/events.jsonl` as NDJSON; with `follow=true` the answer is
-/// streamed (chunked) and ends once the job is no longer created, queued or running.
+/// streamed (chunked) while the job is queued or running, and ends once it is not (a job
+/// that is only `created` may never start, so its follow ends at once).
 pub async fn logs(
     State(app): AppState,
     UrlPath(id): UrlPath<String>,
@@ -473,7 +481,13 @@ pub async fn logs(
     let jobs = Arc::clone(&app.jobs);
     tokio::task::spawn_blocking(move || {
         let mut out = ChannelWriter(tx.clone());
-        let stop = || tx.is_closed() || jobs.status(&id).is_none_or(JobStatus::is_final);
+        let stop = || {
+            tx.is_closed()
+                || !matches!(
+                    jobs.status(&id),
+                    Some(JobStatus::Queued | JobStatus::Running)
+                )
+        };
         let _ = crate::record::events::follow_with(&path, &mut out, |v| v.to_string(), stop);
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
