@@ -178,7 +178,10 @@ pub fn serve(cfg: Config) -> Result<()> {
         .enable_all()
         .build()
         .map_err(|e| Error::internal(format!("async runtime: {e}")))?;
-    runtime.block_on(serve_async(cfg))
+    let result = runtime.block_on(serve_async(cfg));
+    // Log follows and subcommands must not hold the exit up.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    result
 }
 
 async fn serve_async(cfg: Config) -> Result<()> {
