@@ -894,6 +894,7 @@ fn every_route_answers_as_documented() {
                 "/produce" => json!({"audio": "voice.wav", "start": "face.png", "no_comfyui": true,
                                      "max_width": 160, "max_height": 120})
                 .to_string(),
+                "/install" => json!({"no_comfy_nodes": true}).to_string(),
                 _ => "{}".to_string(),
             });
             let a = server.request(&method.to_uppercase(), &url, Some(KEY), body);
