@@ -314,16 +314,17 @@ impl Jobs {
         if let Some(trigger) = waiter {
             let _ = trigger.send(());
         }
-        // The worker settles the record once the child has exited (bounded by STOP_GRACE and
-        // a kill); poll for it.
-        for _ in 0..((STOP_GRACE.as_millis() / 50) * 2 + 100) {
+        // The worker settles the record once the child has exited (within STOP_GRACE, else
+        // after a kill); wait for that, bounded.
+        let deadline = tokio::time::Instant::now() + STOP_GRACE * 2;
+        loop {
             match self.get(id) {
                 Some(r) if r.status != JobStatus::Running => return Ok(r),
                 None => return Err(None),
-                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                Some(r) if tokio::time::Instant::now() >= deadline => return Ok(r),
+                Some(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         }
-        self.get(id).ok_or(None)
     }
 
     /// Starts the pool's workers.
