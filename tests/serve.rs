@@ -1029,3 +1029,46 @@ fn load_200_status_requests_per_second_while_two_jobs_render() {
         assert!(j["status"] != "failed", "{j}");
     }
 }
+
+/// A run that `va run` itself refuses (its input vanished after the job was accepted) fails
+/// with the child's own code and reason; the server carries on.
+#[test]
+fn a_run_refused_by_va_run_reports_its_code() {
+    let s = Setup::new();
+    let server = s.start(&s.config(json!({})));
+    std::fs::copy(s.root().join("voice.wav"), s.root().join("gone.wav")).unwrap();
+    let mut job = s.small_job();
+    job["audio"] = json!("gone.wav");
+    let a = server.post("/jobs", job);
+    assert_eq!(a.status, 201, "{}", a.text);
+    let id = id_of(&a);
+    std::fs::remove_file(s.root().join("gone.wav")).unwrap();
+    assert_eq!(
+        server
+            .post(&format!("/jobs/{id}/start"), json!(null))
+            .status,
+        202
+    );
+    let job = server.wait_job(&id, "end", |j| {
+        j["status"] == "failed" || j["status"] == "completed"
+    });
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["exit_status"], 11, "{job}");
+    assert_eq!(job["error"]["code"], "INPUT_NOT_FOUND", "{job}");
+    assert!(
+        job["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("gone.wav"),
+        "{job}"
+    );
+    // Never ran: nothing to resume.
+    assert_error(
+        &server.post(&format!("/jobs/{id}/resume"), json!(null)),
+        409,
+        "RESUME_INVALID",
+    );
+    // The server is fine and runs the next job.
+    let next = server.post("/jobs?start=true", s.small_job());
+    server.wait_status(&id_of(&next), "completed");
+}
