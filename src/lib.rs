@@ -8,8 +8,10 @@
 //! - [`record`]: manifest, run registry and event log;
 //! - [`stages`]: the pipeline phases and the run that orders them;
 //! - [`install`]: setup: doctor, install-test, install (assets, custom nodes, pip);
+//! - [`api`]: the VIDAX HTTP API (`va serve`);
 //! - [`cli`]: the `va` commands.
 
+pub mod api;
 pub mod cli;
 pub mod comfy;
 pub mod error;

@@ -5,7 +5,8 @@ mod bench;
 mod doctor;
 mod inspect;
 mod install;
-mod run;
+pub(crate) mod run;
+mod serve;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -49,6 +50,8 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Encode-throughput benchmark: the full job against the encode floor.
     Bench(bench::BenchArgs),
+    /// The VIDAX HTTP API.
+    Serve(serve::ServeArgs),
     #[command(hide = true, name = "__bench-child")]
     BenchChild(bench::ChildArgs),
 }
@@ -82,6 +85,7 @@ pub fn main() -> i32 {
         Command::Verify(a) => verify::run(a),
         Command::Bench(a) => bench::run(a),
         Command::BenchChild(a) => bench::child(a, &events),
+        Command::Serve(a) => serve::run(a),
     };
     match result {
         Ok(code) => code,

@@ -33,9 +33,54 @@ pub struct RunArgs {
     /// Exit 3 when the run finished degraded.
     #[arg(long)]
     pub fail_on_degraded: bool,
+    /// Run under `va serve`: hold an exclusive lock on this file while running, and stop
+    /// when stdin closes (the server went away or cancelled the run).
+    #[arg(long, hide = true, value_name = "LOCK_FILE")]
+    pub supervised: Option<PathBuf>,
 }
 
-#[derive(Args, Debug)]
+/// The exit status of a supervised run stopped because its stdin closed (128 + SIGINT, the
+/// shell's convention for an interrupted command).
+pub const EXIT_STOPPED: i32 = 130;
+
+/// Takes the supervisor's lock and starts the thread that ends the process once stdin
+/// closes. The lock is held until the process exits, so a restarted server knows for sure
+/// that the run is gone when it can take the lock itself.
+fn supervise(lock_path: &Path) -> Result<()> {
+    use fs4::fs_std::FileExt;
+    use std::io::Read;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock_path)
+        .map_err(|e| Error::at_path(ErrorKind::Internal, lock_path, e))?;
+    if !FileExt::try_lock_exclusive(&lock)
+        .map_err(|e| Error::at_path(ErrorKind::Internal, lock_path, e))?
+    {
+        return Err(Error::at_path(
+            ErrorKind::Usage,
+            lock_path,
+            "locked: another run of this job is still active",
+        ));
+    }
+    std::thread::spawn(move || {
+        let _held = lock;
+        let mut buf = [0u8; 64];
+        let mut stdin = std::io::stdin();
+        // Nothing is ever written to the pipe: any read that does not block means it closed.
+        while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+        tracing::warn!(
+            stage = "run",
+            "stopped: the supervising server closed the pipe (cancelled or gone)"
+        );
+        eprintln!("va run: stopped: the supervising server closed the pipe");
+        std::process::exit(EXIT_STOPPED);
+    });
+    Ok(())
+}
+
+#[derive(Args, Debug, Default)]
 pub struct ProduceArgs {
     #[arg(long)]
     pub audio: PathBuf,
@@ -126,6 +171,9 @@ fn absolute(p: &Path) -> PathBuf {
 }
 
 pub fn run(a: RunArgs, events: &EventLog) -> Result<i32> {
+    if let Some(lock) = &a.supervised {
+        supervise(lock)?;
+    }
     let j = job::load(&a.job)?;
     let workdir = absolute(&a.workdir.unwrap_or_else(default_workdir));
     execute(
@@ -173,6 +221,46 @@ fn execute(
 }
 
 pub fn produce(a: ProduceArgs, events: &EventLog) -> Result<i32> {
+    let doc = produce_job(&a)?;
+    let workdir = absolute(a.workdir.as_deref().unwrap_or(&default_workdir()));
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let mut j = job::from_value(Value::Object(doc.clone()), &cwd)
+        .map_err(|p| job::problems_error(Path::new("produce flags"), &p))?;
+    // JSON holds text: a path that is not UTF-8 is written lossily into job.json (for the
+    // record) while the run itself uses the real bytes.
+    j.audio = absolute(&a.audio);
+    j.start = match j.start {
+        job::StartKind::Image(_) => job::StartKind::Image(absolute(&a.start)),
+        job::StartKind::Video(_) => job::StartKind::Video(absolute(&a.start)),
+    };
+    j.end_image = a.end.as_deref().map(absolute);
+    if workdir.join(&j.output.final_name).exists() {
+        return Err(Error::at_path(
+            ErrorKind::OutputExists,
+            &workdir.join(&j.output.final_name),
+            "already exists",
+        ));
+    }
+    // Bad input is refused before the workdir is created or job.json written.
+    crate::stages::run::preflight(&j)?;
+    std::fs::create_dir_all(&workdir)
+        .map_err(|e| Error::at_path(ErrorKind::Internal, &workdir, e))?;
+    let job_file = workdir.join("job.json");
+    crate::record::write_json_atomic(&job_file, &Value::Object(doc))?;
+    execute(
+        &j,
+        workdir,
+        Some(job_file),
+        false,
+        a.fail_on_degraded,
+        events,
+    )
+}
+
+/// The job document `va produce` builds from its options (also behind `POST /produce` of
+/// the API): the start kind comes from probing the file, paths are made absolute against the
+/// current directory, the final is `fertig.mp4`. Not yet validated.
+pub fn produce_job(a: &ProduceArgs) -> Result<Map<String, Value>> {
     let probe = media::probe::probe_start(&a.start)?;
     let is_image = probe.kind == media::probe::StartKind::Image;
     let lipsync = match a.lipsync.as_deref() {
@@ -248,39 +336,5 @@ pub fn produce(a: ProduceArgs, events: &EventLog) -> Result<i32> {
         doc.insert("negative".into(), n.clone().into());
     }
     doc.insert("output".into(), json!({"final_name": "fertig.mp4"}));
-
-    let workdir = absolute(&a.workdir.unwrap_or_else(default_workdir));
-    let cwd = std::env::current_dir().unwrap_or_default();
-    let mut j = job::from_value(Value::Object(doc.clone()), &cwd)
-        .map_err(|p| job::problems_error(Path::new("produce flags"), &p))?;
-    // JSON holds text: a path that is not UTF-8 is written lossily into job.json (for the
-    // record) while the run itself uses the real bytes.
-    j.audio = absolute(&a.audio);
-    j.start = if is_image {
-        job::StartKind::Image(absolute(&a.start))
-    } else {
-        job::StartKind::Video(absolute(&a.start))
-    };
-    j.end_image = a.end.as_deref().map(absolute);
-    if workdir.join(&j.output.final_name).exists() {
-        return Err(Error::at_path(
-            ErrorKind::OutputExists,
-            &workdir.join(&j.output.final_name),
-            "already exists",
-        ));
-    }
-    // Bad input is refused before the workdir is created or job.json written.
-    crate::stages::run::preflight(&j)?;
-    std::fs::create_dir_all(&workdir)
-        .map_err(|e| Error::at_path(ErrorKind::Internal, &workdir, e))?;
-    let job_file = workdir.join("job.json");
-    crate::record::write_json_atomic(&job_file, &Value::Object(doc))?;
-    execute(
-        &j,
-        workdir,
-        Some(job_file),
-        false,
-        a.fail_on_degraded,
-        events,
-    )
+    Ok(doc)
 }

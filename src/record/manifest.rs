@@ -57,6 +57,10 @@ pub enum RunStatus {
     Running,
     Completed,
     Failed,
+    /// Stopped on request (`DELETE /jobs/:id` of the API); resumable.
+    Cancelled,
+    /// Its supervising `va serve` went away mid-run; resumable (`POST /jobs/:id/resume`).
+    Interrupted,
 }
 
 impl RunStatus {
@@ -66,12 +70,14 @@ impl RunStatus {
             RunStatus::Running => "running",
             RunStatus::Completed => "completed",
             RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::Interrupted => "interrupted",
         }
     }
 
-    /// Completed or failed: the run will not change any more.
+    /// The run will not change any more (unless resumed): every status but pending/running.
     pub fn is_terminal(self) -> bool {
-        matches!(self, RunStatus::Completed | RunStatus::Failed)
+        !matches!(self, RunStatus::Pending | RunStatus::Running)
     }
 }
 

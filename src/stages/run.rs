@@ -380,7 +380,7 @@ fn run_phases(
         degraded_reason: comfy_fallback.map(String::from),
     });
 
-    let partial = workdir.join(format!(".{}.partial", job.output.final_name));
+    let partial = partial_path(workdir, &job.output.final_name);
     let encoded = phase(manifest, workdir, "encode", |m| {
         let (w, h) = prepared.render;
         let compositor = Compositor::for_prepared(job, &prepared)?;
@@ -441,6 +441,12 @@ fn run_phases(
         "final written"
     );
     Ok(())
+}
+
+/// Where the final is encoded before it verified and is linked into place; a run stopped
+/// mid-encode leaves it behind (the API's cancel removes it).
+pub fn partial_path(workdir: &Path, final_name: &str) -> PathBuf {
+    workdir.join(format!(".{final_name}.partial"))
 }
 
 /// The A/V delta the rounding allows: half a frame for `round`, under one frame otherwise.
