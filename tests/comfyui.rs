@@ -690,3 +690,101 @@ fn a_workflow_id_without_a_template_is_a_validation_error() {
         stderr_of(&out).contains("comfyui.workflow_ids[0]: no workflow \"nowhere_to_be_found\"")
     );
 }
+
+#[test]
+fn a_start_video_goes_through_vhs_loadvideo_and_wav2lip_frame_for_frame() {
+    let sb = Sandbox::new();
+    let srv = Server::start(Config::default());
+    let (audio, _, end) = inputs(&sb);
+    // A 64×48 clip of 100 frames at 25 fps (the start video's own pictures are never shown
+    // here: ComfyUI's frames replace them).
+    let clip = sb.join("clip.mp4");
+    let pngs: Vec<Vec<u8>> = (0..100)
+        .map(|k| comfy_server::frame_png(k, W, H, Tag::Still))
+        .collect();
+    std::fs::write(&clip, comfy_server::mp4_of(&pngs, 25.0)).unwrap();
+    let job = sb.write_job(
+        "job.json",
+        &json!({
+            "audio": audio, "start_video": clip, "end_image": end,
+            "buffer": {"pre_seconds": 0.5, "post_seconds": 1.0},
+            "determinism": {"fps": 25, "seed": 3},
+            "comfyui": {"enable": true, "url": srv.url, "poll_interval_ms": 50},
+            "lipsync": {"enable": true},
+        }),
+    );
+    let wd = sb.join("run");
+    let out = run(&sb, &job, &wd, false);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let m = manifest(&wd);
+    let (main, _) = main_and_hold(&m);
+    let g = &srv.graphs()[0];
+    let load = &g["1"]["inputs"];
+    assert_eq!(g["1"]["class_type"], "VHS_LoadVideo");
+    assert_eq!(load["frame_load_cap"], main);
+    assert_eq!(
+        (
+            load["custom_width"].as_u64(),
+            load["custom_height"].as_u64()
+        ),
+        (Some(64), Some(48))
+    );
+    assert_eq!(load["force_rate"], 25.0);
+    assert!(load["video"].as_str().unwrap().starts_with("vidax_start_"));
+    let v = &m["video_source_detail"];
+    assert_eq!(v["start_source"], "start_video");
+    assert_eq!(v["comfyui_workflow_id"], "vidax_wav2lip_video_audio");
+    assert_eq!(v["lipsync"], "inside_comfy");
+    for (i, (index, tag)) in frames_of(&wd.join("final.mp4")).iter().enumerate() {
+        if (i as u64) < main {
+            assert_eq!(*index, i as u64);
+            assert!(close(*tag, Tag::Wav2Lip.colour()), "frame {i}: {tag:?}");
+        } else {
+            assert!(close(*tag, END), "hold frame {i}");
+        }
+    }
+}
+
+#[test]
+fn a_video_output_under_gifs_becomes_the_main_segment() {
+    let sb = Sandbox::new();
+    let srv = Server::start(Config::default());
+    let tpl_dir = sb.join("va-state/state/config/workflows");
+    std::fs::create_dir_all(&tpl_dir).unwrap();
+    std::fs::write(
+        tpl_dir.join("combine.json"),
+        r#"{"1": {"class_type": "LoadImage", "inputs": {"image": "{{start_image}}"}},
+            "2": {"class_type": "RepeatImageBatch", "inputs": {"image": ["1", 0], "amount": "{{frames}}"}},
+            "3": {"class_type": "VHS_VideoCombine", "inputs": {"images": ["2", 0], "frame_rate": "{{fps}}",
+                  "loop_count": 0, "filename_prefix": "vidax_combine", "format": "video/h264-mp4",
+                  "pingpong": false, "save_output": true}}}"#,
+    )
+    .unwrap();
+    let job = job(&sb, &srv, json!({"workflow_ids": ["combine"]}));
+    let wd = sb.join("run");
+    let out = run(&sb, &job, &wd, false);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let m = manifest(&wd);
+    assert_eq!(m["video_source_detail"]["comfyui_output"], "video");
+    assert_eq!(m["video_source_detail"]["degraded"], false);
+    assert!(wd.join("comfyui/comfyui_video.mp4").is_file());
+    let (main, _) = main_and_hold(&m);
+    let frames = frames_of(&wd.join("final.mp4"));
+    for (i, (index, tag)) in frames.iter().take(main as usize).enumerate() {
+        assert_eq!(*index, i as u64, "video frame {i}");
+        assert!(close(*tag, Tag::Still.colour()), "frame {i}: {tag:?}");
+    }
+}
+
+#[test]
+fn a_start_image_too_small_for_a_face_box_is_comfyui_face_not_found() {
+    let sb = Sandbox::new();
+    let srv = Server::start(Config::default());
+    let job = job(&sb, &srv, json!({}));
+    write_png(&sb.join("face.png"), 2, 2, [10, 10, 10]);
+    let wd = sb.join("run");
+    let out = run(&sb, &job, &wd, false);
+    assert_eq!(out.status.code(), Some(33), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("too small for a face box"));
+    assert_eq!(srv.posts(), 0);
+}

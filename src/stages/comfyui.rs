@@ -673,6 +673,21 @@ impl Runner<'_> {
                         .view_to_file(v, &workdir.join(rel))
                         .await
                         .map_err(|f| Degraded::from_failure(f, summary.clone()))?;
+                    // Checked here, not in the encode: a short video is a delivery problem.
+                    if let Err(e) = super::compose::visual_video(
+                        self.input.job,
+                        self.input.prepared,
+                        &workdir.join(rel),
+                    ) {
+                        return Err(Degraded {
+                            reason: ErrorKind::ComfyuiOutputsMissing,
+                            message: format!(
+                                "workflow {} ({label}): video output {}",
+                                w.id, e.message
+                            ),
+                            details: summary,
+                        });
+                    }
                     video = Some(rel.into());
                     break;
                 }

@@ -178,7 +178,11 @@ fn object_info(cfg: &Config) -> Map<String, Value> {
             let mut text = String::new();
             std::io::Read::read_to_string(&mut flate_gunzip(&gz), &mut text).unwrap();
             let mut all: Map<String, Value> = serde_json::from_str(&text).unwrap();
-            for f in ["object_info_vidax.json", "object_info_VHS_LoadVideo.json"] {
+            for f in [
+                "object_info_vidax.json",
+                "object_info_VHS_LoadVideo.json",
+                "object_info_VHS_VideoCombine.json",
+            ] {
                 all.extend(recorded(f).as_object().unwrap().clone());
             }
             all
@@ -570,6 +574,27 @@ async fn execute(s: Arc<ServerState>, prompt_id: String) {
                         "executing",
                         json!({"node": id, "display_node": id, "prompt_id": prompt_id}),
                     );
+                    if graph[id]["class_type"] == "VHS_VideoCombine" {
+                        let src = graph[id]["inputs"]["images"][0].as_str().unwrap_or("");
+                        let b = eval(&s, &graph, src, &mut memo);
+                        let prefix = graph[id]["inputs"]["filename_prefix"]
+                            .as_str()
+                            .unwrap_or("AnimateDiff");
+                        let rate = graph[id]["inputs"]["frame_rate"].as_f64().unwrap_or(8.0);
+                        let pngs: Vec<Vec<u8>> = (0..b.count)
+                            .map(|k| frame_png(b.base + k, b.w, b.h, b.tag))
+                            .collect();
+                        let name = format!("{prefix}_00001.mp4");
+                        s.files
+                            .lock()
+                            .unwrap()
+                            .insert(name.clone(), mp4_of(&pngs, rate));
+                        let out = json!({"gifs": [{"filename": name, "subfolder": "", "type": "output",
+                            "format": "video/h264-mp4", "frame_rate": rate, "workflow": format!("{prefix}_00001.png"),
+                            "fullpath": format!("/opt/ComfyUI/output/{name}")}]});
+                        outputs.insert(id.clone(), out);
+                        continue;
+                    }
                     if graph[id]["class_type"] != "SaveImage" {
                         continue;
                     }
@@ -773,6 +798,37 @@ async fn socket(s: Arc<ServerState>, client_id: String, mut sock: WebSocket) {
             break;
         }
     }
+}
+
+/// An H.264 MP4 of `pngs` at `rate` fps, made with the ffmpeg CLI (tests only).
+pub fn mp4_of(pngs: &[Vec<u8>], rate: f64) -> Vec<u8> {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.mp4");
+    let mut child = std::process::Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-nostdin",
+            "-f",
+            "image2pipe",
+            "-framerate",
+            &rate.to_string(),
+            "-i",
+            "-",
+        ])
+        .args(["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "10", "-y"])
+        .arg(&out)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("ffmpeg (the tests' clip maker) must be installed");
+    let mut stdin = child.stdin.take().unwrap();
+    for p in pngs {
+        stdin.write_all(p).unwrap();
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success(), "ffmpeg failed");
+    std::fs::read(out).unwrap()
 }
 
 /// Writes a test PNG (for inputs).
