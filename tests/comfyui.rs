@@ -339,15 +339,13 @@ fn per_retry_draws_a_new_seed_for_each_attempt() {
         vanish: 2,
         ..Config::default()
     });
-    let tpl_dir = sb.join("va-state/state/config/workflows");
-    std::fs::create_dir_all(&tpl_dir).unwrap();
-    std::fs::write(
-        tpl_dir.join("my_seeded.json"),
+    write_template(
+        &sb,
+        "my_seeded",
         r#"{"1": {"class_type": "LoadImage", "inputs": {"image": "{{start_image}}"}},
             "2": {"class_type": "RepeatImageBatch", "inputs": {"image": ["1", 0], "amount": "{{frames}}"}},
             "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "seed_{{seed}}"}}}"#,
-    )
-    .unwrap();
+    );
     let job = job(&sb, &srv, json!({"workflow_ids": ["my_seeded"]}));
     let mut j = read_json(&job);
     j["determinism"] = json!({"fps": 25, "seed": 11, "seed_policy": "per_retry"});
@@ -378,6 +376,13 @@ fn per_retry_draws_a_new_seed_for_each_attempt() {
     assert_eq!(srv.graphs()[2]["2"]["inputs"]["amount"], main);
     let frames = frames_of(&wd.join("final.mp4"));
     assert!(close(frames[0].1, Tag::Still.colour()));
+}
+
+/// Writes `<state dir>/config/workflows/<id>.json`.
+fn write_template(sb: &Sandbox, id: &str, graph: &str) {
+    let dir = sb.join("va-state/state/config/workflows");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{id}.json")), graph).unwrap();
 }
 
 fn assert_degraded(m: &Value, reason: &str) {
@@ -749,17 +754,15 @@ fn a_start_video_goes_through_vhs_loadvideo_and_wav2lip_frame_for_frame() {
 fn a_video_output_under_gifs_becomes_the_main_segment() {
     let sb = Sandbox::new();
     let srv = Server::start(Config::default());
-    let tpl_dir = sb.join("va-state/state/config/workflows");
-    std::fs::create_dir_all(&tpl_dir).unwrap();
-    std::fs::write(
-        tpl_dir.join("combine.json"),
+    write_template(
+        &sb,
+        "combine",
         r#"{"1": {"class_type": "LoadImage", "inputs": {"image": "{{start_image}}"}},
             "2": {"class_type": "RepeatImageBatch", "inputs": {"image": ["1", 0], "amount": "{{frames}}"}},
             "3": {"class_type": "VHS_VideoCombine", "inputs": {"images": ["2", 0], "frame_rate": "{{fps}}",
                   "loop_count": 0, "filename_prefix": "vidax_combine", "format": "video/h264-mp4",
                   "pingpong": false, "save_output": true}}}"#,
-    )
-    .unwrap();
+    );
     let job = job(&sb, &srv, json!({"workflow_ids": ["combine"]}));
     let wd = sb.join("run");
     let out = run(&sb, &job, &wd, false);
