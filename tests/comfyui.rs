@@ -791,3 +791,29 @@ fn a_start_image_too_small_for_a_face_box_is_comfyui_face_not_found() {
     assert!(stderr_of(&out).contains("too small for a face box"));
     assert_eq!(srv.posts(), 0);
 }
+
+#[test]
+fn a_graph_comfyui_rejects_is_degraded_with_its_node_errors() {
+    // The job names an input folder this ComfyUI does not read: the copied start image is not
+    // there for it, and POST /prompt answers 400 as recorded (custom_validation_failed).
+    let elsewhere = tempfile::tempdir().unwrap();
+    let r = run_wav2lip(Config::default(), json!({"input_dir": elsewhere.path()}));
+    assert!(r.out.status.success(), "{}", stderr_of(&r.out));
+    let m = manifest(&r.wd);
+    assert_degraded(&m, "COMFYUI_BAD_RESPONSE");
+    let f = &m["comfyui"]["failure"];
+    let msg = f["message"].as_str().unwrap();
+    assert!(
+        msg.contains(
+            "ComfyUI rejected the graph (400 Bad Request): Prompt outputs failed validation"
+        ),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("custom_validation_failed image - Invalid image file: vidax_start_"),
+        "{msg}"
+    );
+    assert_eq!(f["details"]["node_errors"]["1"]["class_type"], "LoadImage");
+    // A 400 is not retried.
+    assert_eq!(r.srv.posts(), 1);
+}

@@ -379,7 +379,6 @@ impl Runner<'_> {
 
     async fn run_all(&mut self, workflows: &[Workflow], m: &mut Manifest) -> Result<Outcome> {
         let workdir = self.input.workdir;
-        let job = self.input.job;
         let mut outcome = Outcome::default();
         // Resume: workflows completed earlier whose frames are all on disk are not asked again.
         let done_before = |w: &Workflow| -> Option<Value> {
@@ -419,7 +418,6 @@ impl Runner<'_> {
                 }
             }
         }
-        let _ = job;
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }
@@ -644,7 +642,7 @@ impl Runner<'_> {
             } else {
                 w.id.clone()
             };
-            let entry = self.execute(w, ci, &label, m).await?;
+            let entry = self.execute(w, ci, &label).await?;
             let write = |name: &str, v: &Value| {
                 let p = comfy_dir.join(name);
                 crate::record::write_json_atomic(&p, v).map_err(|e| Degraded {
@@ -750,7 +748,6 @@ impl Runner<'_> {
         w: &Workflow,
         ci: usize,
         label: &str,
-        _m: &mut Manifest,
     ) -> std::result::Result<Value, Degraded> {
         let retry = self.input.job.comfyui.retry;
         let comfy_dir = self.input.workdir.join("comfyui");

@@ -233,7 +233,11 @@ fn bad_request(body: Value) -> Response {
 }
 
 /// ComfyUI's validation, in the shapes of the recorded 400 bodies.
-fn validate(graph: &Map<String, Value>, info: &Map<String, Value>) -> Option<Value> {
+fn validate(
+    s: &ServerState,
+    graph: &Map<String, Value>,
+    info: &Map<String, Value>,
+) -> Option<Value> {
     for (id, node) in graph {
         let class = node["class_type"].as_str().unwrap_or("");
         if !info.contains_key(class) {
@@ -269,6 +273,22 @@ fn validate(graph: &Map<String, Value>, info: &Map<String, Value>) -> Option<Val
                 }
             }
         }
+        // LoadImage's validation: the file must be in the input folder (recorded:
+        // prompt_invalid_missing_image_file.json).
+        if node["class_type"] == "LoadImage" {
+            let name = node["inputs"]["image"].as_str().unwrap_or("");
+            let known = s.uploads.lock().unwrap().contains_key(name)
+                || s.cfg
+                    .input_dir
+                    .as_ref()
+                    .is_some_and(|d| d.join(name).is_file());
+            if !known {
+                errors.push(json!({"type": "custom_validation_failed",
+                    "message": "Custom validation failed for node",
+                    "details": format!("image - Invalid image file: {name}"),
+                    "extra_info": {"input_name": "image"}}));
+            }
+        }
         if !errors.is_empty() {
             node_errors.insert(
                 id.clone(),
@@ -292,7 +312,7 @@ async fn post_prompt(State(s): State<Arc<ServerState>>, body: Bytes) -> Response
     let Some(graph) = body["prompt"].as_object().cloned() else {
         return bad_request(recorded("prompt_invalid_no_prompt_key.json"));
     };
-    if let Some(b) = validate(&graph, &object_info(&s.cfg)) {
+    if let Some(b) = validate(&s, &graph, &object_info(&s.cfg)) {
         return bad_request(b);
     }
     let prompt_id = body["prompt_id"]
