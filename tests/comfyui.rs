@@ -223,6 +223,13 @@ fn produce_takes_the_main_segment_from_comfyui_frames_in_order_and_holds_the_end
         "{uploads:?}"
     );
     assert_eq!(srv.max_executions(), 1);
+    // The progress socket was open before each POST.
+    assert_eq!(
+        srv.state
+            .posts_without_socket
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
 }
 
 #[test]

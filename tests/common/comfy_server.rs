@@ -80,6 +80,9 @@ pub struct ServerState {
     pub cfg: Config,
     /// POST /prompt requests received (answered or not).
     pub posts: AtomicU64,
+    /// Of those, the ones whose client had no `/ws` socket open at that moment (it would miss
+    /// the events: ComfyUI sends them only to the submitting client).
+    pub posts_without_socket: AtomicU64,
     /// Prompt id -> how many times it was executed.
     pub executions: Mutex<HashMap<String, u32>>,
     /// The graphs submitted, in order.
@@ -320,6 +323,9 @@ async fn post_prompt(State(s): State<Arc<ServerState>>, body: Bytes) -> Response
         .map(String::from)
         .unwrap_or_else(|| format!("{:08x}-0000-4000-8000-000000000000", n));
     let client_id = body["client_id"].as_str().unwrap_or("").to_string();
+    if !s.sockets.lock().unwrap().contains_key(&client_id) {
+        s.posts_without_socket.fetch_add(1, Ordering::SeqCst);
+    }
     let number = s.number.fetch_add(1, Ordering::SeqCst) as i64;
     s.graphs.lock().unwrap().push(Value::Object(graph.clone()));
     let vanish = {
@@ -803,12 +809,14 @@ async fn ws(
     up: WebSocketUpgrade,
 ) -> Response {
     let client_id = q.get("clientId").cloned().unwrap_or_default();
-    up.on_upgrade(move |sock| socket(s, client_id, sock))
+    // Registered before the 101 answer goes out, so a POST that follows the handshake always
+    // finds the socket.
+    let (tx, rx) = mpsc::unbounded_channel();
+    s.sockets.lock().unwrap().insert(client_id.clone(), tx);
+    up.on_upgrade(move |sock| socket(client_id, rx, sock))
 }
 
-async fn socket(s: Arc<ServerState>, client_id: String, mut sock: WebSocket) {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    s.sockets.lock().unwrap().insert(client_id.clone(), tx);
+async fn socket(client_id: String, mut rx: mpsc::UnboundedReceiver<String>, mut sock: WebSocket) {
     let hello = json!({"type": "status", "data": {"status": {"exec_info": {"queue_remaining": 0}}, "sid": client_id}});
     if sock.send(Message::Text(hello.to_string())).await.is_err() {
         return;
