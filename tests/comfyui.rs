@@ -595,6 +595,13 @@ fn resume_after_a_failed_encode_reuses_the_fetched_frames() {
         m["comfyui"]["workflows"]["vidax_lipsync_mouthblend"]["reused"],
         true
     );
+    assert_eq!(
+        m["comfyui"]["prompt_ids"].as_array().unwrap().len(),
+        2,
+        "kept from the first attempt"
+    );
+    assert_eq!(m["comfyui"]["workflow_id"], "vidax_lipsync_mouthblend");
+    assert_eq!(m["video_source_detail"]["lipsync"], "inside_comfy");
     let (main, _) = main_and_hold(&m);
     let frames = frames_of(&wd.join("final.mp4"));
     for (i, (index, tag)) in frames.iter().enumerate() {

@@ -304,6 +304,21 @@ pub fn run(input: &Input, m: &mut Manifest) -> Result<Outcome> {
         })??;
         m.phase_field("comfyui", "system_stats", stats["system"].clone());
         let previous = m.comfyui["workflows"].clone();
+        // A resumed run keeps the earlier attempt's prompts (a reused workflow's prompt id
+        // stays on record).
+        let strings = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+                .unwrap_or_default()
+        };
+        let (prompt_ids, attempts) = if input.resume {
+            (
+                strings(&m.comfyui["prompt_ids"]),
+                m.comfyui["attempts"].as_array().cloned().unwrap_or_default(),
+            )
+        } else {
+            (Vec::new(), Vec::new())
+        };
         m.comfyui = json!({
             "url": client.base, "client_id": client.client_id, "workflow_ids": ids,
             "workflow_id": null, "prompt_id": null, "prompt_ids": [],
@@ -321,8 +336,8 @@ pub fn run(input: &Input, m: &mut Manifest) -> Result<Outcome> {
             client,
             info,
             previous,
-            prompt_ids: Vec::new(),
-            attempts: Vec::new(),
+            prompt_ids,
+            attempts,
             bar: None,
         };
         match tokio::time::timeout_at(deadline, runner.run_all(&workflows, m)).await {
