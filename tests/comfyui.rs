@@ -831,3 +831,24 @@ fn a_graph_comfyui_rejects_is_degraded_with_its_node_errors() {
     // A 400 is not retried.
     assert_eq!(r.srv.posts(), 1);
 }
+
+#[test]
+fn a_prompt_that_vanishes_on_every_attempt_degrades_after_the_retries() {
+    let r = run_wav2lip(
+        Config {
+            vanish: 10,
+            ..Config::default()
+        },
+        json!({}),
+    );
+    assert!(r.out.status.success(), "{}", stderr_of(&r.out));
+    assert_eq!(r.srv.posts(), 3, "comfyui.retry.attempts");
+    assert_eq!(r.srv.max_executions(), 0);
+    let m = manifest(&r.wd);
+    assert_degraded(&m, "COMFYUI_BAD_RESPONSE");
+    let msg = m["comfyui"]["failure"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("gave up after 3 attempts") && msg.contains("vanished"),
+        "{msg}"
+    );
+}
