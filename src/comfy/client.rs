@@ -366,26 +366,29 @@ pub async fn next_event(ws: &mut WsStream, prompt_id: &str) -> Option<WsEvent> {
             // Binary frames are previews; pings are answered by the library.
             _ => continue,
         };
-        let Ok(v) = serde_json::from_str::<Value>(&text) else {
-            continue;
-        };
-        let data = &v["data"];
-        let ours = data["prompt_id"].as_str().is_none_or(|p| p == prompt_id);
-        if !ours {
-            continue;
+        if let Some(ev) = classify(&text, prompt_id) {
+            return Some(ev);
         }
-        return Some(match v["type"].as_str().unwrap_or("") {
-            "progress" => WsEvent::Progress {
-                value: data["value"].as_u64().unwrap_or(0),
-                max: data["max"].as_u64().unwrap_or(0),
-            },
-            "executing" if data["node"].is_null() && data["prompt_id"].is_string() => {
-                WsEvent::Finished
-            }
-            "execution_success" | "execution_error" | "execution_interrupted" => WsEvent::Finished,
-            _ => WsEvent::Other,
-        });
     }
+}
+
+/// What a `/ws` text frame means for `prompt_id`; `None` for frames about other prompts and
+/// for text that is not an event.
+pub fn classify(text: &str, prompt_id: &str) -> Option<WsEvent> {
+    let v: Value = serde_json::from_str(text).ok()?;
+    let data = &v["data"];
+    if data["prompt_id"].as_str().is_some_and(|p| p != prompt_id) {
+        return None;
+    }
+    Some(match v["type"].as_str().unwrap_or("") {
+        "progress" => WsEvent::Progress {
+            value: data["value"].as_u64().unwrap_or(0),
+            max: data["max"].as_u64().unwrap_or(0),
+        },
+        "executing" if data["node"].is_null() && data["prompt_id"].is_string() => WsEvent::Finished,
+        "execution_success" | "execution_error" | "execution_interrupted" => WsEvent::Finished,
+        _ => WsEvent::Other,
+    })
 }
 
 fn clip(s: &str) -> String {
@@ -425,4 +428,66 @@ fn node_errors_line(ne: &Value) -> String {
         })
         .collect();
     format!("; {}", parts.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recorded(name: &str) -> Value {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/comfyui")
+            .join(name);
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_recorded_event_stream_finishes_each_prompt_and_skips_the_others() {
+        let msgs = recorded("ws_messages.json");
+        let texts: Vec<String> = msgs
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["text"].to_string())
+            .collect();
+        let ours = "e7ba2602-256d-4319-b052-3ab98cdd0608";
+        let events: Vec<WsEvent> = texts.iter().filter_map(|t| classify(t, ours)).collect();
+        // Its execution_success, then the closing `executing {node: null}`.
+        assert_eq!(
+            events.iter().filter(|e| **e == WsEvent::Finished).count(),
+            2
+        );
+        let runtime_error = "55125fab-1421-476c-a0e4-38e878669c25";
+        let first_finish = texts
+            .iter()
+            .position(|t| classify(t, runtime_error) == Some(WsEvent::Finished))
+            .unwrap();
+        assert!(texts[first_finish].contains("execution_error"));
+        let p = r#"{"type": "progress", "data": {"value": 3, "max": 8, "prompt_id": "x", "node": "4"}}"#;
+        assert_eq!(
+            classify(p, "x"),
+            Some(WsEvent::Progress { value: 3, max: 8 })
+        );
+        assert_eq!(classify(p, "y"), None);
+    }
+
+    #[test]
+    fn recorded_400_bodies_become_one_line_with_every_node_error() {
+        let v = recorded("prompt_vhs_loadvideo_only_cap_response.json");
+        let line = node_errors_line(&v["node_errors"]);
+        assert!(
+            line.starts_with("; node 1 (VHS_LoadVideo): required_input_missing custom_width,"),
+            "{line}"
+        );
+        assert_eq!(line.matches("required_input_missing").count(), 5);
+        let v = recorded("prompt_invalid_value_below_min.json");
+        assert_eq!(
+            node_errors_line(&v["node_errors"]),
+            "; node 2 (RepeatImageBatch): value_smaller_than_min amount"
+        );
+        assert_eq!(
+            node_errors_line(&recorded("prompt_invalid_unknown_class.json")["node_errors"]),
+            ""
+        );
+    }
 }

@@ -235,6 +235,11 @@ fn bad_request(body: Value) -> Response {
     (StatusCode::BAD_REQUEST, Json(body)).into_response()
 }
 
+/// The first error of node `node` in a recorded 400 body.
+fn recorded_error(file: &str, node: &str) -> Value {
+    recorded(file)["node_errors"][node]["errors"][0].clone()
+}
+
 /// ComfyUI's validation, in the shapes of the recorded 400 bodies.
 fn validate(
     s: &ServerState,
@@ -260,24 +265,30 @@ fn validate(
         if let Some(req) = def["input"]["required"].as_object() {
             for (name, spec) in req {
                 match node["inputs"].get(name) {
-                    None => errors.push(json!({"type": "required_input_missing",
-                        "message": "Required input is missing", "details": name,
-                        "extra_info": {"input_name": name}})),
+                    None => {
+                        let mut e =
+                            recorded_error("prompt_invalid_missing_required_input.json", "2");
+                        e["details"] = name.clone().into();
+                        e["extra_info"]["input_name"] = name.clone().into();
+                        errors.push(e);
+                    }
                     Some(v) => {
                         if let (Some(x), Some(min)) = (v.as_f64(), spec[1]["min"].as_f64()) {
                             if x < min {
-                                errors.push(json!({"type": "value_smaller_than_min",
-                                    "message": format!("Value {v} smaller than min of {min}"),
-                                    "details": name, "extra_info": {"input_name": name,
-                                    "input_config": spec, "received_value": v}}));
+                                let mut e =
+                                    recorded_error("prompt_invalid_value_below_min.json", "2");
+                                e["message"] =
+                                    format!("Value {v} smaller than min of {min}").into();
+                                e["details"] = name.clone().into();
+                                e["extra_info"] = json!({"input_name": name, "input_config": spec, "received_value": v});
+                                errors.push(e);
                             }
                         }
                     }
                 }
             }
         }
-        // LoadImage's validation: the file must be in the input folder (recorded:
-        // prompt_invalid_missing_image_file.json).
+        // LoadImage's validation: the file must be in the input folder.
         if node["class_type"] == "LoadImage" {
             let name = node["inputs"]["image"].as_str().unwrap_or("");
             let known = s.uploads.lock().unwrap().contains_key(name)
@@ -286,10 +297,9 @@ fn validate(
                     .as_ref()
                     .is_some_and(|d| d.join(name).is_file());
             if !known {
-                errors.push(json!({"type": "custom_validation_failed",
-                    "message": "Custom validation failed for node",
-                    "details": format!("image - Invalid image file: {name}"),
-                    "extra_info": {"input_name": "image"}}));
+                let mut e = recorded_error("prompt_invalid_missing_image_file.json", "1");
+                e["details"] = format!("image - Invalid image file: {name}").into();
+                errors.push(e);
             }
         }
         if !errors.is_empty() {
