@@ -369,7 +369,7 @@ pub fn preflight(graph: &Value, info: &Value) -> Vec<String> {
                     )),
                     None => {}
                     Some(v) => {
-                        if let Some(p) = check_value(v, s, nodes) {
+                        if let Some(p) = check_value(name, v, s, nodes) {
                             problems.push(format!("node {id} ({class}) input \"{name}\": {p}"));
                         }
                     }
@@ -394,7 +394,12 @@ pub fn missing_class(class: &str) -> String {
     }
 }
 
-fn check_value(v: &Value, spec: &Value, nodes: &Map<String, Value>) -> Option<String> {
+/// Inputs whose choices are the files in ComfyUI's input folder: `/object_info` lists them as
+/// they were when it was read, so a file staged since then is missing from the list
+/// (VHS_LoadVideo's `video` has no upload flag to tell).
+const FILE_INPUTS: [&str; 4] = ["image", "audio", "video", "file"];
+
+fn check_value(name: &str, v: &Value, spec: &Value, nodes: &Map<String, Value>) -> Option<String> {
     if let Some(l) = v.as_array() {
         let target = l.first().and_then(Value::as_str)?;
         return (l.len() == 2 && !nodes.contains_key(target))
@@ -424,6 +429,7 @@ fn check_value(v: &Value, spec: &Value, nodes: &Map<String, Value>) -> Option<St
             let upload = ["image_upload", "audio_upload", "video_upload"]
                 .iter()
                 .any(|k| opts.get(*k).is_some())
+                || FILE_INPUTS.contains(&name)
                 || choices.is_empty();
             if upload {
                 return None;
@@ -553,6 +559,19 @@ mod tests {
         let mut g2 = g.clone();
         g2["4"]["inputs"]["mode"] = json!("repetitive");
         assert!(preflight(&g2, &info2)[0].contains("is not one of"));
+        // A file staged after /object_info was read is not in its (recorded) file list.
+        let mut info3 = self::info();
+        info3["VHS_LoadVideo"]["input"]["required"]["video"] = json!([["vidax_clip.mp4"]]);
+        let p = params();
+        let v = fill(
+            &wav2lip_video(&p),
+            &p,
+            Chunk {
+                start: 0,
+                frames: 40,
+            },
+        );
+        assert_eq!(preflight(&v, &info3), Vec::<String>::new());
     }
 
     #[test]
