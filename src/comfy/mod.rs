@@ -13,8 +13,12 @@ use crate::error::{Error, Result};
 /// Strict health, blocking (for commands outside a run, such as `va doctor`):
 /// `GET /system_stats` must answer 200 with a body that has `system` and `devices`, and
 /// `GET /object_info` must answer 200. Anything else is COMFYUI_UNAVAILABLE. Returns the
-/// `/system_stats` body. Must not be called from inside a tokio runtime.
+/// `/system_stats` body.
 pub fn health(url: &str, timeout: Duration) -> Result<serde_json::Value> {
+    off_runtime(|| health_blocking(url, timeout))
+}
+
+fn health_blocking(url: &str, timeout: Duration) -> Result<serde_json::Value> {
     let rt = runtime()?;
     let client = client::Client::new(url, "vidax-health")?;
     rt.block_on(async {
@@ -34,4 +38,38 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .map_err(|e| Error::internal(format!("tokio runtime: {e}")))
+}
+
+/// Runs `f` where blocking is allowed: directly, or on a scoped thread of its own when the
+/// caller is inside a tokio runtime (an API server's worker), where `block_on` and blocking
+/// HTTP clients would panic.
+pub fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|s| match s.spawn(f).join() {
+        Ok(v) => v,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocking_health_works_from_inside_a_runtime() {
+        // Nothing listens on a just-closed port: the answer is COMFYUI_UNAVAILABLE, not a
+        // panic about blocking inside a runtime.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let rt = runtime().unwrap();
+        let e = rt
+            .block_on(async { health(&format!("http://127.0.0.1:{port}"), Duration::from_secs(5)) })
+            .unwrap_err();
+        assert_eq!(e.kind, crate::error::ErrorKind::ComfyuiUnavailable);
+    }
 }

@@ -284,6 +284,10 @@ struct Runner<'a> {
 /// (`VALIDATION_FAILED`) and local I/O; everything ComfyUI answered badly is a degraded
 /// [`Outcome`].
 pub fn run(input: &Input, m: &mut Manifest) -> Result<Outcome> {
+    crate::comfy::off_runtime(|| run_blocking(input, m))
+}
+
+fn run_blocking(input: &Input, m: &mut Manifest) -> Result<Outcome> {
     let ids = workflow_ids(input.job);
     let workflows = resolve(&ids, input)?;
     let rt = crate::comfy::runtime()?;

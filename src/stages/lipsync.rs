@@ -119,6 +119,15 @@ pub fn find_provider(id: &str, paths: &[PathBuf]) -> Result<(Provider, PathBuf)>
 /// Runs `provider` on `video` + `audio`, leaving the result at `output`. The output must
 /// exist and be non-empty afterwards.
 pub fn run_provider(provider: &Provider, video: &Path, audio: &Path, output: &Path) -> Result<()> {
+    crate::comfy::off_runtime(|| run_provider_blocking(provider, video, audio, output))
+}
+
+fn run_provider_blocking(
+    provider: &Provider,
+    video: &Path,
+    audio: &Path,
+    output: &Path,
+) -> Result<()> {
     let _ = std::fs::remove_file(output);
     match provider {
         Provider::Command { argv, timeout } => run_command(argv, *timeout, video, audio, output)?,
