@@ -523,6 +523,11 @@ fn too_few_frames_are_reported_not_stretched() {
         msg.contains(&format!("received {} of {main} frames", main - 3)),
         "{msg}"
     );
+    let d = &m["comfyui"]["failure"]["details"];
+    assert_eq!(
+        (d["frames_asked"].as_u64(), d["frames_received"].as_u64()),
+        (Some(main), Some(main - 3))
+    );
     assert!(m["comfyui"]["action"]
         .as_str()
         .unwrap()

@@ -733,7 +733,12 @@ impl Runner<'_> {
                         "workflow {} ({label}): received {} of {} frames for timeline frames {}..{}; frames are never stretched",
                         w.id, outs.images.len(), c.frames, c.start, c.start + c.frames
                     ),
-                    details: summary,
+                    details: {
+                        let mut d = summary;
+                        d["frames_asked"] = c.frames.into();
+                        d["frames_received"] = (outs.images.len() as u64).into();
+                        d
+                    },
                 });
             }
             if outs.images.len() as u64 > c.frames {
