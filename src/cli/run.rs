@@ -321,6 +321,10 @@ pub fn produce_job(a: &ProduceArgs) -> Result<Map<String, Value>> {
     doc.insert("render".into(), Value::Object(render));
     let mut comfy = Map::new();
     comfy.insert("enable".into(), (!a.no_comfyui).into());
+    // The server to use (default http://127.0.0.1:8188), e.g. a remote GPU box.
+    if let Ok(url) = std::env::var("COMFYUI_URL") {
+        comfy.insert("url".into(), url.into());
+    }
     if let Some(c) = a.comfyui_chunk_size {
         comfy.insert("chunk_size".into(), c.into());
     }

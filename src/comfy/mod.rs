@@ -1,49 +1,75 @@
-//! The ComfyUI HTTP client. This issue brings the strict health check only; graph
-//! submission, progress and output collection build on it.
+//! ComfyUI over HTTP (SPEC §6): the client ([`client`]), the graphs it submits ([`graph`]) and
+//! the reading of what comes back ([`outputs`]). The stage that drives them per run is
+//! `stages::comfyui`; nothing here knows about workdirs or manifests.
+
+pub mod client;
+pub mod graph;
+pub mod outputs;
 
 use std::time::Duration;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 
-/// Strict health: `GET /system_stats` must answer 200 with a body that has `system` and
-/// `devices`, and `GET /object_info` must answer 200. Anything else is COMFYUI_UNAVAILABLE.
+/// Strict health, blocking (for commands outside a run, such as `va doctor`):
+/// `GET /system_stats` must answer 200 with a body that has `system` and `devices`, and
+/// `GET /object_info` must answer 200. Anything else is COMFYUI_UNAVAILABLE. Returns the
+/// `/system_stats` body.
 pub fn health(url: &str, timeout: Duration) -> Result<serde_json::Value> {
-    let base = url.trim_end_matches('/');
-    let client = reqwest::blocking::Client::builder()
-        .timeout(timeout)
+    off_runtime(|| health_blocking(url, timeout))
+}
+
+fn health_blocking(url: &str, timeout: Duration) -> Result<serde_json::Value> {
+    let rt = runtime()?;
+    let client = client::Client::new(url, "vidax-health")?;
+    rt.block_on(async {
+        match tokio::time::timeout(timeout, client.health()).await {
+            Ok(r) => r.map(|(stats, _)| stats),
+            Err(_) => Err(Error::new(
+                crate::error::ErrorKind::ComfyuiUnavailable,
+                format!("ComfyUI at {}: no answer within {timeout:?}", client.base),
+            )),
+        }
+    })
+}
+
+/// A current-thread tokio runtime for the blocking callers.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
-        .map_err(|e| Error::new(ErrorKind::Internal, format!("HTTP client: {e}")))?;
-    let unavailable = |what: String| {
-        Error::new(ErrorKind::ComfyuiUnavailable, format!("ComfyUI at {base}: {what}"))
-            .with_hint("start ComfyUI, or pass --no-comfyui / set comfyui.enable=false for the diagnostic path")
-    };
-    let resp = client
-        .get(format!("{base}/system_stats"))
-        .send()
-        .map_err(|e| unavailable(format!("GET /system_stats failed ({e})")))?;
-    let status = resp.status();
-    if !status.is_success() {
-        return Err(unavailable(format!("GET /system_stats answered {status}")));
+        .map_err(|e| Error::internal(format!("tokio runtime: {e}")))
+}
+
+/// Runs `f` where blocking is allowed: directly, or on a scoped thread of its own when the
+/// caller is inside a tokio runtime (an API server's worker), where `block_on` and blocking
+/// HTTP clients would panic.
+pub fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
     }
-    let body: serde_json::Value = resp
-        .json()
-        .map_err(|e| unavailable(format!("GET /system_stats body is not JSON ({e})")))?;
-    if !body.get("system").is_some_and(|s| s.is_object())
-        || !body.get("devices").is_some_and(|d| d.is_array())
-    {
-        return Err(unavailable(
-            "GET /system_stats body lacks \"system\"/\"devices\"".into(),
-        ));
+    std::thread::scope(|s| match s.spawn(f).join() {
+        Ok(v) => v,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocking_health_works_from_inside_a_runtime() {
+        // Nothing listens on a just-closed port: the answer is COMFYUI_UNAVAILABLE, not a
+        // panic about blocking inside a runtime.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let rt = runtime().unwrap();
+        let e = rt
+            .block_on(async { health(&format!("http://127.0.0.1:{port}"), Duration::from_secs(5)) })
+            .unwrap_err();
+        assert_eq!(e.kind, crate::error::ErrorKind::ComfyuiUnavailable);
     }
-    let resp = client
-        .get(format!("{base}/object_info"))
-        .send()
-        .map_err(|e| unavailable(format!("GET /object_info failed ({e})")))?;
-    if !resp.status().is_success() {
-        return Err(unavailable(format!(
-            "GET /object_info answered {}",
-            resp.status()
-        )));
-    }
-    Ok(body)
 }

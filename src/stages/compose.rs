@@ -1,18 +1,21 @@
 //! The compositor: chooses each output frame's picture from the timeline (main segment from
-//! the motion renderer over the start image, or from the start video's planned source frames;
-//! end hold from the end image) and renders it. It is the [`FrameProducer`] the one-pass
+//! ComfyUI's frames, a video (ComfyUI's or a lip-sync provider's), the motion renderer over the
+//! start image, or the start video's planned source frames; end hold from the end image) and
+//! renders it. It is the [`FrameProducer`] the one-pass
 //! encoder pulls from.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 
 use crate::error::Result;
 use crate::job::{EndImageFit, Job};
 use crate::media::encode::FrameProducer;
-use crate::media::picture::{self, Yuv420, YuvColor};
+use crate::media::picture::{self, Planes, Yuv420, YuvColor};
 use crate::media::render::Renderer;
 use crate::media::video::VideoFrames;
 use crate::timeline::{crop_window, CropWindow, FramePlan, FrameSource, ZoomCurve};
 
+use super::comfyui::Visual;
 use super::prepare::{Prepared, StartVideo};
 
 pub struct Compositor {
@@ -22,6 +25,10 @@ pub struct Compositor {
 }
 
 /// Where the main segment's pictures come from.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per run; boxing the image renderer buys nothing"
+)]
 enum Main {
     /// The start image through the zoom curve.
     Image {
@@ -29,8 +36,53 @@ enum Main {
         curve: ZoomCurve,
         src: (u32, u32),
         out: (u32, u32),
+        /// Zoom centre in source pixels (the face centre); `None`: the image centre.
+        centre: Option<(f64, f64)>,
     },
     Video(Box<VideoMain>),
+    Frames(Box<FramesMain>),
+}
+
+/// Renders `planes` fitted (contain, zoom 1) into `out`, creating the renderer with the first
+/// picture and re-pointing it (buffers reused) at later ones.
+fn render_fitted(
+    renderer: &mut Option<Renderer>,
+    planes: &Planes,
+    size: (u32, u32),
+    bg: YuvColor,
+    out: &mut Yuv420,
+) {
+    let win = crop_window(1.0, planes.width, planes.height, size.0, size.1, None);
+    let r = match renderer {
+        Some(r) => {
+            r.set_source(planes, win.w);
+            r
+        }
+        None => renderer.insert(Renderer::new(planes.clone(), size.0, size.1, bg, win.w)),
+    };
+    r.render(&win, out);
+}
+
+/// Frames fetched from ComfyUI: main frame `k` is `<dir>/<k+1 as 000001>.png`, fitted into the
+/// render size (frames at another size, e.g. the start image's, are scaled like it).
+struct FramesMain {
+    dir: PathBuf,
+    count: u64,
+    renderer: Option<Renderer>,
+    out: (u32, u32),
+    bg: YuvColor,
+    bg_rgb: [u8; 3],
+    max_pixels: u64,
+}
+
+impl FramesMain {
+    fn render(&mut self, k: u64, out: &mut Yuv420) -> Result<()> {
+        let i = k.min(self.count.saturating_sub(1));
+        let path = self.dir.join(format!("{:06}.png", i + 1));
+        let planes = picture::load_image(&path, self.max_pixels, self.bg_rgb)?;
+        render_fitted(&mut self.renderer, &planes, self.out, self.bg, out);
+        Ok(())
+    }
 }
 
 /// The start video: each main frame shows its planned source frame, fitted (contain, like the
@@ -82,28 +134,7 @@ impl VideoMain {
             out.clone_from(frame);
         } else {
             let planes = self.frames.picture(s)?;
-            let win = crop_window(
-                1.0,
-                planes.width,
-                planes.height,
-                self.out.0,
-                self.out.1,
-                None,
-            );
-            let r = match &mut self.renderer {
-                Some(r) => {
-                    r.set_source(planes, win.w);
-                    r
-                }
-                None => self.renderer.insert(Renderer::new(
-                    planes.clone(),
-                    self.out.0,
-                    self.out.1,
-                    self.bg,
-                    win.w,
-                )),
-            };
-            r.render(&win, out);
+            render_fitted(&mut self.renderer, planes, self.out, self.bg, out);
             if let Some(cache) = &mut self.cache {
                 cache.insert(s, out.clone());
             }
@@ -162,12 +193,56 @@ impl Compositor {
             prepared.frames,
             prepared.render,
             prepared.start_video.as_ref(),
+            None,
         )
+    }
+
+    /// The compositor for a run: the main segment from `visual` (ComfyUI's frames or a video)
+    /// when there is one, else what `prepare` planned, zoomed about `centre` for a start image.
+    pub fn for_run(
+        job: &Job,
+        prepared: &Prepared,
+        visual: Option<&Visual>,
+        centre: Option<(f64, f64)>,
+    ) -> Result<Compositor> {
+        let bg = [job.background.r, job.background.g, job.background.b];
+        let bgc = YuvColor::from_rgb(f32::from(bg[0]), f32::from(bg[1]), f32::from(bg[2]));
+        let out = prepared.render;
+        let main = match visual {
+            None => {
+                return Compositor::build(
+                    job,
+                    prepared.frames,
+                    out,
+                    prepared.start_video.as_ref(),
+                    centre,
+                )
+            }
+            Some(Visual::Frames { dir, count }) => Main::Frames(Box::new(FramesMain {
+                dir: dir.clone(),
+                count: *count,
+                renderer: None,
+                out,
+                bg: bgc,
+                bg_rgb: bg,
+                max_pixels: job.limits.max_image_pixels,
+            })),
+            Some(Visual::Video(path)) => {
+                let v = visual_video(job, prepared, path)?;
+                Main::Video(Box::new(VideoMain::new(&v, bg, bgc, out)?))
+            }
+        };
+        let hold = end_hold(job, prepared.frames, out, bg, bgc)?;
+        Ok(Compositor {
+            plan: prepared.frames,
+            main,
+            hold,
+        })
     }
 
     /// The compositor for a start image (the job's `start_image`) over `plan` at size `out`.
     pub fn new(job: &Job, plan: FramePlan, out: (u32, u32)) -> Result<Compositor> {
-        Compositor::build(job, plan, out, None)
+        Compositor::build(job, plan, out, None, None)
     }
 
     fn build(
@@ -175,6 +250,7 @@ impl Compositor {
         plan: FramePlan,
         out: (u32, u32),
         start_video: Option<&StartVideo>,
+        centre: Option<(f64, f64)>,
     ) -> Result<Compositor> {
         let bg = [job.background.r, job.background.g, job.background.b];
         let bgc = YuvColor::from_rgb(f32::from(bg[0]), f32::from(bg[1]), f32::from(bg[2]));
@@ -195,21 +271,11 @@ impl Compositor {
                     curve,
                     src,
                     out,
+                    centre,
                 }
             }
         };
-        let hold = match &job.end_image {
-            Some(path) if plan.hold_frames > 0 => {
-                let end = picture::load_image(path, job.limits.max_image_pixels, bg)?;
-                let size = (end.width, end.height);
-                let win = fit_window(job.end_image_fit, size, out);
-                let mut r = Renderer::new(end, out.0, out.1, bgc, win.w);
-                let mut frame = Yuv420::new(out.0, out.1);
-                r.render(&win, &mut frame);
-                Some(frame)
-            }
-            _ => None,
-        };
+        let hold = end_hold(job, plan, out, bg, bgc)?;
         Ok(Compositor { plan, main, hold })
     }
 
@@ -221,14 +287,57 @@ impl Compositor {
                 curve,
                 src,
                 out: size,
+                centre,
             } => {
-                let win = crop_window(curve.zoom(k), src.0, src.1, size.0, size.1, None);
+                let win = crop_window(curve.zoom(k), src.0, src.1, size.0, size.1, *centre);
                 renderer.render(&win, out);
                 Ok(())
             }
             Main::Video(v) => v.render(k, out),
+            Main::Frames(f) => f.render(k, out),
         }
     }
+}
+
+/// The end image rendered once, when the plan has a hold.
+fn end_hold(
+    job: &Job,
+    plan: FramePlan,
+    out: (u32, u32),
+    bg: [u8; 3],
+    bgc: YuvColor,
+) -> Result<Option<Yuv420>> {
+    Ok(match &job.end_image {
+        Some(path) if plan.hold_frames > 0 => {
+            let end = picture::load_image(path, job.limits.max_image_pixels, bg)?;
+            let size = (end.width, end.height);
+            let win = fit_window(job.end_image_fit, size, out);
+            let mut r = Renderer::new(end, out.0, out.1, bgc, win.w);
+            let mut frame = Yuv420::new(out.0, out.1);
+            r.render(&win, &mut frame);
+            Some(frame)
+        }
+        _ => None,
+    })
+}
+
+/// Plans a video that stands for the main segment (ComfyUI's video output, a lip-sync
+/// provider's `output.mp4`): frame `k` is the frame shown at `k/fps`. One with fewer frames
+/// than the main segment is refused (never stretched).
+pub fn visual_video(job: &Job, prepared: &Prepared, path: &std::path::Path) -> Result<StartVideo> {
+    let probe = crate::media::video::probe_video(path)?;
+    let main = prepared.frames.main_frames();
+    if (probe.frame_count() as u64) < main {
+        return Err(crate::error::Error::at_path(
+            crate::error::ErrorKind::FfmpegFailed,
+            path,
+            format!(
+                "has {} video frames, the main segment needs {main}",
+                probe.frame_count()
+            ),
+        ));
+    }
+    super::prepare::plan_start_video(job, path, probe, &prepared.frames, prepared.render)
 }
 
 impl FrameProducer for Compositor {

@@ -2,7 +2,10 @@
 //! `prepare` → `faceprobe` → `comfyui` → `lipsync` → `encode` → `finalize`.
 //! The manifest is the record they write, passed along explicitly.
 
+pub mod comfyui;
 pub mod compose;
+pub mod faceprobe;
+pub mod lipsync;
 pub mod prepare;
 pub mod run;
 

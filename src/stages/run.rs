@@ -3,7 +3,7 @@
 //! after it verified, so an earlier final is never overwritten or removed.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::job::{Job, SeedPolicy, StartKind};
@@ -16,7 +16,7 @@ use crate::record::RunStatus;
 use crate::timeline::Rounding;
 
 use super::compose::Compositor;
-use super::prepare;
+use super::{comfyui, faceprobe, lipsync, prepare};
 
 /// How to run a job.
 #[derive(Debug, Clone)]
@@ -58,7 +58,7 @@ fn new_run_id() -> String {
     )
 }
 
-fn random_seed() -> u64 {
+pub(crate) fn random_seed() -> u64 {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -307,38 +307,42 @@ fn run_phases(
     };
 
     let is_image = matches!(job.start, StartKind::Image(_));
-    if is_image && job.lipsync.enable && job.comfyui.enable {
-        skip(
-            manifest,
-            workdir,
-            "faceprobe",
-            "not implemented in this build",
-        )?;
+    let ids = comfyui::workflow_ids(job);
+    let face = if job.comfyui.enable && is_image && ids.iter().any(|i| i == comfyui::FACEPROBE) {
+        let meta = phase(manifest, workdir, "faceprobe", |m| {
+            let meta =
+                faceprobe::faceprobe(job.start.path(), job.limits.max_image_pixels, workdir)?;
+            m.face_meta = meta.to_json();
+            m.phase_field("faceprobe", "face_meta", "faceprobe/face_meta.json");
+            Ok(meta)
+        })?;
+        Some(meta)
     } else {
         skip(
             manifest,
             workdir,
             "faceprobe",
-            "only for a start image with lip-sync through ComfyUI",
+            "only for a start image whose workflows include vidax_faceprobe",
         )?;
-    }
-    let mut comfy_fallback: Option<&str> = None;
+        None
+    };
+    let centre = face.map(|f| f.centre);
+    let mut comfy = comfyui::Outcome::default();
     if job.comfyui.enable {
-        phase(manifest, workdir, "comfyui", |m| {
-            let stats = crate::comfy::health(&job.comfyui.url, Duration::from_secs(10))?;
-            m.phase_field(
-                "comfyui",
-                "system_stats",
-                stats.get("system").cloned().unwrap_or_default(),
-            );
-            m.add_warning(if is_image {
-                "ComfyUI is reachable, but graph submission is not in this build: the picture comes from the motion fallback"
-            } else {
-                "ComfyUI is reachable, but graph submission is not in this build: the picture comes from the start video"
-            });
-            Ok(())
+        comfy = phase(manifest, workdir, "comfyui", |m| {
+            let input = comfyui::Input {
+                job,
+                prepared: &prepared,
+                workdir,
+                state_dir: &opts.state_dir,
+                face,
+                seed: seed.unwrap_or(0),
+                run_id: &m.run_id.clone(),
+                progress: opts.progress,
+                resume: opts.resume,
+            };
+            comfyui::run(&input, m)
         })?;
-        comfy_fallback = Some("COMFYUI_STAGE_NOT_IMPLEMENTED");
     } else {
         skip(
             manifest,
@@ -347,78 +351,98 @@ fn run_phases(
             "comfyui.enable=false (diagnostic path)",
         )?;
     }
-    skip(
-        manifest,
-        workdir,
-        "lipsync",
-        if job.lipsync.enable {
-            "external providers are not in this build"
-        } else {
-            "lipsync.enable=false"
-        },
-    )?;
-    // The motion fallback renders a start image only; a start video is shown without zoom.
-    manifest.motion_meta = if is_image {
-        serde_json::json!({
-            "mode": job.motion.mode, "strength": job.motion.strength,
-            "frame_count": prepared.frames.main_frames(), "fps": prepared.frames.fps.to_string(),
-            "renderer": "vidax sub-pixel window resampler",
-        })
+    // The main segment's source so far: ComfyUI's output, else the local fallback.
+    let mut visual = comfy.visual.clone();
+    let mut degraded_reason = comfy.degraded_reason.clone();
+    let mut lipsync_source = if comfy.lipsync_inside {
+        LipsyncSource::InsideComfy
     } else {
-        serde_json::Value::Null
+        LipsyncSource::Off
     };
+    match (&job.lipsync.provider, job.lipsync.enable) {
+        (Some(id), false) => {
+            manifest.lipsync_meta = serde_json::json!({"provider": id, "status": "ignored",
+                "reason": "lipsync.enable=false"});
+            skip(
+                manifest,
+                workdir,
+                "lipsync",
+                &format!("lipsync.enable=false: provider {id:?} ignored"),
+            )?;
+        }
+        (None, enable) => skip(
+            manifest,
+            workdir,
+            "lipsync",
+            if enable {
+                "no external provider (lip-sync inside ComfyUI)"
+            } else {
+                "lipsync.enable=false"
+            },
+        )?,
+        (Some(id), true) => {
+            let out = phase(manifest, workdir, "lipsync", |m| {
+                Ok(external_lipsync(
+                    job,
+                    opts,
+                    &prepared,
+                    visual.as_ref(),
+                    centre,
+                    id,
+                    m,
+                ))
+            })?;
+            match out {
+                Ok(v) => {
+                    visual = Some(v);
+                    lipsync_source = LipsyncSource::External;
+                }
+                Err(e) => {
+                    tracing::warn!(stage = "lipsync", code = e.code(), "{}", e.message);
+                    manifest.add_warning(format!(
+                        "{}: {} (the encode uses the base video)",
+                        e.code(),
+                        e.message
+                    ));
+                    manifest.lipsync_meta["error"] =
+                        serde_json::json!({"code": e.code(), "message": e.message});
+                    degraded_reason.get_or_insert_with(|| e.code().to_string());
+                }
+            }
+        }
+    }
+    // The motion fallback renders a start image only; a start video is shown without zoom.
+    if is_image && visual.is_none() {
+        manifest.motion_meta = serde_json::json!({
+            "source": "local", "mode": job.motion.mode, "strength": job.motion.strength,
+            "frame_count": prepared.frames.main_frames(), "fps": prepared.frames.fps.to_string(),
+            "centre": centre.map(|c| [c.0, c.1]),
+            "renderer": "vidax sub-pixel window resampler",
+        });
+    } else if !is_image {
+        manifest.motion_meta = serde_json::Value::Null;
+    }
     manifest.video_source_detail = Some(VideoSourceDetail {
         start_source: if is_image {
             StartSource::StartImage
         } else {
             StartSource::StartVideo
         },
-        comfyui_workflow_id: None,
-        comfyui_output: None,
-        lipsync: LipsyncSource::Off,
-        degraded: comfy_fallback.is_some(),
-        degraded_reason: comfy_fallback.map(String::from),
+        comfyui_workflow_id: comfy.workflow_id.clone(),
+        comfyui_output: comfy.output,
+        lipsync: lipsync_source,
+        degraded: degraded_reason.is_some(),
+        degraded_reason,
     });
+    manifest.save(workdir)?;
 
     let partial = partial_path(workdir, &job.output.final_name);
     let encoded = phase(manifest, workdir, "encode", |m| {
-        let (w, h) = prepared.render;
-        let compositor = Compositor::for_prepared(job, &prepared)?;
-        let fps = prepared.frames.fps;
-        let to_i32 = |v: u64| u32::try_from(v).ok().filter(|&x| x <= i32::MAX as u32);
-        let (Some(fps_num), Some(fps_den)) = (to_i32(fps.num()), to_i32(fps.den())) else {
-            return Err(Error::new(
-                ErrorKind::FfmpegFailed,
-                format!("fps {fps} does not fit FFmpeg's 32-bit rationals"),
-            ));
-        };
-        let video = media::encode::VideoSettings {
-            width: w,
-            height: h,
-            fps_num,
-            fps_den,
-            frames: prepared.frames.target_frames,
-            preset: job.encode.preset.as_str().to_string(),
-            crf: job.encode.crf,
-            threads: job.encode.threads,
-        };
-        let audio = media::encode::AudioSettings {
-            wav: prepared.wav.clone(),
-            bitrate: job.encode.audio_bitrate,
-        };
-        let bar = progress_bar(opts.progress, video.frames);
+        let compositor = Compositor::for_run(job, &prepared, visual.as_ref(), centre)?;
         let report =
-            media::encode::encode_mp4(&partial, &video, Box::new(compositor), &audio, &|n| {
-                if let Some(b) = &bar {
-                    b.set_position(n);
-                }
-            });
-        if let Some(b) = bar {
-            b.finish_and_clear();
-        }
-        let report = report.inspect_err(|_| {
-            let _ = std::fs::remove_file(&partial);
-        })?;
+            encode_with(job, &prepared, compositor, &partial, opts.progress).inspect_err(|_| {
+                let _ = std::fs::remove_file(&partial);
+            })?;
         m.phase_field(
             "encode",
             "report",
@@ -504,6 +528,92 @@ fn finalize(
     let _ = std::fs::remove_file(partial);
     m.final_path = Some(final_path.to_path_buf());
     Ok(())
+}
+
+/// Encodes the whole timeline from `compositor` with the padded audio into `out`.
+fn encode_with(
+    job: &Job,
+    prepared: &prepare::Prepared,
+    compositor: Compositor,
+    out: &Path,
+    progress: bool,
+) -> Result<media::encode::EncodeReport> {
+    let (w, h) = prepared.render;
+    let fps = prepared.frames.fps;
+    let to_i32 = |v: u64| u32::try_from(v).ok().filter(|&x| x <= i32::MAX as u32);
+    let (Some(fps_num), Some(fps_den)) = (to_i32(fps.num()), to_i32(fps.den())) else {
+        return Err(Error::new(
+            ErrorKind::FfmpegFailed,
+            format!("fps {fps} does not fit FFmpeg's 32-bit rationals"),
+        ));
+    };
+    let video = media::encode::VideoSettings {
+        width: w,
+        height: h,
+        fps_num,
+        fps_den,
+        frames: prepared.frames.target_frames,
+        preset: job.encode.preset.as_str().to_string(),
+        crf: job.encode.crf,
+        threads: job.encode.threads,
+    };
+    let audio = media::encode::AudioSettings {
+        wav: prepared.wav.clone(),
+        bitrate: job.encode.audio_bitrate,
+    };
+    let bar = progress_bar(progress, video.frames);
+    let report = media::encode::encode_mp4(out, &video, Box::new(compositor), &audio, &|n| {
+        if let Some(b) = &bar {
+            b.set_position(n);
+        }
+    });
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    report
+}
+
+/// The `lipsync` phase with an external provider: the base video (the main segment as it
+/// stands, with the end hold, and the padded audio) goes to `lipsync/input.mp4`, the provider
+/// writes `lipsync/output.mp4`, which must decode with at least the main segment's frames.
+/// The outer `Result` is the phase's own failure; the inner one the provider's (degraded).
+fn external_lipsync(
+    job: &Job,
+    opts: &RunOptions,
+    prepared: &prepare::Prepared,
+    visual: Option<&comfyui::Visual>,
+    centre: Option<(f64, f64)>,
+    id: &str,
+    m: &mut Manifest,
+) -> Result<comfyui::Visual> {
+    let dir = opts.workdir.join("lipsync");
+    let output = dir.join("output.mp4");
+    let paths = lipsync::config_paths(&opts.state_dir);
+    m.lipsync_meta = serde_json::json!({"provider": id, "where": "external",
+        "output": "lipsync/output.mp4", "status": "running"});
+    if opts.resume
+        && output.is_file()
+        && super::compose::visual_video(job, prepared, &output).is_ok()
+    {
+        tracing::info!(stage = "lipsync", "resume: lipsync/output.mp4 reused");
+        m.lipsync_meta["status"] = "reused".into();
+        return Ok(comfyui::Visual::Video(output));
+    }
+    let (provider, file) = lipsync::find_provider(id, &paths)?;
+    m.lipsync_meta["config"] = file.display().to_string().into();
+    std::fs::create_dir_all(&dir).map_err(|e| Error::at_path(ErrorKind::Internal, &dir, e))?;
+    let input = dir.join("input.mp4");
+    let compositor = Compositor::for_run(job, prepared, visual, centre)?;
+    encode_with(job, prepared, compositor, &input, false)?;
+    lipsync::run_provider(&provider, &input, &prepared.wav, &output)?;
+    super::compose::visual_video(job, prepared, &output).map_err(|e| {
+        Error::new(
+            ErrorKind::LipsyncFailed,
+            format!("provider output: {}", e.message),
+        )
+    })?;
+    m.lipsync_meta["status"] = "completed".into();
+    Ok(comfyui::Visual::Video(output))
 }
 
 fn progress_bar(enabled: bool, frames: u64) -> Option<indicatif::ProgressBar> {
