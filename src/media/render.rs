@@ -93,7 +93,16 @@ impl AxisTaps {
 /// the picture [0, extent) covers: 1 inside, 0 beyond the picture, a fraction on its edge.
 fn coverage(origin: f64, step: f64, j: usize, extent: f64) -> f64 {
     let (a, b) = (origin + j as f64 * step, origin + (j + 1) as f64 * step);
-    ((b.min(extent) - a.max(0.0)) / step).clamp(0.0, 1.0)
+    let c = (b.min(extent) - a.max(0.0)) / step;
+    // Rounding must not make an inside sample look partly covered (which would send every
+    // sample through the blend): within 1e-6 of whole is whole.
+    if c >= 1.0 - 1e-6 {
+        1.0
+    } else if c <= 1e-6 {
+        0.0
+    } else {
+        c
+    }
 }
 
 /// One f32 plane of the source and the value of everything outside it.
