@@ -80,6 +80,17 @@ struct Case {
     exit: i32,
 }
 
+/// `va run JOB --workdir WD` in the sandbox.
+fn va_run(sb: &Sandbox, job: &Path, wd: &Path) -> std::process::Output {
+    sb.va()
+        .arg("run")
+        .arg(job)
+        .arg("--workdir")
+        .arg(wd)
+        .output()
+        .unwrap()
+}
+
 /// Runs `job` with `field` set to the case's path in a fresh workdir and checks the outcome.
 fn check(sb: &Sandbox, job: &Value, c: &Case) {
     let mut j = job.clone();
@@ -91,14 +102,7 @@ fn check(sb: &Sandbox, job: &Value, c: &Case) {
     let p = sb.write_job(&format!("{name}.json"), &j);
     let wd = sb.join(&format!("wd-{name}"));
     let before = std::fs::read(sb.runs_json()).unwrap();
-    let out = sb
-        .va()
-        .arg("run")
-        .arg(&p)
-        .arg("--workdir")
-        .arg(&wd)
-        .output()
-        .unwrap();
+    let out = va_run(sb, &p, &wd);
     let err = stderr_of(&out);
     assert!(!err.contains("panicked"), "{}: panic: {err}", c.what);
     assert_eq!(out.status.code(), Some(c.exit), "{}: {err}", c.what);
@@ -383,14 +387,7 @@ fn wrong_types_and_out_of_range_values_are_validation_failures_naming_the_field(
         j[field] = value.clone();
         let p = sb.write_job(&format!("bad_{field}.json"), &j);
         let before = std::fs::read(sb.runs_json()).unwrap();
-        let out = sb
-            .va()
-            .arg("run")
-            .arg(&p)
-            .arg("--workdir")
-            .arg(sb.join(&format!("wd-{field}")))
-            .output()
-            .unwrap();
+        let out = va_run(&sb, &p, &sb.join(&format!("wd-{field}")));
         let err = stderr_of(&out);
         assert_eq!(out.status.code(), Some(10), "{field}={value}: {err}");
         assert!(!err.contains("panicked"), "{err}");
