@@ -66,10 +66,15 @@ pub fn subcommand_error(what: &str, f: &Finished) -> ApiError {
     let error_line = lines.iter().rev().find_map(|l| l.strip_prefix("error: "));
     if let Some((code, message)) = error_line.and_then(|l| l.split_once(": ")) {
         if let Some(kind) = ErrorKind::ALL.iter().find(|k| k.code() == code) {
-            // A usage error of a subcommand is the server's problem, not the client's.
-            if *kind != ErrorKind::Usage {
-                return Error::new(*kind, format!("{what}: {message}")).into();
-            }
+            // A usage error of the subcommand the server runs (e.g. `va install` without
+            // COMFYUI_DIR in the server's environment) is a state of the server the request
+            // cannot change: 409 with the subcommand's reason, not a server fault.
+            let e = ApiError::from(Error::new(*kind, format!("{what}: {message}")));
+            return if *kind == ErrorKind::Usage {
+                e.with_status(StatusCode::CONFLICT)
+            } else {
+                e
+            };
         }
     }
     let status = f
@@ -303,7 +308,18 @@ mod tests {
             (e.error.kind, e.status),
             (ErrorKind::Internal, StatusCode::INTERNAL_SERVER_ERROR)
         );
-        let e = subcommand_error("va install", &f("error: USAGE: bad flag\n"));
-        assert_eq!(e.error.kind, ErrorKind::Internal);
+        let e = subcommand_error(
+            "va install",
+            &f("error: USAGE: COMFYUI_DIR is not set: …\n"),
+        );
+        assert_eq!(
+            (e.error.kind, e.status),
+            (ErrorKind::Usage, StatusCode::CONFLICT)
+        );
+        assert!(
+            e.error.message.contains("COMFYUI_DIR"),
+            "{}",
+            e.error.message
+        );
     }
 }
