@@ -403,6 +403,9 @@ impl FrameReader {
             }
             // The decoder wants input.
             loop {
+                // av_read_frame overwrites its packet without releasing what it held: each
+                // read gets a fresh one (the old one is released on drop).
+                self.packet = av::Packet::empty();
                 match self.packet.read(&mut self.opened.input) {
                     Ok(()) => {
                         if self.packet.stream() != self.opened.index {
