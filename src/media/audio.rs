@@ -99,9 +99,9 @@ impl AudioInput {
         let stream_index = stream.index();
         let tb = stream.time_base();
         let format_name = input.format().name().to_string();
-        let exact_length = EXACT_LENGTH_FORMATS
-            .iter()
-            .any(|f| format_name.split(',').any(|n| n == *f));
+        // A demuxer's name lists the formats it reads ("mov,mp4,m4a,3gp,3g2,mj2").
+        let one_of = |list: &[&str]| format_name.split(',').any(|n| list.contains(&n));
+        let exact_length = one_of(&EXACT_LENGTH_FORMATS);
         if format_name == "wav" {
             if let Some((declared, present)) = wav_data_sizes(path) {
                 // 0xFFFFFFFF: a streamed WAV that never learnt its size.
@@ -114,9 +114,7 @@ impl AudioInput {
                 }
             }
         }
-        let cut_at_declared = CUT_AT_DECLARED_FORMATS
-            .iter()
-            .any(|f| format_name.split(',').any(|n| n == *f));
+        let cut_at_declared = one_of(&CUT_AT_DECLARED_FORMATS);
         let container_duration_seconds =
             (stream.duration() > 0 && tb.denominator() != 0).then(|| {
                 stream.duration() as f64 * f64::from(tb.numerator()) / f64::from(tb.denominator())
