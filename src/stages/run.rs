@@ -526,6 +526,8 @@ fn finalize(
         _ => Error::at_path(ErrorKind::Internal, final_path, e),
     })?;
     let _ = std::fs::remove_file(partial);
+    // The read-back was of the temporary file; the record names the file it now is.
+    m.verify["file"] = final_path.display().to_string().into();
     m.final_path = Some(final_path.to_path_buf());
     Ok(())
 }
