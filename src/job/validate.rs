@@ -1268,7 +1268,8 @@ mod tests {
             (j.determinism.seed, j.determinism.seed_policy),
             (None, SeedPolicy::Random)
         );
-        let j = ok(json!({"audio": "a.wav", "start_image": "i.png", "determinism": {"seed": null}}));
+        let j =
+            ok(json!({"audio": "a.wav", "start_image": "i.png", "determinism": {"seed": null}}));
         assert_eq!(j.determinism.seed_policy, SeedPolicy::Random);
         let j = ok(json!({"audio": "a.wav", "start_image": "i.png", "determinism": {"seed": 5}}));
         assert_eq!(
