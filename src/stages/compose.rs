@@ -64,7 +64,10 @@ fn render_fitted(
 }
 
 /// Frames fetched from ComfyUI: main frame `k` is `<dir>/<k+1 as 000001>.png`, fitted into the
-/// render size (frames at another size, e.g. the start image's, are scaled like it).
+/// render size (frames at another size, e.g. the start image's, are scaled like it). Frames
+/// that show the still itself (the lip-synced still) get the start image's zoom instead:
+/// frame `k` through the crop window of `curve.zoom(k)` about the face centre, rendered as
+/// the start image would be.
 struct FramesMain {
     dir: PathBuf,
     count: u64,
@@ -73,6 +76,8 @@ struct FramesMain {
     bg: YuvColor,
     bg_rgb: [u8; 3],
     max_pixels: u64,
+    /// The zoom curve and centre (frame pixels) for frames that show the still.
+    zoom: Option<(ZoomCurve, Option<(f64, f64)>)>,
 }
 
 impl FramesMain {
@@ -80,7 +85,24 @@ impl FramesMain {
         let i = k.min(self.count.saturating_sub(1));
         let path = self.dir.join(format!("{:06}.png", i + 1));
         let planes = picture::load_image(&path, self.max_pixels, self.bg_rgb)?;
-        render_fitted(&mut self.renderer, &planes, self.out, self.bg, out);
+        let Some((curve, centre)) = self.zoom else {
+            render_fitted(&mut self.renderer, &planes, self.out, self.bg, out);
+            return Ok(());
+        };
+        let (w, h, size) = (planes.width, planes.height, self.out);
+        // Shrunk once as the start image is: for the tightest window of the curve.
+        let tightest = crop_window(1.0 + curve.strength, w, h, size.0, size.1, None).w;
+        let win = crop_window(curve.zoom(k), w, h, size.0, size.1, centre);
+        let r = match &mut self.renderer {
+            Some(r) => {
+                r.set_source(&planes, tightest);
+                r
+            }
+            None => self
+                .renderer
+                .insert(Renderer::new(planes, size.0, size.1, self.bg, tightest)),
+        };
+        r.render(&win, out);
         Ok(())
     }
 }
@@ -218,7 +240,7 @@ impl Compositor {
                     centre,
                 )
             }
-            Some(Visual::Frames { dir, count }) => Main::Frames(Box::new(FramesMain {
+            Some(Visual::Frames { dir, count, zoom }) => Main::Frames(Box::new(FramesMain {
                 dir: dir.clone(),
                 count: *count,
                 renderer: None,
@@ -226,6 +248,14 @@ impl Compositor {
                 bg: bgc,
                 bg_rgb: bg,
                 max_pixels: job.limits.max_image_pixels,
+                zoom: zoom.map(|z| {
+                    let curve = ZoomCurve {
+                        mode: job.motion.mode,
+                        strength: job.motion.strength,
+                        frames: prepared.frames.main_frames(),
+                    };
+                    (curve, z.centre)
+                }),
             })),
             Some(Visual::Video(path)) => {
                 let v = visual_video(job, prepared, path)?;
