@@ -1087,6 +1087,8 @@ fn a_job_without_a_seed_is_accepted_and_records_the_seed_it_drew() {
     server.wait_status(&id, "completed");
     let m = server.get(&format!("/jobs/{id}/manifest")).body;
     assert_eq!(m["seeds"]["policy"], "random");
-    let seed = m["seeds"]["value"].as_u64().expect("a drawn seed on record");
+    let seed = m["seeds"]["value"]
+        .as_u64()
+        .expect("a drawn seed on record");
     assert_eq!(m["effective_params"]["determinism"]["seed"], seed);
 }

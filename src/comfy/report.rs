@@ -382,6 +382,56 @@ mod tests {
         );
     }
 
+    /// The entry of a recorded `/history/<id>` body (real ComfyUI 0.3.64 with our nodes).
+    fn recorded(name: &str) -> Value {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/comfyui")
+            .join(name);
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+        v.as_object().unwrap().values().next().unwrap().clone()
+    }
+
+    #[test]
+    fn the_recorded_reports_of_the_real_nodes_parse() {
+        let (rs, bad) = lipsync_reports(&recorded("history_wav2lip_image.json"));
+        assert!(bad.is_empty(), "{bad:?}");
+        let r = &rs[0];
+        assert_eq!(
+            (r.frames, r.start_frame, r.synced, r.silent),
+            (12, 40, 9, 3)
+        );
+        assert_eq!(r.boxes[0], Some([317, 437, 350, 478]));
+        let m = Merged::new(&rs, 52);
+        assert_eq!(m.outcome[46], Some(FrameOutcome::Silent));
+        assert_eq!(m.outcome[39], None);
+        // A cached resubmission carries the same report.
+        let (again, _) = lipsync_reports(&recorded("history_wav2lip_image.cached.json"));
+        assert_eq!(again, rs);
+        let (rs, _) = lipsync_reports(&recorded("history_wav2lip_image_noface.json"));
+        assert_eq!((rs[0].no_face, rs[0].box_summary.count), (4, 0));
+        let (rs, _) = lipsync_reports(&recorded("history_wav2lip_video.json"));
+        assert_eq!(rs[0].detected_unique, Some(4));
+        let (rs, _) = lipsync_reports(&recorded("history_mouthblend.json"));
+        assert_eq!(rs[0].synced, 6);
+        // Three probes, listed in execution order: found by node id.
+        let (faces, bad) = face_reports(&recorded("history_facecheck_video3.json"));
+        assert!(bad.is_empty(), "{bad:?}");
+        let by = |id: &str| &faces.iter().find(|(n, _)| n == id).unwrap().1;
+        assert_eq!(faces[0].0, "6");
+        assert!(by("2").found && by("4").found && !by("6").found);
+        assert_eq!(
+            by("2").face_box,
+            Some(Rect {
+                x: 317,
+                y: 437,
+                w: 33,
+                h: 41
+            })
+        );
+        let (faces, _) = face_reports(&recorded("history_facecheck_noface.json"));
+        assert_eq!((faces[0].1.found, faces[0].1.centre), (false, None));
+    }
+
     #[test]
     fn face_reports_parse_found_and_not_found() {
         let entry = json!({"outputs": {
