@@ -712,8 +712,16 @@ fn an_external_command_provider_makes_the_main_segment() {
     assert_eq!(m["video_source_detail"]["degraded"], false);
     assert_eq!(m["lipsync_meta"]["status"], "completed");
     assert!(wd.join("lipsync/output.mp4").is_file());
-    // No lip-sync graph in ComfyUI: the motion chunks are the base video the provider got.
+    // No lip-sync graph in ComfyUI: the motion chunks are the base video the provider got,
+    // zoomed about the face the face check found (the server's: the centre half).
     assert_eq!(m["comfyui"]["workflow_ids"], json!(["vidax_motion_chunks"]));
+    let graphs = srv.graphs();
+    assert_eq!(graphs[0]["2"]["class_type"], "VIDAX_FaceProbe");
+    let motion = &graphs[1]["2"]["inputs"];
+    assert_eq!(
+        (&motion["centre_x"], &motion["centre_y"]),
+        (&json!(32.0), &json!(24.0))
+    );
     let (main, _) = main_and_hold(&m);
     let frames = frames_of(&wd.join("final.mp4"));
     for (i, (index, tag)) in frames.iter().take(main as usize).enumerate() {

@@ -61,16 +61,27 @@ pub fn workflow_ids(job: &Job) -> Vec<String> {
     ids.iter().map(|s| s.to_string()).collect()
 }
 
-/// Whether the job's workflows need the face check first: the built-in lip-sync workflows
-/// (a user template of the same id replaces the built-in one) and `vidax_faceprobe`.
-pub fn needs_face_check(job: &Job, state_dir: &Path) -> bool {
+/// The built-in workflows among the job's (a user template of the same id replaces the
+/// built-in one) that are one of `ids`.
+fn lists_builtin(job: &Job, state_dir: &Path, ids: &[&str]) -> bool {
     let dirs = graph::template_dirs(state_dir);
+    workflow_ids(job).iter().any(|id| {
+        ids.contains(&id.as_str()) && !matches!(graph::find_template(id, &dirs), Ok(Some(_)))
+    })
+}
+
+/// Whether the job's workflows lip-sync inside ComfyUI (the built-in lip-sync workflows).
+pub fn lipsyncs(job: &Job, state_dir: &Path) -> bool {
+    job.comfyui.enable && lists_builtin(job, state_dir, &[MOUTHBLEND, WAV2LIP_IMAGE, WAV2LIP_VIDEO])
+}
+
+/// Whether the job's workflows need the face check first: a lip-sync workflow (where the
+/// face is), the motion chunks (the zoom centre is the face's), or `vidax_faceprobe` named.
+pub fn needs_face_check(job: &Job, state_dir: &Path) -> bool {
     job.comfyui.enable
-        && workflow_ids(job).iter().any(|id| {
-            id == FACEPROBE
-                || ([MOUTHBLEND, WAV2LIP_IMAGE, WAV2LIP_VIDEO].contains(&id.as_str())
-                    && !matches!(graph::find_template(id, &dirs), Ok(Some(_))))
-        })
+        && (lipsyncs(job, state_dir)
+            || lists_builtin(job, state_dir, &[MOTION_CHUNKS])
+            || workflow_ids(job).iter().any(|id| id == FACEPROBE))
 }
 
 /// What the main segment shows after this stage.

@@ -262,8 +262,8 @@ fn phase<T>(
     out
 }
 
-/// The `faceprobe` phase (SPEC §6): when the job's ComfyUI workflows lip-sync (or name
-/// `vidax_faceprobe`), stages the pictures the Wav2Lip graphs get and runs the face check on
+/// The `faceprobe` phase (SPEC §6): when the job's ComfyUI workflows lip-sync or zoom (or
+/// name `vidax_faceprobe`), stages the pictures the Wav2Lip graphs get and runs the face check on
 /// them; skipped otherwise. No face with `on_no_face=error` fails the run here
 /// (`COMFYUI_FACE_NOT_FOUND`), before the long GPU job. `--resume` reuses a completed check
 /// whose staged pictures are intact.
@@ -280,7 +280,7 @@ fn face_phase(
             manifest,
             workdir,
             "faceprobe",
-            "no lip-sync workflow in ComfyUI (the face check runs only before one)",
+            "no lip-sync or motion workflow in ComfyUI (the face check runs only before one)",
         )?;
         return Ok((None, None));
     }
@@ -329,7 +329,12 @@ fn face_phase(
         m.phase_field("faceprobe", "found", meta.found());
         faceprobe::write(&meta, workdir)?;
         m.phase_field("faceprobe", "face_meta", "faceprobe/face_meta.json");
-        if !meta.found() && job.comfyui.wav2lip.on_no_face == OnNoFace::Error {
+        // No face fails the run only where a lip-sync was asked for; the zoom alone then
+        // centres on the picture.
+        if !meta.found()
+            && job.comfyui.wav2lip.on_no_face == OnNoFace::Error
+            && comfyui::lipsyncs(job, &opts.state_dir)
+        {
             return Err(faceprobe::no_face_error(
                 Some(&meta),
                 &staged,
