@@ -911,7 +911,7 @@ fn a_short_start_video_reaches_comfyui_extended_by_pingpong_frame_for_frame() {
     let m = manifest(&wd);
     assert_eq!(main_and_hold(&m), (40, 40));
     let pingpong: Vec<u64> = (0..40).map(|i| [0, 1, 2, 1][i % 4]).collect();
-    assert_eq!(*srv.state.video_frames.lock().unwrap(), [pingpong.clone()]);
+    assert_eq!(*srv.state.video_frames.lock().unwrap(), [pingpong]);
     // The count was checked before submitting: the clip holds exactly the main segment.
     assert_eq!(count_video_frames(&wd.join("comfyui/staged/main.mov")), 40);
     // The face check saw main frames 0, 20 and 39: clip frames 0, 0 and 1.

@@ -212,12 +212,15 @@ pub fn speech_frames(prepared: &Prepared) -> Result<Vec<bool>> {
 /// Reads luma planes of the frames sent.
 enum Sent {
     Still(Vec<f32>, (u32, u32)),
-    Clip(crate::media::video::VideoFrames),
+    Clip(Box<crate::media::video::VideoFrames>),
     Motion(Box<Compositor>, Yuv420),
 }
 
+/// A luma plane (8-bit scale) and its size.
+type Luma<'a> = (std::borrow::Cow<'a, [f32]>, (u32, u32));
+
 impl Sent {
-    fn luma(&mut self, j: u64) -> Result<(std::borrow::Cow<'_, [f32]>, (u32, u32))> {
+    fn luma(&mut self, j: u64) -> Result<Luma<'_>> {
         use std::borrow::Cow;
         Ok(match self {
             Sent::Still(y, size) => (Cow::Borrowed(y.as_slice()), *size),
@@ -260,7 +263,9 @@ pub fn check(input: &Input) -> Result<EffectCheck> {
         }
         Reference::Clip(p) => {
             let probe = crate::media::video::probe_video(p)?;
-            Sent::Clip(crate::media::video::VideoFrames::open(p, &probe, bg)?)
+            Sent::Clip(Box::new(crate::media::video::VideoFrames::open(
+                p, &probe, bg,
+            )?))
         }
         Reference::Motion { centre } => {
             let c = Compositor::for_run(job, input.prepared, None, *centre)?;

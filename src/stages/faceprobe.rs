@@ -233,7 +233,9 @@ pub fn write(meta: &FaceMeta, workdir: &Path) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn parts(m: &FaceMeta) -> ((u32, u32, u32), (u32, u32, u32, u32), u32) {
+    type Parts = ((u32, u32, u32), (u32, u32, u32, u32), u32);
+
+    fn parts(m: &FaceMeta) -> Parts {
         let f = m.report.face_box.unwrap();
         let r = m.report.mouth_roi.unwrap();
         ((f.x, f.y, f.w), (r.x, r.y, r.w, r.h), m.report.feather)
