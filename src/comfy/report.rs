@@ -382,14 +382,8 @@ mod tests {
         );
     }
 
-    /// The entry of a recorded `/history/<id>` body (real ComfyUI 0.3.64 with our nodes).
-    fn recorded(name: &str) -> Value {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/data/comfyui")
-            .join(name);
-        let v: Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
-        v.as_object().unwrap().values().next().unwrap().clone()
-    }
+    // Recorded `/history/<id>` bodies of a real ComfyUI 0.3.64 with our nodes.
+    use crate::comfy::outputs::recorded_entry as recorded;
 
     #[test]
     fn the_recorded_reports_of_the_real_nodes_parse() {

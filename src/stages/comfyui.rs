@@ -339,6 +339,22 @@ struct Ran {
     report_problems: Vec<String>,
 }
 
+/// The degraded outcome of a history entry that reports a failed execution (`what` names the
+/// graph), or `None` when it ran.
+fn run_time_error(entry: &Value, what: &str) -> Option<Degraded> {
+    if !outputs::failed(entry) {
+        return None;
+    }
+    let why = outputs::execution_error(entry)
+        .map(|(node, ty, msg)| format!("{node} failed: {ty}: {msg}"))
+        .unwrap_or_else(|| "status error".into());
+    Some(Degraded {
+        reason: ErrorKind::ComfyuiBadResponse.code(),
+        message: format!("{what}: run-time error: {why}"),
+        details: outputs::summary(entry, &Value::Null),
+    })
+}
+
 struct Runner<'a> {
     input: &'a Input<'a>,
     client: Client,
@@ -657,17 +673,10 @@ impl Runner<'_> {
             &comfy_dir.join(format!("{}.history.json", w.id)),
             &entry,
         );
-        if outputs::failed(&entry) {
-            let why = outputs::execution_error(&entry)
-                .map(|(node, ty, msg)| format!("{node} failed: {ty}: {msg}"))
-                .unwrap_or_else(|| "status error".into());
-            return Err(Degraded {
-                reason: ErrorKind::ComfyuiBadResponse.code(),
-                message: format!("{}: run-time error: {why}", w.id),
-                details: outputs::summary(&entry, &Value::Null),
-            });
+        match run_time_error(&entry, &w.id) {
+            Some(d) => Err(d),
+            None => Ok(entry),
         }
-        Ok(entry)
     }
 
     /// Every graph of a workflow checked against `/object_info` before any is submitted.
@@ -1017,17 +1026,10 @@ impl Runner<'_> {
                 })
             };
             write(&format!("{label}.history.json"), &entry)?;
-            let summary = outputs::summary(&entry, &Value::Null);
-            if outputs::failed(&entry) {
-                let why = outputs::execution_error(&entry)
-                    .map(|(node, ty, msg)| format!("{node} failed: {ty}: {msg}"))
-                    .unwrap_or_else(|| "status error".into());
-                return Err(Degraded {
-                    reason: ErrorKind::ComfyuiBadResponse.code(),
-                    message: format!("workflow {} ({label}): run-time error: {why}", w.id),
-                    details: summary,
-                });
+            if let Some(d) = run_time_error(&entry, &format!("workflow {} ({label})", w.id)) {
+                return Err(d);
             }
+            let summary = outputs::summary(&entry, &Value::Null);
             let (found, bad) = report::lipsync_reports(&entry);
             reports.extend(found);
             report_problems.extend(bad.into_iter().map(|b| format!("{label}: {b}")));
