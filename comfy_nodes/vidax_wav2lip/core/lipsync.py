@@ -7,7 +7,8 @@ or the pack (the node hands in callables: ``detect``, ``mel``, ``model``), so it
 with fakes.
 
 Callables:
-- ``detect(batch)``: uint8 RGB ``[B, H, W, 3]`` -> B items, each ``(x1, y1, x2, y2)`` or None.
+- ``detect(batch)``: uint8 RGB ``[B, H, W, 3]`` -> B items, each ``(x1, y1, x2, y2)`` or
+  ``(x1, y1, x2, y2, score)`` (unpadded), or None.
 - ``mel(wav)``: float32 16 kHz ``[S]`` -> ``[80, T]`` (the pack's ``audio.melspectrogram``).
 - ``model(mels, faces)``: float32 ``[B, 1, 80, 16]`` and ``[B, 6, 96, 96]`` (0..1, BGR, masked
   half first) -> ``[B, 3, 96, 96]`` in 0..1, BGR.
