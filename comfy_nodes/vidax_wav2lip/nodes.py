@@ -98,8 +98,9 @@ class PackRuntime:
 
     detector_name = "s3fd"
 
-    def __init__(self, paths):
+    def __init__(self, paths, detector_only=False):
         self.paths = paths
+        self.detector_only = detector_only
         self._mods = None
         self._dev = None
         self._detect = None
@@ -113,7 +114,7 @@ class PackRuntime:
 
     def _modules(self):
         if self._mods is None:
-            self._mods = pack.import_pack(self.paths.root)
+            self._mods = pack.import_pack(self.paths.root, self.detector_only)
             self._dev = self._backend().device()
             log.info("vidax_wav2lip: using %s on %s", self.paths.root, self._dev)
         return self._mods
@@ -142,10 +143,11 @@ class PackRuntime:
             pass
 
 
-def make_runtime():
+def make_runtime(detector_only=False):
     """Checks the pack (raising an error that names a missing file and the ``va install`` step)
-    and returns its lazy runtime. Tests replace this function with fakes."""
-    return PackRuntime(pack.check_pack(pack.find_pack_dir()))
+    and returns its lazy runtime; ``detector_only``: just what S3FD needs (VIDAX_FaceProbe).
+    Tests replace this function with fakes."""
+    return PackRuntime(pack.check_pack(pack.find_pack_dir(), detector_only), detector_only)
 
 
 class VIDAX_Wav2Lip:
@@ -296,7 +298,7 @@ class VIDAX_FaceProbe:
             raise InputError("image is an empty batch")
         n, h, w = frames.shape[:3]
         try:
-            runtime = make_runtime()
+            runtime = make_runtime(detector_only=True)
             boxes, scores, _, _ = lipsync.detect_boxes(
                 frames, runtime.detect, None, FACE_DETECT_BATCH, on_oom=runtime.on_oom, log=log.warning
             )
