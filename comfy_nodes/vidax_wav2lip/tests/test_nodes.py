@@ -320,3 +320,29 @@ def test_motion_chunk_and_mouth_blend_nodes():
     assert np.array_equal(changed[:, :10], motion_frames[:, :10])  # the top is far from the mouth
     with pytest.raises(InputError):
         nodes.VIDAX_MotionChunk().run(still, "zoom_in", 0.1, 48, 12, 6, 64, 36, -1.0, -1.0, "red")
+
+
+def test_mouth_blend_node_takes_the_wav2lip_report(fake_runtime):
+    # The vidax_lipsync_mouthblend graph: the lip-synced still and its report into the blend.
+    face, box = synthetic_face(h=90, w=160)
+    fake_runtime.detect = FakeDetector(box=box)
+    n, chunk_start, total = 12, 3, 40
+    stills = np.repeat(face[None], n, axis=0)
+    wav = np.concatenate([tone(16000, 0.4), np.zeros(16000, np.float32)])  # speech, then silence
+    (synced, report), ui = node_result(
+        nodes.VIDAX_Wav2Lip().run(stills, audio_value(wav, 16000), 25.0, "sequential", 8, "passthrough", start_frame=chunk_start),
+        "vidax_lipsync",
+    )
+    assert 0 < ui["synced"] < n and ui["silent"] > 0
+    (motion_frames,) = nodes.VIDAX_MotionChunk().run(face[None], "zoom_in", 0.1, total, chunk_start, n, 80, 45, -1.0, -1.0, "#000000")
+    args = (0, 0, 1, 1, -1, "zoom_in", 0.1, total, chunk_start, -1.0, -1.0, "#000000")
+    (out,) = nodes.VIDAX_MouthBlend().run(motion_frames, synced, *args, lipsync_report=report)
+    out, motion_frames = as_np(out), as_np(motion_frames)
+    for k in range(n):
+        same = np.array_equal(out[k], motion_frames[k])
+        assert same == (ui["outcome"][k] != "synced"), k
+    # Without the report the (0, 0, 1, 1) ROI blends nothing visible of the mouth.
+    (plain,) = nodes.VIDAX_MouthBlend().run(motion_frames, synced, *args)
+    assert not np.array_equal(as_np(plain), out)
+    with pytest.raises(InputError, match="frames"):
+        nodes.VIDAX_MouthBlend().run(motion_frames[:5], synced[:5], *args, lipsync_report=report)
