@@ -174,11 +174,12 @@ def smooth_boxes(indices, boxes, t=SMOOTH_T):
     return out
 
 
-def detect_boxes(frames, detect, indices=None, batch_size=8, is_oom=is_oom_error, on_oom=None, log=None, tick=None):
+def detect_boxes(frames, detect, indices=None, batch_size=8, is_oom=is_oom_error, on_oom=None, log=None, tick=None, on_plan=None):
     """Runs ``detect`` once per distinct frame among ``indices`` (default: all), in batches
     (halved on out-of-memory), and pads each box with :func:`pad_box` -> (``{k: box or None}``,
     ``{k: score or None}``, distinct frames, final batch size). The box VIDAX_FaceProbe reports
-    and the box VIDAX_Wav2Lip pastes into (before smoothing) come from here."""
+    and the box VIDAX_Wav2Lip pastes into (before smoothing) come from here. ``on_plan(count)``
+    hears the number of distinct frames before detection starts, ``tick(done)`` each batch."""
     n, h, w = frames.shape[:3]
     indices = list(range(n)) if indices is None else list(indices)
     first_of, key_of = {}, {}
@@ -187,6 +188,8 @@ def detect_boxes(frames, detect, indices=None, batch_size=8, is_oom=is_oom_error
         key_of[k] = key
         first_of.setdefault(key, k)
     unique = list(first_of.values())
+    if on_plan is not None:
+        on_plan(len(unique))
     found, score = {}, {}
 
     def step(a, b):
@@ -287,10 +290,12 @@ def lipsync_frames(
         if progress is not None:
             progress(total_steps[0], total_steps[1])
 
+    def plan(distinct):
+        total_steps[1] = distinct + len(todo)
+
     # Face detection, once per distinct frame.
-    total_steps[1] = len({_frame_key(frames[k]) for k in todo}) + len(todo)
     boxes, _, report.detected_unique, report.detect_batch = detect_boxes(
-        frames, detect, todo, face_detect_batch, is_oom, on_oom, log, tick
+        frames, detect, todo, face_detect_batch, is_oom, on_oom, log, tick, plan
     )
     missing = [k for k in todo if boxes[k] is None]
     if missing and on_no_face == "error":
@@ -335,9 +340,10 @@ def lipsync_frames(
             # frames its chunk happened to have.
             mel_batch = np.concatenate([mel_batch, mel_batch])
             face_batch = np.concatenate([face_batch, face_batch])
-        pred = np.asarray(model(mel_batch, face_batch), dtype=np.float32)[: len(idx)]
-        if pred.shape != (len(idx), 3, IMG_SIZE, IMG_SIZE):
-            raise InputError(f"network returned shape {pred.shape}, expected {(len(idx), 3, IMG_SIZE, IMG_SIZE)}")
+        pred = np.asarray(model(mel_batch, face_batch), dtype=np.float32)
+        if pred.shape != (len(mel_batch), 3, IMG_SIZE, IMG_SIZE):
+            raise InputError(f"network returned shape {pred.shape}, expected {(len(mel_batch), 3, IMG_SIZE, IMG_SIZE)}")
+        pred = pred[: len(idx)]
         # Commit only after the whole batch ran (an OOM retry must find the frames untouched).
         for k, p in zip(idx, pred):
             x1, y1, x2, y2 = boxes[k]
