@@ -23,8 +23,17 @@ from .test_lipsync import render_chunks  # noqa: E402
 
 @pytest.fixture(scope="module")
 def runtime():
+    """The real pack's runtime; afterwards its ``Wav2Lip`` modules and sys.path entry are removed
+    again (the other tests import fake packs under that name)."""
+    import sys
+
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    return nodes.PackRuntime(pack.check_pack(PACK_DIR))
+    before_path = list(sys.path)
+    before = {k for k in sys.modules if k == "Wav2Lip" or k.startswith("Wav2Lip.")}
+    yield nodes.PackRuntime(pack.check_pack(PACK_DIR))
+    for k in [k for k in sys.modules if (k == "Wav2Lip" or k.startswith("Wav2Lip.")) and k not in before]:
+        del sys.modules[k]
+    sys.path[:] = before_path
 
 
 def test_real_mel_and_network_give_each_frame_the_same_pixels_in_any_chunking(runtime):
