@@ -1094,6 +1094,34 @@ fn a_face_check_without_reports_falls_back_to_the_size_heuristic_on_record() {
 }
 
 #[test]
+fn a_face_probe_without_its_detector_says_so_in_the_record() {
+    // The node's recorded fallback (a 512×512 picture): the run goes on, on record.
+    let r = run_wav2lip(
+        Config {
+            face_fallback: true,
+            ..Config::default()
+        },
+        json!({}),
+    );
+    assert!(r.out.status.success(), "{}", stderr_of(&r.out));
+    let m = manifest(&r.wd);
+    let f = &m["face_meta"];
+    assert_eq!(
+        (&f["method"], &f["source"]),
+        (&json!("size_heuristic"), &json!("comfyui"))
+    );
+    assert!(f["fallback_reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("VIDAX_PACK_MISSING"));
+    assert_eq!(m["phases"]["faceprobe"]["method"], "size_heuristic");
+    assert!(m["warnings"].as_array().unwrap().iter().any(|w| w
+        .as_str()
+        .unwrap()
+        .contains("VIDAX_FaceProbe used size_heuristic")));
+}
+
+#[test]
 fn the_mouth_blend_follows_the_boxes_wav2lip_reports() {
     let sb = Sandbox::new();
     let srv = Server::start(Config::default());

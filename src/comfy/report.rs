@@ -178,7 +178,8 @@ pub struct FaceEntry {
     pub face_box: Option<Rect>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mouth_roi: Option<Rect>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// S3FD's score; `null` for the size heuristic.
+    #[serde(default)]
     pub score: Option<f64>,
 }
 
@@ -424,6 +425,16 @@ mod tests {
         );
         let (faces, _) = face_reports(&recorded("history_facecheck_noface.json"));
         assert_eq!((faces[0].1.found, faces[0].1.centre), (false, None));
+        // The node's own fallback when the pack's detector is missing, said as such.
+        let (faces, _) = face_reports(&recorded("history_facecheck_fallback.json"));
+        let f = &faces[0].1;
+        assert_eq!(f.method, "size_heuristic");
+        assert!(f
+            .fallback_reason
+            .as_deref()
+            .unwrap()
+            .starts_with("VIDAX_PACK_MISSING"));
+        assert_eq!((f.faces[0].score, f.feather), (None, 21));
     }
 
     #[test]

@@ -324,6 +324,17 @@ fn face_phase(
                     .ok_or_else(|| faceprobe::no_face_error(None, &staged, job.start.path()))?
             }
         };
+        if meta.source == "comfyui" && meta.report.method != "s3fd" {
+            // The node had no detector and said so: recorded, and said again here.
+            m.add_warning(format!(
+                "face check: VIDAX_FaceProbe used {} ({}): the face box is not a detected face",
+                meta.report.method,
+                meta.report
+                    .fallback_reason
+                    .as_deref()
+                    .unwrap_or("no reason given")
+            ));
+        }
         m.face_meta = serde_json::to_value(&meta).unwrap_or_default();
         m.phase_field("faceprobe", "method", meta.report.method.clone());
         m.phase_field("faceprobe", "found", meta.found());

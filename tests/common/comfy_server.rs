@@ -80,6 +80,9 @@ pub struct Config {
     pub no_face: bool,
     /// The nodes send no `ui` reports (nodes from before the reports).
     pub no_reports: bool,
+    /// `VIDAX_FaceProbe` has no detector (the pack is missing) and reports its size
+    /// fallback, as recorded (`history_facecheck_fallback.json`, a 512×512 picture, as it is).
+    pub face_fallback: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -826,10 +829,12 @@ async fn execute(s: Arc<ServerState>, prompt_id: String) {
                     if !s.cfg.no_reports && class == "VIDAX_FaceProbe" {
                         let src = graph[id]["inputs"]["image"][0].as_str().unwrap_or("");
                         let b = eval(&s, &graph, src, &mut memo);
-                        outputs.insert(
-                            id.clone(),
-                            json!({"vidax_face": [face_report(b.w, b.h, !s.cfg.no_face)]}),
-                        );
+                        let report = if s.cfg.face_fallback {
+                            recorded_ui("history_facecheck_fallback.json", "vidax_face")
+                        } else {
+                            face_report(b.w, b.h, !s.cfg.no_face)
+                        };
+                        outputs.insert(id.clone(), json!({"vidax_face": [report]}));
                         continue;
                     }
                     if !s.cfg.no_reports && class == "VIDAX_Wav2Lip" {
