@@ -207,3 +207,12 @@ pub fn open_output(
     // (closing the I/O and freeing it on drop).
     Ok(unsafe { av::format::context::Output::wrap(ctx) })
 }
+
+/// Makes `frame`'s buffers writable (`av_frame_make_writable`): when an encoder still holds a
+/// reference to them, the frame gets fresh buffers (the data copied), so the next picture can
+/// be written into it without touching what the encoder holds. False when FFmpeg failed.
+pub fn make_frame_writable(frame: &mut av::frame::Video) -> bool {
+    // SAFETY: `as_mut_ptr` is the AVFrame `frame` owns, valid and exclusively borrowed for the
+    // call; av_frame_make_writable only replaces its buffers with copies when they are shared.
+    unsafe { av::ffi::av_frame_make_writable(frame.as_mut_ptr()) >= 0 }
+}

@@ -17,6 +17,7 @@ pub mod probe;
 pub mod render;
 pub mod resample;
 pub mod synth;
+pub mod threads;
 pub mod verify;
 pub mod video;
 
