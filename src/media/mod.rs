@@ -7,6 +7,7 @@
 //! - [`encode`]: the one-pass H.264/AAC MP4; [`verify`]: the read-back;
 //! - [`ffi`]: the native av_log bridge and the few raw libav calls (the only `unsafe`).
 
+pub mod ahead;
 pub mod audio;
 pub mod decode;
 pub mod encode;

@@ -5,12 +5,14 @@
 //! encoder pulls from.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::Path;
 
 use crate::error::Result;
 use crate::job::{EndImageFit, Job};
+use crate::media;
+use crate::media::ahead::Ahead;
 use crate::media::encode::FrameProducer;
-use crate::media::picture::{self, Planes, Yuv420, YuvColor};
+use crate::media::picture::{self, ImageLoader, Planes, Yuv420, YuvColor};
 use crate::media::render::Renderer;
 use crate::media::video::VideoFrames;
 use crate::timeline::{crop_window, CropWindow, FramePlan, FrameSource, ZoomCurve};
@@ -64,23 +66,43 @@ fn render_fitted(
 }
 
 /// Frames fetched from ComfyUI: main frame `k` is `<dir>/<k+1 as 000001>.png`, fitted into the
-/// render size (frames at another size, e.g. the start image's, are scaled like it).
+/// render size (frames at another size, e.g. the start image's, are scaled like it). The
+/// frames are decoded and rendered ahead, in parallel, by a pool of workers
+/// ([`Ahead`]), each with its own loader and renderer; the render thread takes them in order.
 struct FramesMain {
-    dir: PathBuf,
     count: u64,
-    renderer: Option<Renderer>,
-    out: (u32, u32),
-    bg: YuvColor,
-    bg_rgb: [u8; 3],
-    max_pixels: u64,
+    ahead: Ahead<Yuv420>,
 }
 
+/// Decode workers for a frames folder: at most this many (each holds a renderer, ~10 MB at
+/// 854x480).
+const FRAME_WORKERS: usize = 4;
+
 impl FramesMain {
+    fn new(dir: &Path, count: u64, out: (u32, u32), bg: [u8; 3], max_pixels: u64) -> Result<Self> {
+        let bgc = YuvColor::from_rgb(f32::from(bg[0]), f32::from(bg[1]), f32::from(bg[2]));
+        let dir = dir.to_path_buf();
+        let workers = media::ahead::workers_for(FRAME_WORKERS);
+        let ahead = Ahead::start(
+            "frames",
+            count,
+            workers,
+            2 * workers + 2,
+            || Ok((ImageLoader::default(), None::<Renderer>)),
+            move |(loader, renderer), i, reused: Option<Yuv420>| {
+                let path = dir.join(format!("{:06}.png", i + 1));
+                let planes = loader.load(&path, max_pixels, bg)?;
+                let mut frame = reused.unwrap_or_else(|| Yuv420::new(out.0, out.1));
+                render_fitted(renderer, planes, out, bgc, &mut frame);
+                Ok(frame)
+            },
+        )?;
+        Ok(FramesMain { count, ahead })
+    }
+
     fn render(&mut self, k: u64, out: &mut Yuv420) -> Result<()> {
         let i = k.min(self.count.saturating_sub(1));
-        let path = self.dir.join(format!("{:06}.png", i + 1));
-        let planes = picture::load_image(&path, self.max_pixels, self.bg_rgb)?;
-        render_fitted(&mut self.renderer, &planes, self.out, self.bg, out);
+        out.clone_from(self.ahead.get(i)?);
         Ok(())
     }
 }
@@ -218,15 +240,13 @@ impl Compositor {
                     centre,
                 )
             }
-            Some(Visual::Frames { dir, count }) => Main::Frames(Box::new(FramesMain {
-                dir: dir.clone(),
-                count: *count,
-                renderer: None,
+            Some(Visual::Frames { dir, count }) => Main::Frames(Box::new(FramesMain::new(
+                dir,
+                *count,
                 out,
-                bg: bgc,
-                bg_rgb: bg,
-                max_pixels: job.limits.max_image_pixels,
-            })),
+                bg,
+                job.limits.max_image_pixels,
+            )?)),
             Some(Visual::Video(path)) => {
                 let v = visual_video(job, prepared, path)?;
                 Main::Video(Box::new(VideoMain::new(&v, bg, bgc, out)?))
