@@ -100,12 +100,19 @@ impl Scaler {
         self.0.run(input, output)
     }
 
-    /// Tells swscale how to read a Y'CbCr source when converting it to RGB: the matrix
-    /// (`SWS_CS_*`, e.g. `SWS_CS_ITU709`) and whether its levels are full range (0–255, the
-    /// `yuvj*` formats and sources flagged `pc`) or limited (16–235). Without this call swscale
-    /// assumes BT.601 and takes the range from the pixel format name only. Returns false when
-    /// swscale refused (e.g. for an RGB source, where it does not apply).
-    pub fn set_source_colorspace(&mut self, sws_matrix: c_int, full_range: bool) -> bool {
+    /// Tells swscale how to read a Y'CbCr source: the matrix (`SWS_CS_*`, e.g.
+    /// `SWS_CS_ITU709`) and whether its levels are full range (0–255, the `yuvj*` formats and
+    /// sources flagged `pc`) or limited (16–235); and the output's range (`dst_full`: true for
+    /// RGB, false for limited-range Y'CbCr; a Y'CbCr output keeps the source's matrix, swscale
+    /// converts only the range). Without this call swscale assumes BT.601 and takes the range
+    /// from the pixel format name only. Returns false when swscale refused (e.g. for an RGB
+    /// source, where it does not apply).
+    pub fn set_source_colorspace(
+        &mut self,
+        sws_matrix: c_int,
+        full_range: bool,
+        dst_full: bool,
+    ) -> bool {
         // SAFETY: the context pointer is valid for `&mut self`; sws_getCoefficients returns a
         // pointer to a static table of 4 ints for any index (unknown ones give the default),
         // and sws_setColorspaceDetails only reads the two tables and updates the context.
@@ -118,7 +125,7 @@ impl Scaler {
                 src,
                 c_int::from(full_range),
                 dst,
-                1, // RGB output is full range
+                c_int::from(dst_full),
                 0,
                 1 << 16,
                 1 << 16,

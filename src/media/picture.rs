@@ -209,6 +209,21 @@ impl Planes {
         }
     }
 
+    /// Fills this picture from 8-bit limited-range BT.709 Y'CbCr 4:4:4 planes (`data`,
+    /// `stride` per plane: Y, Cb, Cr), which are its samples as they are.
+    pub fn fill_from_yuv444(&mut self, width: u32, height: u32, data: [&[u8]; 3], stride: [usize; 3]) {
+        let w = width as usize;
+        self.resize(width, height);
+        for (k, plane) in [&mut self.y, &mut self.cb, &mut self.cr].into_iter().enumerate() {
+            for (r, out) in plane.chunks_exact_mut(w.max(1)).enumerate() {
+                let src = &data[k][r * stride[k]..r * stride[k] + w];
+                for (o, &v) in out.iter_mut().zip(src) {
+                    *o = f32::from(v);
+                }
+            }
+        }
+    }
+
     /// Fills this picture from tightly packed 8-bit RGB (`channels` 3) or RGBA (4) rows, with
     /// the conversion of [`Planes::fill_from_rgba8_mapped`] (same values), reusing its buffers.
     pub fn fill_from_rgb8(

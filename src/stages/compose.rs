@@ -109,14 +109,17 @@ impl FramesMain {
 
 /// The start video: each main frame shows its planned source frame, fitted (contain, like the
 /// start image at zoom 1; no motion) into the render size by the same sub-pixel renderer.
+///
+/// The source frames to render are known from the plan ([`render_order`]): a thread of its
+/// own ([`Ahead`] with one worker) decodes them (libavcodec's frame threads on), scales them
+/// to the render size while converting and renders them, ahead of the render thread, which
+/// takes them in order.
 struct VideoMain {
-    frames: VideoFrames,
-    /// Re-pointed at each source frame shown (buffers reused); made with the first.
-    renderer: Option<Renderer>,
     sources: Vec<usize>,
-    out: (u32, u32),
-    bg: YuvColor,
-    /// The source frame rendered last, and its rendering: consecutive output frames that show
+    ahead: Ahead<Yuv420>,
+    /// The next job of `ahead`: the next entry of the render order.
+    next_job: u64,
+    /// The source frame shown last, and its rendering: consecutive output frames that show
     /// the same source frame are copies.
     shown: Option<(usize, Yuv420)>,
     /// With pingpong, every rendered source frame (bounded by
@@ -125,14 +128,51 @@ struct VideoMain {
     cache: Option<HashMap<usize, Yuv420>>,
 }
 
+/// The source frames a start video's plan renders, in order: each change of source frame,
+/// except (with the pingpong cache) frames rendered before.
+fn render_order(sources: &[usize], cache: bool) -> Vec<usize> {
+    let mut seen = std::collections::HashSet::new();
+    let mut shown = None;
+    let mut order = Vec::new();
+    for &s in sources {
+        if shown == Some(s) {
+            continue;
+        }
+        shown = Some(s);
+        if cache && !seen.insert(s) {
+            continue;
+        }
+        order.push(s);
+    }
+    order
+}
+
 impl VideoMain {
     fn new(v: &StartVideo, bg: [u8; 3], bgc: YuvColor, out: (u32, u32)) -> Result<VideoMain> {
+        let order = render_order(&v.sources, v.cache_frames);
+        let (path, probe) = (v.path.clone(), v.probe.clone());
+        // Opened here as well, so that a file that cannot be decoded fails the build of the
+        // compositor, as before.
+        drop(VideoFrames::open(&path, &probe, bg, Some(out))?);
+        let count = order.len() as u64;
+        let ahead = Ahead::start(
+            "vdecode",
+            count,
+            1,
+            6,
+            move || Ok((VideoFrames::open(&path, &probe, bg, Some(out))?, None::<Renderer>)),
+            move |(frames, renderer), j, reused: Option<Yuv420>| {
+                let s = order[j as usize];
+                let planes = frames.picture(s)?;
+                let mut frame = reused.unwrap_or_else(|| Yuv420::new(out.0, out.1));
+                render_fitted(renderer, planes, out, bgc, &mut frame);
+                Ok(frame)
+            },
+        )?;
         Ok(VideoMain {
-            frames: VideoFrames::open(&v.path, &v.probe, bg)?,
-            renderer: None,
             sources: v.sources.clone(),
-            out,
-            bg: bgc,
+            ahead,
+            next_job: 0,
             shown: None,
             cache: v.cache_frames.then(HashMap::new),
         })
@@ -155,8 +195,8 @@ impl VideoMain {
         if let Some(frame) = self.cache.as_ref().and_then(|c| c.get(&s)) {
             out.clone_from(frame);
         } else {
-            let planes = self.frames.picture(s)?;
-            render_fitted(&mut self.renderer, planes, self.out, self.bg, out);
+            out.clone_from(self.ahead.get(self.next_job)?);
+            self.next_job += 1;
             if let Some(cache) = &mut self.cache {
                 cache.insert(s, out.clone());
             }
