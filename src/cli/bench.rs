@@ -17,16 +17,14 @@ use serde_json::{json, Value};
 
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::job;
-use crate::media::encode::{
-    encode_mp4, AudioSettings, EncodeReport, FrameProducer, VideoSettings,
-};
+use crate::media::encode::{encode_mp4, AudioSettings, EncodeReport, FrameProducer, VideoSettings};
 use crate::media::picture::{Planes, Yuv420, YuvColor};
 use crate::media::render::Renderer;
-use crate::stages::comfyui::Visual;
-use crate::timeline::CropWindow;
 use crate::record::{EventLog, Manifest};
+use crate::stages::comfyui::Visual;
 use crate::stages::compose::Compositor;
 use crate::stages::{prepare, run_job, RunOptions};
+use crate::timeline::CropWindow;
 
 /// The visual source a bench job renders from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
@@ -435,7 +433,11 @@ fn write_speech(path: &Path, seconds: f64) -> Result<()> {
         } else {
             0.0
         };
-        let voiced = if kind == 1 { 2.0 * phase - 1.0 - blep } else { 0.0 };
+        let voiced = if kind == 1 {
+            2.0 * phase - 1.0 - blep
+        } else {
+            0.0
+        };
         let white = noise.next() * 2.0 - 1.0;
         let src = (voiced + white * 0.08) * env;
         let vowel = res[0].run(src, f[0], 80.0, fr)

@@ -211,10 +211,19 @@ impl Planes {
 
     /// Fills this picture from 8-bit limited-range BT.709 Y'CbCr 4:4:4 planes (`data`,
     /// `stride` per plane: Y, Cb, Cr), which are its samples as they are.
-    pub fn fill_from_yuv444(&mut self, width: u32, height: u32, data: [&[u8]; 3], stride: [usize; 3]) {
+    pub fn fill_from_yuv444(
+        &mut self,
+        width: u32,
+        height: u32,
+        data: [&[u8]; 3],
+        stride: [usize; 3],
+    ) {
         let w = width as usize;
         self.resize(width, height);
-        for (k, plane) in [&mut self.y, &mut self.cb, &mut self.cr].into_iter().enumerate() {
+        for (k, plane) in [&mut self.y, &mut self.cb, &mut self.cr]
+            .into_iter()
+            .enumerate()
+        {
             for (r, out) in plane.chunks_exact_mut(w.max(1)).enumerate() {
                 let src = &data[k][r * stride[k]..r * stride[k] + w];
                 for (o, &v) in out.iter_mut().zip(src) {

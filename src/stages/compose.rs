@@ -160,7 +160,12 @@ impl VideoMain {
             count,
             1,
             6,
-            move || Ok((VideoFrames::open(&path, &probe, bg, Some(out))?, None::<Renderer>)),
+            move || {
+                Ok((
+                    VideoFrames::open(&path, &probe, bg, Some(out))?,
+                    None::<Renderer>,
+                ))
+            },
             move |(frames, renderer), j, reused: Option<Yuv420>| {
                 let s = order[j as usize];
                 let planes = frames.picture(s)?;
