@@ -481,6 +481,46 @@ mod tests {
 }
 
 #[cfg(test)]
+mod loader_tests {
+    use super::*;
+
+    #[test]
+    fn image_loader_gives_what_load_image_gives_and_reuses_its_buffers() {
+        let dir = tempfile::tempdir().unwrap();
+        let bg = [10, 200, 30];
+        let rgb = image::RgbImage::from_fn(37, 21, |x, y| {
+            image::Rgb([(x * 7) as u8, (y * 11) as u8, ((x + y) * 5) as u8])
+        });
+        let rgba = image::RgbaImage::from_fn(16, 9, |x, y| {
+            image::Rgba([(x * 15) as u8, (y * 25) as u8, 90, ((x * y) % 256) as u8])
+        });
+        let grey = image::GrayImage::from_fn(8, 8, |x, _| image::Luma([(x * 30) as u8]));
+        let (a, b, c) = (
+            dir.path().join("rgb.png"),
+            dir.path().join("rgba.png"),
+            dir.path().join("grey.png"),
+        );
+        rgb.save(&a).unwrap();
+        rgba.save(&b).unwrap();
+        grey.save(&c).unwrap();
+        let mut loader = ImageLoader::default();
+        for path in [&a, &b, &c, &a] {
+            let want = load_image(path, 1 << 20, bg).unwrap();
+            let got = loader.load(path, 1 << 20, bg).unwrap();
+            assert_eq!((got.width, got.height), (want.width, want.height));
+            for (p, q) in [(&got.y, &want.y), (&got.cb, &want.cb), (&got.cr, &want.cr)] {
+                assert_eq!(p.len(), q.len());
+                let worst = p.iter().zip(q).map(|(u, v)| (u - v).abs()).fold(0.0, f32::max);
+                assert!(worst < 1e-3, "{}: {worst}", path.display());
+            }
+        }
+        // The pixel limit holds on the fast path too.
+        let e = loader.load(&a, 100, bg).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::UnsupportedFormat);
+    }
+}
+
+#[cfg(test)]
 mod timing {
     use super::*;
 
