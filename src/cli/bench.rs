@@ -209,17 +209,22 @@ fn frames_full(j: &job::Job, workdir: &Path, dir: &Path) -> Result<Sample> {
     let mut m = Manifest::new("bench-frames");
     let p = prepare::prepare(j, workdir, &mut m)?;
     let comp = compositor(j, &p, Some(dir))?;
-    let (video, audio) = settings(j, &p);
-    let report = encode_mp4(
-        &workdir.join("final.mp4"),
-        &video,
-        Box::new(comp),
-        &audio,
-        &|_| {},
-    )?;
-    let wall = t.elapsed().as_secs_f64();
+    encode_sample(j, &p, Box::new(comp), &workdir.join("final.mp4"), t)
+}
+
+/// Encodes `producer`'s frames with the job's settings into `out`; the wall time counts from
+/// `t`.
+fn encode_sample(
+    j: &job::Job,
+    p: &prepare::Prepared,
+    producer: Box<dyn FrameProducer>,
+    out: &Path,
+    t: Instant,
+) -> Result<Sample> {
+    let (video, audio) = settings(j, p);
+    let report = encode_mp4(out, &video, producer, &audio, &|_| {})?;
     Ok(Sample {
-        wall_seconds: wall,
+        wall_seconds: t.elapsed().as_secs_f64(),
         peak_rss_mb: peak_rss_mb(),
         frames: report.video_frames,
         stages: report_times(&report),
@@ -283,22 +288,8 @@ fn floor(j: &job::Job, workdir: &Path, frames_dir: Option<&Path>) -> Result<Samp
         frames.push(f);
     }
     drop(comp);
-    let (video, audio) = settings(j, &p);
-    let t = Instant::now();
-    let report = encode_mp4(
-        &workdir.join("floor.mp4"),
-        &video,
-        Box::new(Replay(frames)),
-        &audio,
-        &|_| {},
-    )?;
-    let wall = t.elapsed().as_secs_f64();
-    Ok(Sample {
-        wall_seconds: wall,
-        peak_rss_mb: peak_rss_mb(),
-        frames: report.video_frames,
-        stages: report_times(&report),
-    })
+    let out = workdir.join("floor.mp4");
+    encode_sample(j, &p, Box::new(Replay(frames)), &out, Instant::now())
 }
 
 /// The floor's input for the ffmpeg command line: every frame as raw yuv420p in

@@ -288,12 +288,7 @@ impl ImageLoader {
     /// The picture at `path` (the checks and errors of [`load_image`]).
     pub fn load(&mut self, path: &Path, max_pixels: u64, bg: [u8; 3]) -> Result<&Planes> {
         use image::ImageDecoder;
-        let mut decoder = open_reader(path)?
-            .into_decoder()
-            .map_err(header_error(path))?;
-        let orientation = decoder
-            .orientation()
-            .unwrap_or(image::metadata::Orientation::NoTransforms);
+        let (mut decoder, orientation) = open_decoder(path)?;
         let (w, h) = decoder.dimensions();
         let channels = match decoder.color_type() {
             image::ColorType::Rgb8 => 3,
@@ -306,11 +301,7 @@ impl ImageLoader {
             return Ok(&self.planes);
         }
         check_pixels(path, "image", (w, h), max_pixels)?;
-        let mut limits = image::Limits::default();
-        limits.max_image_width = Some(w);
-        limits.max_image_height = Some(h);
-        limits.max_alloc = Some(max_pixels.saturating_mul(16).max(64 << 20));
-        decoder.set_limits(limits).map_err(header_error(path))?;
+        limit_decoder(&mut decoder, path, (w, h), max_pixels)?;
         let n = usize::try_from(decoder.total_bytes())
             .map_err(|_| Error::at_path(ErrorKind::UnsupportedFormat, path, "image too large"))?;
         self.bytes.resize(n, 0);
@@ -362,8 +353,8 @@ fn upright_size((w, h): (u32, u32), o: image::metadata::Orientation) -> (u32, u3
     }
 }
 
-/// Reads only the header: the upright (width, height), EXIF orientation applied.
-pub fn image_dimensions(path: &Path) -> Result<(u32, u32)> {
+/// A decoder for `path` (header read) and the picture's EXIF orientation.
+fn open_decoder(path: &Path) -> Result<(impl image::ImageDecoder, image::metadata::Orientation)> {
     use image::ImageDecoder;
     let mut decoder = open_reader(path)?
         .into_decoder()
@@ -371,6 +362,27 @@ pub fn image_dimensions(path: &Path) -> Result<(u32, u32)> {
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
+    Ok((decoder, orientation))
+}
+
+/// Caps what decoding a `w`×`h` picture may allocate (from the header: a bomb stops there).
+fn limit_decoder(
+    decoder: &mut impl image::ImageDecoder,
+    path: &Path,
+    (w, h): (u32, u32),
+    max_pixels: u64,
+) -> Result<()> {
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(w);
+    limits.max_image_height = Some(h);
+    limits.max_alloc = Some(max_pixels.saturating_mul(16).max(64 << 20));
+    decoder.set_limits(limits).map_err(header_error(path))
+}
+
+/// Reads only the header: the upright (width, height), EXIF orientation applied.
+pub fn image_dimensions(path: &Path) -> Result<(u32, u32)> {
+    use image::ImageDecoder;
+    let (decoder, orientation) = open_decoder(path)?;
     Ok(upright_size(decoder.dimensions(), orientation))
 }
 
@@ -401,18 +413,9 @@ pub fn load_image(path: &Path, max_pixels: u64, bg: [u8; 3]) -> Result<Planes> {
     let (w, h) = image_dimensions(path)?;
     check_pixels(path, "image", (w, h), max_pixels)?;
     use image::ImageDecoder;
-    let mut decoder = open_reader(path)?
-        .into_decoder()
-        .map_err(header_error(path))?;
-    let (sw, sh) = decoder.dimensions();
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(sw);
-    limits.max_image_height = Some(sh);
-    limits.max_alloc = Some(max_pixels.saturating_mul(16).max(64 << 20));
-    decoder.set_limits(limits).map_err(header_error(path))?;
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let (mut decoder, orientation) = open_decoder(path)?;
+    let size = decoder.dimensions();
+    limit_decoder(&mut decoder, path, size, max_pixels)?;
     let mut img = image::DynamicImage::from_decoder(decoder).map_err(|e| {
         Error::at_path(
             ErrorKind::UnsupportedFormat,
@@ -510,7 +513,11 @@ mod loader_tests {
             assert_eq!((got.width, got.height), (want.width, want.height));
             for (p, q) in [(&got.y, &want.y), (&got.cb, &want.cb), (&got.cr, &want.cr)] {
                 assert_eq!(p.len(), q.len());
-                let worst = p.iter().zip(q).map(|(u, v)| (u - v).abs()).fold(0.0, f32::max);
+                let worst = p
+                    .iter()
+                    .zip(q)
+                    .map(|(u, v)| (u - v).abs())
+                    .fold(0.0, f32::max);
                 assert!(worst < 1e-3, "{}: {worst}", path.display());
             }
         }

@@ -428,11 +428,17 @@ mod tests {
     #[test]
     fn render_order_lists_each_change_of_source_frame() {
         // A 30 fps clip at 25 fps: some source frames skipped, none repeated in a row.
-        assert_eq!(render_order(&[0, 1, 2, 3, 4, 6], false), vec![0, 1, 2, 3, 4, 6]);
+        assert_eq!(
+            render_order(&[0, 1, 2, 3, 4, 6], false),
+            vec![0, 1, 2, 3, 4, 6]
+        );
         // A slower clip: repeats are copies, not renders.
         assert_eq!(render_order(&[0, 0, 1, 1, 1, 2], false), vec![0, 1, 2]);
         // Loop: the start comes round again and is decoded again.
-        assert_eq!(render_order(&[0, 1, 2, 0, 1, 2], false), vec![0, 1, 2, 0, 1, 2]);
+        assert_eq!(
+            render_order(&[0, 1, 2, 0, 1, 2], false),
+            vec![0, 1, 2, 0, 1, 2]
+        );
         // Pingpong with the cache: the way back is served from it.
         assert_eq!(render_order(&[0, 1, 2, 1, 0, 1, 2], true), vec![0, 1, 2]);
     }
