@@ -264,7 +264,7 @@ pub fn check(input: &Input) -> Result<EffectCheck> {
         Reference::Clip(p) => {
             let probe = crate::media::video::probe_video(p)?;
             Sent::Clip(Box::new(crate::media::video::VideoFrames::open(
-                p, &probe, bg,
+                p, &probe, bg, None,
             )?))
         }
         Reference::Motion { centre } => {
