@@ -455,6 +455,41 @@ mod tests {
     }
 
     #[test]
+    fn a_clip_frame_reads_back_with_the_luma_of_the_picture_sent() {
+        // An unchanged frame must look unchanged: the staged clip decoded for the check and the
+        // returned PNG converted to luma give the same numbers, in colour too.
+        let (w, h) = (48u32, 32u32);
+        let rgb: Vec<u8> = (0..w * h)
+            .flat_map(|i| {
+                let (x, y) = (i % w, i / w);
+                [(x * 5) as u8, (y * 7 + 40) as u8, ((x * y) % 251) as u8]
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.mov");
+        let mut clip = crate::media::clip::LosslessClip::create(&path, w, h, 25, 1).unwrap();
+        clip.push_rgb(&rgb).unwrap();
+        clip.finish().unwrap();
+        let probe = crate::media::video::probe_video(&path).unwrap();
+        let mut frames =
+            crate::media::video::VideoFrames::open(&path, &probe, [0, 0, 0], None).unwrap();
+        let got = frames.picture(0).unwrap().y.clone();
+        let rgba: Vec<u8> = rgb
+            .chunks(3)
+            .flat_map(|p| [p[0], p[1], p[2], 255])
+            .collect();
+        let want = crate::media::picture::Planes::from_rgba8(w, h, &rgba, [0, 0, 0]).y;
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 0.05, "luma differs by {worst}");
+        let all = Rect { x: 0, y: 0, w, h };
+        assert!(!region_changed(&got, &want, w, all));
+    }
+
+    #[test]
     fn verdicts_follow_the_counts() {
         let c = |speech, changed, claimed| EffectCheck {
             speech_frames: speech,
