@@ -112,7 +112,8 @@ pub fn child(a: ChildArgs, events: &EventLog) -> Result<i32> {
                 resume: false,
                 state_dir: a.workdir.join("state"),
                 job_file: Some(a.job.clone()),
-                progress: false,
+                progress: crate::progress::Reporter::silent(),
+                run_id: None,
             };
             let t = Instant::now();
             let out = run_job(&j, &opts)?;
@@ -198,7 +199,7 @@ fn floor(j: &job::Job, workdir: &Path) -> Result<Sample> {
         &video,
         Box::new(Replay(frames)),
         &audio,
-        &|_| {},
+        &crate::progress::Silent,
     )?;
     let wall = t.elapsed().as_secs_f64();
     Ok(Sample {

@@ -81,7 +81,7 @@ pub fn encode_mp4(
     video: &VideoSettings,
     producer: Box<dyn FrameProducer>,
     audio: &AudioSettings,
-    progress: &(dyn Fn(u64) + Sync),
+    progress: &dyn crate::progress::Progress,
 ) -> Result<EncodeReport> {
     super::init();
     let started = Instant::now();
@@ -206,6 +206,13 @@ pub fn encode_mp4(
     };
     let frames = video.frames;
     let (w, h) = (video.width, video.height);
+    // Both tracks count: the file is done when the last audio packet is muxed and the
+    // trailer written, not with the last video frame.
+    let done = std::cell::Cell::new(crate::progress::EncodeProgress {
+        frames_total: frames,
+        samples_total: u64::from(reader.duration()),
+        ..Default::default()
+    });
 
     let result = std::thread::scope(|scope| -> Result<()> {
         // Frames in index order; the bound (about 7 MB at 854x480) keeps memory flat while
@@ -277,10 +284,15 @@ pub fn encode_mp4(
                 let mut p = pending
                     .take()
                     .ok_or_else(|| Error::internal("audio packet vanished"))?;
+                let end = p.pts().unwrap_or(0).saturating_add(p.duration());
                 p.set_stream(1);
                 p.rescale_ts(atb, a_ost_tb);
                 p.write_interleaved(octx)
                     .map_err(ff("writing an audio packet"))?;
+                let mut d = done.get();
+                d.samples_done = u64::try_from(end).unwrap_or(0).min(d.samples_total);
+                done.set(d);
+                progress.encode(d);
             }
         };
 
@@ -306,7 +318,10 @@ pub fn encode_mp4(
                 .map_err(ff("encoding a video frame"))?;
             write_video(&mut venc, &mut octx)?;
             pump(&mut octx, Some(i + fps_second(video)))?;
-            progress(i + 1);
+            let mut d = done.get();
+            d.frames_done = i + 1;
+            done.set(d);
+            progress.encode(d);
         }
         drop(frx);
         let render_busy = render
@@ -329,6 +344,10 @@ pub fn encode_mp4(
     octx.write_trailer()
         .map_err(ff("writing the MP4 trailer"))?;
     drop(octx);
+    progress.encode(crate::progress::EncodeProgress {
+        finished: true,
+        ..done.get()
+    });
     report.bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
     report.wall_seconds = started.elapsed().as_secs_f64();
     Ok(report)

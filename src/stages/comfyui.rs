@@ -80,7 +80,8 @@ pub struct Input<'a> {
     pub face: Option<FaceMeta>,
     pub seed: u64,
     pub run_id: &'a str,
-    pub progress: bool,
+    /// Where ComfyUI's step progress is reported (the CLI draws it).
+    pub progress: crate::progress::Reporter,
     pub resume: bool,
 }
 
@@ -276,7 +277,6 @@ struct Runner<'a> {
     params: GraphParams,
     prompt_ids: Vec<String>,
     attempts: Vec<Value>,
-    bar: Option<indicatif::ProgressBar>,
 }
 
 /// Runs the stage. `Err` only for a server that is not there (`COMFYUI_UNAVAILABLE`), the
@@ -342,7 +342,6 @@ fn run_blocking(input: &Input, m: &mut Manifest) -> Result<Outcome> {
             previous,
             prompt_ids,
             attempts,
-            bar: None,
         };
         match tokio::time::timeout_at(deadline, runner.run_all(&workflows, m)).await {
             Ok(r) => {
@@ -437,9 +436,6 @@ impl Runner<'_> {
                 }
             }
         }
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
-        }
         Ok(outcome)
     }
 
@@ -517,9 +513,6 @@ impl Runner<'_> {
         });
         m.comfyui["action"] = action.clone().into();
         m.add_warning(format!("{}: {} ({action})", d.reason.code(), d.message));
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
-        }
         outcome.degraded_reason = Some(d.reason.code().to_string());
         // A lip-sync that failed is not inside the picture.
         if outcome.visual.is_none() {
@@ -933,21 +926,9 @@ impl Runner<'_> {
     }
 
     fn progress(&mut self, value: u64, max: u64) {
-        use std::io::IsTerminal;
-        if !self.input.progress || !std::io::stderr().is_terminal() || max == 0 {
-            return;
+        if max > 0 {
+            self.input.progress.comfyui(value, max);
         }
-        let bar = self.bar.get_or_insert_with(|| {
-            let b = indicatif::ProgressBar::new(max);
-            if let Ok(s) = indicatif::ProgressStyle::with_template(
-                "comfyui {bar:40} {pos}/{len} {percent}% eta {eta}",
-            ) {
-                b.set_style(s);
-            }
-            b
-        });
-        bar.set_length(max);
-        bar.set_position(value);
     }
 }
 
