@@ -235,16 +235,62 @@ fn upright_size((w, h): (u32, u32), o: image::metadata::Orientation) -> (u32, u3
     }
 }
 
-/// Reads only the header: the upright (width, height), EXIF orientation applied.
+/// Reads only the header: the upright (width, height), EXIF orientation applied. An image the
+/// `image` crate recognises but cannot read (a YCbCr TIFF) is read by FFmpeg's image
+/// decoders instead.
 pub fn image_dimensions(path: &Path) -> Result<(u32, u32)> {
     use image::ImageDecoder;
-    let mut decoder = open_reader(path)?
-        .into_decoder()
-        .map_err(header_error(path))?;
+    let mut decoder = match open_reader(path)?.into_decoder() {
+        Ok(d) => d,
+        Err(e) => {
+            return match ffmpeg_fallback(&e) {
+                true => super::decode::still_image_size(path)?.ok_or_else(|| header_error(path)(e)),
+                false => Err(header_error(path)(e)),
+            }
+        }
+    };
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
     Ok(upright_size(decoder.dimensions(), orientation))
+}
+
+/// Whether FFmpeg should try an image the `image` crate gave up on: it knows the format but
+/// not this variant of it (a TIFF in YCbCr, …).
+fn ffmpeg_fallback(e: &image::ImageError) -> bool {
+    matches!(e, image::ImageError::Unsupported(_))
+}
+
+/// Decodes the whole picture (as [`load_image`] does) and drops it: a truncated or corrupt
+/// file is refused before a run starts, never drawn as a grey picture.
+pub fn check_decodes(path: &Path, max_pixels: u64) -> Result<()> {
+    decode_rgba(path, max_pixels).map(|_| ())
+}
+
+/// A JPEG decoded strictly: zune-jpeg (the `image` crate's decoder) fills missing or corrupt
+/// data with grey in its lenient mode, which the `image` crate uses; in strict mode it reports
+/// it. The only strict complaint about an intact picture (stray bytes between headers) is let
+/// through.
+fn check_jpeg(path: &Path, (w, h): (u32, u32)) -> Result<()> {
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::at_path(ErrorKind::InputNotFound, path, e))?;
+    let options = zune_core::options::DecoderOptions::default()
+        .set_strict_mode(true)
+        .set_max_width(w.max(1) as usize)
+        .set_max_height(h.max(1) as usize);
+    let mut d = zune_jpeg::JpegDecoder::new_with_options(
+        zune_core::bytestream::ZCursor::new(bytes.as_slice()),
+        options,
+    );
+    match d.decode() {
+        Ok(_) => Ok(()),
+        Err(e) if e.to_string().contains("Extra bytes between headers") => Ok(()),
+        Err(e) => Err(Error::at_path(
+            ErrorKind::UnsupportedFormat,
+            path,
+            format!("is a damaged JPEG: its decoder reports missing or corrupt data ({e})"),
+        )),
+    }
 }
 
 /// Refuses a picture (`what`: "image", "video frame") of `w`×`h` that is empty or has more
@@ -269,14 +315,32 @@ pub fn check_pixels(path: &Path, what: &str, (w, h): (u32, u32), max_pixels: u64
     Ok(())
 }
 
-/// Loads an image as RGBA8, refusing it from its header when it exceeds `max_pixels`.
+/// Loads an image as Y'CbCr planes (alpha composited over `bg`), refusing it from its header
+/// when it exceeds `max_pixels`, and when its decoder reports missing or corrupt data.
 pub fn load_image(path: &Path, max_pixels: u64, bg: [u8; 3]) -> Result<Planes> {
+    let (w, h, rgba) = decode_rgba(path, max_pixels)?;
+    Ok(Planes::from_rgba8(w, h, &rgba, bg))
+}
+
+/// The upright picture as RGBA8 `(width, height, pixels)`.
+fn decode_rgba(path: &Path, max_pixels: u64) -> Result<(u32, u32, Vec<u8>)> {
     let (w, h) = image_dimensions(path)?;
     check_pixels(path, "image", (w, h), max_pixels)?;
     use image::ImageDecoder;
-    let mut decoder = open_reader(path)?
-        .into_decoder()
-        .map_err(header_error(path))?;
+    let reader = open_reader(path)?;
+    if reader.format() == Some(image::ImageFormat::Jpeg) {
+        check_jpeg(path, (w.max(h), w.max(h)))?;
+    }
+    let from_ffmpeg = || -> Result<(u32, u32, Vec<u8>)> {
+        super::decode::still_image_rgba(path, max_pixels)?.ok_or_else(|| {
+            Error::at_path(ErrorKind::UnsupportedFormat, path, "cannot decode image")
+        })
+    };
+    let mut decoder = match reader.into_decoder() {
+        Ok(d) => d,
+        Err(e) if ffmpeg_fallback(&e) => return from_ffmpeg(),
+        Err(e) => return Err(header_error(path)(e)),
+    };
     let (sw, sh) = decoder.dimensions();
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(sw);
@@ -286,21 +350,20 @@ pub fn load_image(path: &Path, max_pixels: u64, bg: [u8; 3]) -> Result<Planes> {
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img = image::DynamicImage::from_decoder(decoder).map_err(|e| {
-        Error::at_path(
-            ErrorKind::UnsupportedFormat,
-            path,
-            format!("cannot decode image ({e})"),
-        )
-    })?;
+    let mut img = match image::DynamicImage::from_decoder(decoder) {
+        Ok(i) => i,
+        Err(e) if ffmpeg_fallback(&e) => return from_ffmpeg(),
+        Err(e) => {
+            return Err(Error::at_path(
+                ErrorKind::UnsupportedFormat,
+                path,
+                format!("cannot decode image ({e})"),
+            ))
+        }
+    };
     img.apply_orientation(orientation);
     let rgba = img.to_rgba8();
-    Ok(Planes::from_rgba8(
-        rgba.width(),
-        rgba.height(),
-        rgba.as_raw(),
-        bg,
-    ))
+    Ok((rgba.width(), rgba.height(), rgba.into_raw()))
 }
 
 #[cfg(test)]

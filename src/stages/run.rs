@@ -247,9 +247,13 @@ pub fn preflight(job: &Job) -> Result<()> {
     let max = job.limits.max_image_pixels;
     if start.kind == media::probe::StartKind::Image {
         media::picture::check_pixels(job.start.path(), "image", (start.width, start.height), max)?;
+        // A truncated or corrupt picture is refused here, before ComfyUI or the encode
+        // could draw it as grey.
+        media::picture::check_decodes(job.start.path(), max)?;
     }
     if let Some(end) = &job.end_image {
         media::picture::check_pixels(end, "image", media::picture::image_dimensions(end)?, max)?;
+        media::picture::check_decodes(end, max)?;
     }
     let audio = media::audio::AudioInput::open(&job.audio)?;
     // With `encode.audio_rate: "source"` the delivery rate is known only now.
@@ -537,6 +541,7 @@ fn finalize(
         audio_seconds: Some(prepared.audio.duration().to_f64()),
         video_packets_only: true,
         max_av_delta_frames: Some(max_delta(rounding)),
+        audio_required: true,
     };
     let report = media::verify::verify(partial, &expect)?;
     m.verify = serde_json::to_value(&report).unwrap_or_default();
