@@ -290,23 +290,26 @@ fn every_hint_names_a_flag_that_exists() {
                 .split(|c: char| c.is_whitespace() || c == '"' || c == '(' || c == ')')
                 .filter(|w| !w.is_empty())
                 .collect();
-            let named = words
-                .windows(2)
-                .find(|w| w[0] == "va" && !w[1].starts_with('-'))
-                .map(|w| w[1].to_string());
-            let commands: Vec<String> = match &named {
-                Some(sub) => vec![sub.clone()],
-                None if rel.starts_with("install/") => {
-                    vec!["install".into(), "install-test".into(), "doctor".into()]
-                }
-                None if rel.starts_with("api/") || rel == "cli/serve.rs" => vec!["serve".into()],
-                None => vec!["run".into()],
-            };
-            let known: BTreeSet<String> = commands.iter().flat_map(|c| flags_of(c)).collect();
-            for w in &words {
+            for (k, w) in words.iter().enumerate() {
                 let Some(flag) = w.strip_prefix("--") else {
                     continue;
                 };
+                // `va <command>` just before the flag names its command.
+                let named = (k.saturating_sub(5)..k)
+                    .rev()
+                    .find(|&j| words[j] == "va" && j + 1 < k)
+                    .map(|j| words[j + 1].to_string());
+                let commands: Vec<String> = match &named {
+                    Some(sub) => vec![sub.clone()],
+                    None if rel.starts_with("install/") => {
+                        vec!["install".into(), "install-test".into(), "doctor".into()]
+                    }
+                    None if rel.starts_with("api/") || rel == "cli/serve.rs" => {
+                        vec!["serve".into()]
+                    }
+                    None => vec!["run".into()],
+                };
+                let known: BTreeSet<String> = commands.iter().flat_map(|c| flags_of(c)).collect();
                 let flag: String = flag
                     .chars()
                     .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
@@ -718,7 +721,7 @@ fn logs_follow_waits_for_the_run_and_ends_with_it() {
         .timeout(Duration::from_secs(20))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(12), "{}", stderr_of(&out));
+    assert_eq!(out.status.code(), Some(11), "{}", stderr_of(&out));
 }
 
 // ---- the terminal ----------------------------------------------------------------------------

@@ -370,7 +370,7 @@ fn a_ycbcr_tiff_as_ffmpeg_writes_it_is_an_image() {
     assert!(out.status.success(), "{}", stderr_of(&out));
     let job = read_json(&sb.join("p/job.json"));
     assert!(job["start_image"].is_string(), "{job}");
-    assert!(job.get("start_video").is_none(), "{job}");
+    assert!(job["start_video"].is_null(), "{job}");
 }
 
 #[test]

@@ -154,17 +154,12 @@ pub fn error_event(e: &Error) -> JsonEvent {
 }
 
 /// NDJSON progress on stdout.
+#[derive(Default)]
 pub struct JsonProgress {
     last: Mutex<Option<(String, Instant)>>,
 }
 
 impl JsonProgress {
-    pub fn new() -> JsonProgress {
-        JsonProgress {
-            last: Mutex::new(None),
-        }
-    }
-
     /// Emits `line` unless a line of the same phase went out less than 1/4 s ago (the
     /// phase's last line, `fraction` 1, always goes out).
     fn throttled(&self, line: ProgressLine) {

@@ -107,13 +107,13 @@ pub struct ProduceArgs {
     #[arg(long, value_name = "FILE")]
     pub end: Option<PathBuf>,
     /// Silence before the speech, seconds (a dot for decimals: 0.5).
-    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true, value_parser = decimal)]
+    #[arg(long, value_name = "SECONDS", allow_hyphen_values = true, value_parser = decimal)]
     pub pre: Option<f64>,
     /// Silence after the speech, seconds (a dot for decimals: 1.5).
-    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true, value_parser = decimal)]
+    #[arg(long, value_name = "SECONDS", allow_hyphen_values = true, value_parser = decimal)]
     pub post: Option<f64>,
     /// Frame rate: 25, 30000/1001, 29.97 … (default 25).
-    #[arg(long, value_name = "FPS", allow_negative_numbers = true)]
+    #[arg(long, value_name = "FPS", allow_hyphen_values = true)]
     pub fps: Option<String>,
     /// Output width in pixels (with --height; default: the start picture fitted into
     /// --max-width × --max-height).
@@ -169,7 +169,7 @@ pub struct ProduceArgs {
     pub negative: Option<String>,
     /// Deliver the audio at this EBU R128 integrated loudness, LUFS (e.g. -16; true peak
     /// at most -1.5 dBTP).
-    #[arg(long, value_name = "LUFS", allow_negative_numbers = true, value_parser = decimal)]
+    #[arg(long, value_name = "LUFS", allow_hyphen_values = true, value_parser = decimal)]
     pub loudness: Option<f64>,
     /// Working directory of the run: a folder, created if missing (default:
     /// ./workdir/<run id>); the job is written there as job.json.
@@ -437,7 +437,7 @@ fn execute(j: &job::Job, l: &Launch, events: &EventLog) -> Result<i32> {
         reporters.push(Box::new(t));
     }
     if l.json {
-        reporters.push(Box::new(report::JsonProgress::new()));
+        reporters.push(Box::new(report::JsonProgress::default()));
     }
     let opts = RunOptions {
         workdir: workdir.clone(),

@@ -1586,7 +1586,8 @@ mod tests {
                                     "start_image",
                                     "determinism.seed",
                                     "render.width",
-                                    "render.height"
+                                    "render.height",
+                                    "encode.loudness.target_lufs"
                                 ]
                                 .contains(&p.path.as_str())),
                             "{path}={x}: {ps:?}"

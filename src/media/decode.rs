@@ -160,9 +160,11 @@ pub fn still_image_size(path: &Path) -> Result<Option<(u32, u32)>> {
     Ok(open_still(path)?.map(|(_, _, size)| size))
 }
 
-/// Opens `path` with libavformat when an image demuxer reads it: the input, the picture's
-/// stream and its size.
-fn open_still(path: &Path) -> Result<Option<(av::format::context::Input, usize, (u32, u32))>> {
+/// An opened still image: the input, its picture's stream index and its size.
+type Still = (av::format::context::Input, usize, (u32, u32));
+
+/// Opens `path` with libavformat when an image demuxer reads it.
+fn open_still(path: &Path) -> Result<Option<Still>> {
     super::init();
     let Ok(input) = super::open_input(path) else {
         return Ok(None);

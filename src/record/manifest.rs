@@ -703,6 +703,7 @@ mod tests {
                 "audio_duration_seconds",
                 "visual_target_duration_seconds",
                 "audio",
+                "loudness",
                 "buffer",
                 "fps",
                 "fps_value",
