@@ -431,7 +431,9 @@ fn the_default_workdir_is_named_after_the_run_id() {
     // The job enables ComfyUI; --no-comfyui runs it on the diagnostic path.
     let out = sb
         .va()
-        .args(["run", "job.json", "--no-comfyui"])
+        .arg("run")
+        .arg(&job)
+        .arg("--no-comfyui")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
