@@ -448,8 +448,11 @@ mod tests {
         for i in 100..19_700 {
             assert!((input[i] * g - out[i]).abs() < 1e-5, "frame {i}");
         }
+        // The release (80 ms time constant) has brought the gain back within 1 % of unity
+        // five time constants after the burst.
         for i in 40_000..47_000 {
-            assert!((input[i] * g - out[i]).abs() < 1e-4, "frame {i}");
+            let want = input[i] * g;
+            assert!((want - out[i]).abs() <= 0.01 * want.abs() + 1e-6, "frame {i}");
         }
         assert!(l.limited_frames > 1_000);
     }
