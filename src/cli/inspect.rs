@@ -183,7 +183,7 @@ fn wait_for_run(run: &str, wait: Duration) -> Result<PathBuf> {
                     format!("the run has not started after {} s", wait.as_secs()),
                 )),
                 Err(e) => Err(e.with_hint(format!(
-                    "waited {} s for it to start (--wait)",
+                    "waited {} s for it to start; va logs --wait SECONDS waits longer",
                     wait.as_secs()
                 ))),
             };

@@ -452,7 +452,10 @@ mod tests {
         // five time constants after the burst.
         for i in 40_000..47_000 {
             let want = input[i] * g;
-            assert!((want - out[i]).abs() <= 0.01 * want.abs() + 1e-6, "frame {i}");
+            assert!(
+                (want - out[i]).abs() <= 0.01 * want.abs() + 1e-6,
+                "frame {i}"
+            );
         }
         assert!(l.limited_frames > 1_000);
     }
