@@ -150,6 +150,21 @@ fn readme_and_docs_name_only_commands_and_flags_that_exist() {
     assert!(checked > 15, "only {checked} flags found in README/docs");
 }
 
+/// Every visible flag and argument of every command says what it is.
+#[test]
+fn every_flag_has_help_text() {
+    let cmd = vidax::cli::command();
+    let mut missing = Vec::new();
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        for a in sub.get_arguments().filter(|a| !a.is_hide_set()) {
+            if a.get_help().is_none() && a.get_long_help().is_none() {
+                missing.push(format!("va {} {}", sub.get_name(), a.get_id()));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "flags without help: {missing:?}");
+}
+
 #[test]
 fn completions_are_generated_for_every_shell() {
     let sb = Sandbox::new();

@@ -46,18 +46,25 @@ pub struct BenchArgs {
     /// Speech length in seconds (generated input).
     #[arg(long, default_value_t = 60.0)]
     pub seconds: f64,
+    /// Output width in pixels.
     #[arg(long, default_value_t = 854)]
     pub width: u32,
+    /// Output height in pixels.
     #[arg(long, default_value_t = 480)]
     pub height: u32,
+    /// Frame rate (25, 30000/1001 …).
     #[arg(long, default_value = "25")]
     pub fps: String,
+    /// libx264 preset (encode.preset).
     #[arg(long, default_value = "veryfast")]
     pub preset: String,
+    /// libx264 constant rate factor (encode.crf).
     #[arg(long, default_value_t = 20)]
     pub crf: u8,
+    /// Silence before the speech, seconds.
     #[arg(long, default_value_t = 0.5)]
     pub pre: f64,
+    /// Silence after the speech, seconds.
     #[arg(long, default_value_t = 1.0)]
     pub post: f64,
     /// Paired runs (full job, then floor); medians are reported.
@@ -70,6 +77,7 @@ pub struct BenchArgs {
     /// generated one.
     #[arg(long)]
     pub start: Option<PathBuf>,
+    /// An end image, held over the post silence.
     #[arg(long)]
     pub end: Option<PathBuf>,
     /// Also measure the full job's peak memory at 1, 10 and 30 minutes of audio.
@@ -78,6 +86,7 @@ pub struct BenchArgs {
     /// Keep the bench folder (inputs, workdirs) here instead of a temp dir.
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// One JSON document on stdout (per-stage and per-thread times).
     #[arg(long)]
     pub json: bool,
 }
