@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::job::{EndImageFit, Job};
 use crate::media::encode::FrameProducer;
 use crate::media::picture::{self, Planes, Yuv420, YuvColor};
@@ -79,7 +79,14 @@ impl FramesMain {
     fn render(&mut self, k: u64, out: &mut Yuv420) -> Result<()> {
         let i = k.min(self.count.saturating_sub(1));
         let path = self.dir.join(format!("{:06}.png", i + 1));
-        let planes = picture::load_image(&path, self.max_pixels, self.bg_rgb)?;
+        // A frame that cannot be used is ComfyUI's fault: the run falls back
+        // (`comfyui::frames_unusable`).
+        let planes = picture::load_image(&path, self.max_pixels, self.bg_rgb).map_err(|e| {
+            Error::new(
+                ErrorKind::ComfyuiBadResponse,
+                format!("ComfyUI frame {}", e.message),
+            )
+        })?;
         render_fitted(&mut self.renderer, &planes, self.out, self.bg, out);
         Ok(())
     }
