@@ -111,7 +111,10 @@ pub const LIMITS: [(&str, u64); 9] = [
     ("header_timeout_seconds", DEFAULT_HEADER_TIMEOUT_SECONDS),
     ("body_timeout_seconds", DEFAULT_BODY_TIMEOUT_SECONDS),
     ("max_connections", DEFAULT_MAX_CONNECTIONS as u64),
-    ("max_connections_per_peer", DEFAULT_MAX_CONNECTIONS_PER_PEER as u64),
+    (
+        "max_connections_per_peer",
+        DEFAULT_MAX_CONNECTIONS_PER_PEER as u64,
+    ),
     ("workers", DEFAULT_WORKERS as u64),
     ("queue_limit", DEFAULT_QUEUE_LIMIT as u64),
     ("install_timeout_seconds", DEFAULT_INSTALL_TIMEOUT_SECONDS),

@@ -125,7 +125,9 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits) {
 }
 
 fn lock(table: &Mutex<Table>) -> std::sync::MutexGuard<'_, Table> {
-    table.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    table
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn accept(

@@ -191,8 +191,10 @@ async fn read_body(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
                 format!("the request body did not arrive within body_timeout_seconds = {secs}"),
             )
             .into_response();
-            resp.headers_mut()
-                .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+            resp.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
             return resp;
         }
     };

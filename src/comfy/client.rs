@@ -25,7 +25,7 @@ use crate::media::picture::{self, HeaderSize};
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Redirects followed within the configured origin, at most.
-const MAX_REDIRECTS: usize = 5;
+pub const MAX_REDIRECTS: usize = 5;
 /// How far into a `/view` image its header must have shown the size.
 pub const HEADER_WINDOW: usize = 1 << 20;
 
@@ -204,7 +204,10 @@ impl Client {
                 self.unavailable(f.error.message)
             }
         };
-        let stats = self.get_json_bounded("/system_stats").await.map_err(unhealthy)?;
+        let stats = self
+            .get_json_bounded("/system_stats")
+            .await
+            .map_err(unhealthy)?;
         if !stats.get("system").is_some_and(Value::is_object)
             || !stats.get("devices").is_some_and(Value::is_array)
         {
@@ -212,7 +215,10 @@ impl Client {
                 self.unavailable("GET /system_stats body lacks \"system\"/\"devices\"".into())
             );
         }
-        let info = self.get_json_bounded("/object_info").await.map_err(unhealthy)?;
+        let info = self
+            .get_json_bounded("/object_info")
+            .await
+            .map_err(unhealthy)?;
         if !info.is_object() {
             return Err(self.unavailable("GET /object_info body is not an object".into()));
         }
@@ -241,7 +247,10 @@ impl Client {
         let status = resp.status();
         if !status.is_success() {
             let f = format!("{what} answered {status}");
-            return Err((Failure::status(status, f, ErrorKind::ComfyuiBadResponse), false));
+            return Err((
+                Failure::status(status, f, ErrorKind::ComfyuiBadResponse),
+                false,
+            ));
         }
         let bytes = self.json_body(resp, &what).await?;
         serde_json::from_slice(&bytes).map_err(|e| {
@@ -446,7 +455,8 @@ impl Client {
         budget: &mut u64,
     ) -> Result<u64, FetchError> {
         let what = format!("GET /view {}", f.filename);
-        let peer = |msg: String| FetchError::Peer(Failure::answer(ErrorKind::ComfyuiBadResponse, msg));
+        let peer =
+            |msg: String| FetchError::Peer(Failure::answer(ErrorKind::ComfyuiBadResponse, msg));
         let file_limit = self.bounds.file_bytes;
         let over_file = |n: u64| {
             peer(format!(
@@ -489,7 +499,8 @@ impl Client {
         }
         let part = dest.with_extension("part");
         let partial = Partial::new(part.clone());
-        let local = |e: std::io::Error| FetchError::Local(Error::at_path(ErrorKind::Internal, &part, e));
+        let local =
+            |e: std::io::Error| FetchError::Local(Error::at_path(ErrorKind::Internal, &part, e));
         let mut out = tokio::fs::File::create(&part).await.map_err(local)?;
         // The first bytes of an image, kept until its header has shown the size.
         let mut head: Option<Vec<u8>> = image.then(Vec::new);
@@ -540,9 +551,8 @@ impl Client {
     /// many pixels, for bytes that are no image vidax reads, or for no size within
     /// [`HEADER_WINDOW`] bytes.
     fn frame_header(&self, head: &[u8], what: &str) -> Fallible<bool> {
-        let refuse = |m: String| {
-            Failure::answer(ErrorKind::ComfyuiBadResponse, format!("{what}: {m}"))
-        };
+        let refuse =
+            |m: String| Failure::answer(ErrorKind::ComfyuiBadResponse, format!("{what}: {m}"));
         match picture::header_size(head) {
             HeaderSize::Known(w, h) => {
                 let pixels = u64::from(w) * u64::from(h);
@@ -625,21 +635,22 @@ pub fn classify(text: &str, prompt_id: &str) -> Option<WsEvent> {
 }
 
 /// A request that got no usable answer: a refused cross-origin redirect is the server's
-/// answer (it will not change), anything else (no connection, a reset) transient.
+/// answer (it will not change), anything else (no connection, a reset, a TLS failure)
+/// transient. The message carries the error's causes (reqwest's own says little).
 fn not_sent(what: &str, e: &reqwest::Error) -> Failure {
+    let mut why = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        why = format!("{why}: {s}");
+        source = s.source();
+    }
     if e.is_redirect() {
-        let mut why = e.to_string();
-        let mut source = std::error::Error::source(e);
-        while let Some(s) = source {
-            why = format!("{why}: {s}");
-            source = s.source();
-        }
         return Failure::answer(
             ErrorKind::ComfyuiBadResponse,
             format!("{what}: {why}; inputs and graphs go to comfyui.url only"),
         );
     }
-    Failure::transient(format!("{what} failed ({e})"))
+    Failure::transient(format!("{what} failed ({why})"))
 }
 
 /// A file being written, removed when dropped unless [`Partial::kept`].

@@ -56,7 +56,7 @@ pub fn check_regular_file(path: &Path) -> Result<std::fs::Metadata> {
     let what = if t.is_file() {
         return Ok(meta);
     } else if t.is_dir() {
-        "is a directory, not a file"
+        "is a folder, not a file"
     } else if t.is_fifo() {
         "is a FIFO, not a regular file"
     } else if t.is_socket() {

@@ -384,7 +384,11 @@ mod tests {
             .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
             .unwrap();
         for cut in [0, 5, 8, 23] {
-            assert_eq!(header_size(&png[..cut]), HeaderSize::NeedMore, "{cut} bytes");
+            assert_eq!(
+                header_size(&png[..cut]),
+                HeaderSize::NeedMore,
+                "{cut} bytes"
+            );
         }
         assert_eq!(header_size(&png[..24]), HeaderSize::Known(33, 17));
         // A header claiming 20000x20000: known from 24 bytes, nothing else needed.

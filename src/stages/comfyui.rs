@@ -1073,7 +1073,8 @@ pub fn fall_back_from_frames(m: &mut Manifest, e: &Error, motion_meta: Option<Va
             d.lipsync = crate::record::manifest::LipsyncSource::Off;
         }
         d.degraded = true;
-        d.degraded_reason.get_or_insert_with(|| e.code().to_string());
+        d.degraded_reason
+            .get_or_insert_with(|| e.code().to_string());
     }
 }
 

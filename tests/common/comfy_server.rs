@@ -107,6 +107,12 @@ pub struct Server {
 impl Server {
     /// Starts a server on an ephemeral port in its own thread and runtime.
     pub fn start(cfg: Config) -> Server {
+        Server::start_wrapped(cfg, |r| r)
+    }
+
+    /// [`Server::start`] with its router passed through `wrap` (a test's own misbehaviour
+    /// layered over the recorded answers).
+    pub fn start_wrapped(cfg: Config, wrap: impl FnOnce(Router) -> Router) -> Server {
         let state = Arc::new(ServerState {
             cfg,
             ..ServerState::default()
@@ -114,7 +120,7 @@ impl Server {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let app = router(state.clone());
+        let app = wrap(router(state.clone()));
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
