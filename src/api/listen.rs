@@ -8,18 +8,21 @@
 //!   [`RESERVED_FDS`], so accepting never runs the process out of descriptors), and at most
 //!   `max_connections_per_peer` from one address.
 //! - A connection over a cap does not wait: the oldest connection (of that peer, or of all)
-//!   that has not yet delivered a whole request header makes room for it, and is closed.
-//!   Connections that delivered one are never closed for room. So a flood of stalled
-//!   connections churns among itself while a client that sends its request at once is
-//!   served; with no such connection to close, the new one is closed.
+//!   that is waiting for a request header (its first, or the next on a kept-alive
+//!   connection) makes room for it, and is closed. A connection whose request is being
+//!   answered (header read, answer not yet written) is never closed for room. So a flood of
+//!   stalled connections churns among itself while a client that sends its request at once
+//!   is served; with no connection to close, the new one is closed.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -65,8 +68,8 @@ fn fd_cap(max: usize, nofile: Option<u64>) -> usize {
 /// One open connection.
 struct Conn {
     peer: IpAddr,
-    /// It delivered a whole request header (the router was called).
-    spoke: Arc<AtomicBool>,
+    /// A request is being answered: its header was read, its answer is not yet written.
+    busy: Arc<AtomicBool>,
     close: Arc<Notify>,
 }
 
@@ -78,12 +81,13 @@ struct Table {
 }
 
 impl Table {
-    /// Closes the oldest connection matching `which` that has not spoken; whether there was one.
-    fn close_oldest_silent(&mut self, which: impl Fn(&Conn) -> bool) -> bool {
+    /// Closes the oldest connection matching `which` that waits for a request header; whether
+    /// there was one.
+    fn close_oldest_waiting(&mut self, which: impl Fn(&Conn) -> bool) -> bool {
         let id = self
             .open
             .iter()
-            .find(|(_, c)| which(c) && !c.spoke.load(Ordering::Relaxed))
+            .find(|(_, c)| which(c) && !c.busy.load(Ordering::Relaxed))
             .map(|(&id, _)| id);
         match id.and_then(|id| self.open.remove(&id)) {
             Some(c) => {
@@ -97,10 +101,10 @@ impl Table {
     /// Makes room for a connection from `peer` within `limits`; whether there is room.
     fn admit(&mut self, peer: IpAddr, limits: &Limits) -> bool {
         let from_peer = self.open.values().filter(|c| c.peer == peer).count();
-        if from_peer >= limits.max_per_peer && !self.close_oldest_silent(|c| c.peer == peer) {
+        if from_peer >= limits.max_per_peer && !self.close_oldest_waiting(|c| c.peer == peer) {
             return false;
         }
-        self.open.len() < limits.max_connections || self.close_oldest_silent(|_| true)
+        self.open.len() < limits.max_connections || self.close_oldest_waiting(|_| true)
     }
 }
 
@@ -110,11 +114,11 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits) {
     loop {
         match listener.accept().await {
             Ok((stream, addr)) => accept(stream, addr.ip(), &router, &table, &limits),
-            // Out of descriptors (something else holds them): a silent connection gives one
+            // Out of descriptors (something else holds them): a waiting connection gives one
             // back, else the next try waits a little. Other errors (a connection reset
             // before it was accepted) concern that connection only.
             Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                if !lock(&table).close_oldest_silent(|_| true) {
+                if !lock(&table).close_oldest_waiting(|_| true) {
                     tracing::warn!(stage = "serve", "accept: {e}");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -137,12 +141,12 @@ fn accept(
     table: &Arc<Mutex<Table>>,
     limits: &Limits,
 ) {
-    let spoke = Arc::new(AtomicBool::new(false));
+    let busy = Arc::new(AtomicBool::new(false));
     let close = Arc::new(Notify::new());
     let id = {
         let mut t = lock(table);
         if !t.admit(peer, limits) {
-            tracing::debug!(stage = "serve", %peer, "connection refused: at the cap, none silent");
+            tracing::debug!(stage = "serve", %peer, "connection refused: at the cap, all busy");
             return;
         }
         let id = t.next;
@@ -151,7 +155,7 @@ fn accept(
             id,
             Conn {
                 peer,
-                spoke: Arc::clone(&spoke),
+                busy: Arc::clone(&busy),
                 close: Arc::clone(&close),
             },
         );
@@ -160,8 +164,13 @@ fn accept(
     let _ = stream.set_nodelay(true);
     let router = router.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-        spoke.store(true, Ordering::Relaxed);
-        router.clone().oneshot(req.map(Body::new))
+        busy.store(true, Ordering::Relaxed);
+        let answer = router.clone().oneshot(req.map(Body::new));
+        let busy = Arc::clone(&busy);
+        async move {
+            let resp = answer.await?;
+            Ok::<_, std::convert::Infallible>(resp.map(|body| Body::new(Answer { body, busy })))
+        }
     });
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -176,18 +185,51 @@ fn accept(
                 }
             }
             () = close.notified() => {
-                tracing::debug!(stage = "serve", %peer, "silent connection closed for room");
+                tracing::debug!(stage = "serve", %peer, "waiting connection closed for room");
             }
         }
         lock(&table).open.remove(&id);
     });
 }
 
+/// An answer's body: when it is done (written whole, or dropped with its connection), the
+/// connection waits for a header again.
+struct Answer {
+    body: Body,
+    busy: Arc<AtomicBool>,
+}
+
+impl HttpBody for Answer {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        self.busy.store(false, Ordering::Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn conn(table: &mut Table, peer: [u8; 4], spoke: bool) -> Arc<Notify> {
+    fn conn(table: &mut Table, peer: [u8; 4], busy: bool) -> Arc<Notify> {
         let close = Arc::new(Notify::new());
         let id = table.next;
         table.next += 1;
@@ -195,7 +237,7 @@ mod tests {
             id,
             Conn {
                 peer: IpAddr::from(peer),
-                spoke: Arc::new(AtomicBool::new(spoke)),
+                busy: Arc::new(AtomicBool::new(busy)),
                 close: Arc::clone(&close),
             },
         );
@@ -203,7 +245,7 @@ mod tests {
     }
 
     #[test]
-    fn the_oldest_silent_connection_makes_room_and_speakers_are_kept() {
+    fn the_oldest_waiting_connection_makes_room_and_busy_ones_are_kept() {
         let limits = Limits {
             header_timeout: Duration::from_secs(1),
             max_connections: 4,
@@ -214,15 +256,15 @@ mod tests {
         let b = [127, 0, 0, 2];
         conn(&mut t, a, true);
         conn(&mut t, a, false);
-        // Peer a is at its cap: its silent connection (id 1) goes, the speaker stays.
+        // Peer a is at its cap: its waiting connection (id 1) goes, the busy one stays.
         assert!(t.admit(IpAddr::from(a), &limits));
         assert_eq!(t.open.keys().copied().collect::<Vec<_>>(), [0]);
         conn(&mut t, a, true);
-        // Peer a has two speakers: no room for a third from a.
+        // Peer a has two busy connections: no room for a third from a.
         assert!(!t.admit(IpAddr::from(a), &limits));
         conn(&mut t, b, false);
         conn(&mut t, b, false);
-        // Four open: a newcomer from c takes the oldest silent one (b's first, id 3).
+        // Four open: a newcomer from c takes the oldest waiting one (b's first, id 3).
         assert!(t.admit(IpAddr::from([10, 0, 0, 3]), &limits));
         assert_eq!(t.open.keys().copied().collect::<Vec<_>>(), [0, 2, 4]);
     }
