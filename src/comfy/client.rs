@@ -465,7 +465,7 @@ impl Client {
         };
         let over_run = |n: u64| {
             peer(format!(
-                "{what}: {n} bytes or more, over what is left of this run's bound for ComfyUI files ({} bytes; see limits.max_comfyui_file_bytes)",
+                "{what}: {n} bytes or more, over what is left of this run's bound for ComfyUI files ({} bytes; per frame 8 bytes a pixel of the larger of the render and the start picture, plus 1 MiB)",
                 *budget
             ))
         };

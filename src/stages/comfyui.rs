@@ -317,11 +317,10 @@ fn run_blocking(input: &Input, m: &mut Manifest) -> Result<Outcome> {
                 format!("ComfyUI at {}: no answer to the health check", client.base),
             )
         })?;
-        let (stats, info) = match health {
-            Ok(answers) => answers,
-            Err(e) if e.kind == ErrorKind::ComfyuiBadResponse => {
-                return Ok(unusable_health(input, m, &client, &ids, e))
-            }
+        // An answer over a bound: the server answered, the run degrades (after the record).
+        let (stats, info, over) = match health {
+            Ok((stats, info)) => (stats, info, None),
+            Err(e) if e.kind == ErrorKind::ComfyuiBadResponse => (Value::Null, Value::Null, Some(e)),
             Err(e) => return Err(e),
         };
         m.phase_field("comfyui", "system_stats", stats["system"].clone());
@@ -348,6 +347,9 @@ fn run_blocking(input: &Input, m: &mut Manifest) -> Result<Outcome> {
             "frames_received": null, "output": null, "outputs": {}, "workflows": {},
             "attempts": [], "failure": null, "action": null,
         });
+        if let Some(e) = over {
+            return Ok(unusable_health(input, m, e));
+        }
         if workflows.is_empty() {
             m.comfyui["action"] = "no workflow for this job: nothing asked of ComfyUI".into();
             return Ok(Outcome::default());
@@ -1009,7 +1011,7 @@ impl Runner<'_> {
 /// (16-bit RGBA, stored uncompressed; room for 8-bit frames at twice the width and height) of
 /// the larger of the render and the start picture, plus 1 MiB for the prompt and workflow
 /// ComfyUI writes into each PNG.
-pub fn frame_bytes(render: (u32, u32), source: (u32, u32)) -> u64 {
+fn frame_bytes(render: (u32, u32), source: (u32, u32)) -> u64 {
     let pixels = |(w, h): (u32, u32)| u64::from(w) * u64::from(h);
     8 * pixels(render).max(pixels(source)) + (1 << 20)
 }
@@ -1025,23 +1027,15 @@ fn file_budget(input: &Input, workflows: usize) -> u64 {
 
 /// The health check answered, but over a bound (`COMFYUI_BAD_RESPONSE`): the run goes on
 /// from the fallback, degraded, with the limit named in the warning.
-fn unusable_health(
-    input: &Input,
-    m: &mut Manifest,
-    client: &Client,
-    ids: &[String],
-    e: Error,
-) -> Outcome {
+fn unusable_health(input: &Input, m: &mut Manifest, e: Error) -> Outcome {
     tracing::warn!(stage = "comfyui", code = e.code(), "{}", e.message);
     let action = if input.job.start.is_image() {
         "the main segment comes from the local motion fallback"
     } else {
         "the main segment comes from the start video"
     };
-    m.comfyui = json!({
-        "url": client.base, "client_id": client.client_id, "workflow_ids": ids,
-        "failure": {"code": e.code(), "message": e.message}, "action": action,
-    });
+    m.comfyui["failure"] = json!({"code": e.code(), "message": e.message});
+    m.comfyui["action"] = action.into();
     m.add_warning(format!("{}: {} ({action})", e.code(), e.message));
     Outcome {
         degraded_reason: Some(e.code().to_string()),
