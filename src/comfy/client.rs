@@ -523,8 +523,10 @@ impl Client {
             }
             if let Some(h) = &mut head {
                 h.extend_from_slice(&c[..c.len().min(HEADER_WINDOW - h.len().min(HEADER_WINDOW))]);
-                if self.frame_header(h, &what).map_err(FetchError::Peer)? {
-                    head = None;
+                match self.frame_header(h) {
+                    Ok(true) => head = None,
+                    Ok(false) => {}
+                    Err(why) => return Err(peer(format!("{what}: {why}"))),
                 }
             }
             out.write_all(&c).await.map_err(local)?;
@@ -547,28 +549,26 @@ impl Client {
     }
 
     /// Checks an image's first bytes: `Ok(true)` once its header shows a size within
-    /// [`Bounds::frame_pixels`], `Ok(false)` while more bytes are needed, a failure for too
+    /// [`Bounds::frame_pixels`], `Ok(false)` while more bytes are needed, the reason for too
     /// many pixels, for bytes that are no image vidax reads, or for no size within
     /// [`HEADER_WINDOW`] bytes.
-    fn frame_header(&self, head: &[u8], what: &str) -> Fallible<bool> {
-        let refuse =
-            |m: String| Failure::answer(ErrorKind::ComfyuiBadResponse, format!("{what}: {m}"));
+    fn frame_header(&self, head: &[u8]) -> Result<bool, String> {
         match picture::header_size(head) {
             HeaderSize::Known(w, h) => {
                 let pixels = u64::from(w) * u64::from(h);
                 let max = self.bounds.frame_pixels;
                 if pixels == 0 || pixels > max {
-                    return Err(refuse(format!(
+                    return Err(format!(
                         "the frame is {w}x{h} = {pixels} pixels, outside 1 to limits.max_image_pixels = {max}"
-                    )));
+                    ));
                 }
                 Ok(true)
             }
-            HeaderSize::NeedMore if head.len() >= HEADER_WINDOW => Err(refuse(format!(
+            HeaderSize::NeedMore if head.len() >= HEADER_WINDOW => Err(format!(
                 "no image header within its first {HEADER_WINDOW} bytes"
-            ))),
+            )),
             HeaderSize::NeedMore => Ok(false),
-            HeaderSize::NotAnImage(why) => Err(refuse(why)),
+            HeaderSize::NotAnImage(why) => Err(why),
         }
     }
 

@@ -111,7 +111,7 @@ fn huge_history(id: &str, bytes: u64) -> Response {
     );
     let pad = Bytes::from(" ".repeat(rest));
     let parts = std::iter::once(Bytes::from(head))
-        .chain(std::iter::repeat(chunk).take(full as usize))
+        .chain(std::iter::repeat_n(chunk, full as usize))
         .chain([pad, Bytes::from(tail)]);
     let stream = futures_util::stream::iter(parts.map(Ok::<_, std::io::Error>));
     (
