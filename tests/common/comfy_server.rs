@@ -121,16 +121,9 @@ impl Server {
         listener.set_nonblocking(true).unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let app = wrap(router(state.clone()));
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let l = tokio::net::TcpListener::from_std(listener).unwrap();
-                let _ = axum::serve(l, app).await;
-            });
+        in_thread(move || async move {
+            let l = tokio::net::TcpListener::from_std(listener).unwrap();
+            let _ = axum::serve(l, app).await;
         });
         Server { url, state }
     }
@@ -154,6 +147,22 @@ impl Server {
     pub fn graphs(&self) -> Vec<Value> {
         self.state.graphs.lock().unwrap().clone()
     }
+}
+
+/// Runs the future `serve` makes on a two-worker tokio runtime in a thread of its own (a test
+/// server's life: until the test process ends).
+pub fn in_thread<F>(serve: impl FnOnce() -> F + Send + 'static)
+where
+    F: std::future::Future<Output = ()>,
+{
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(serve());
+    });
 }
 
 fn router(state: Arc<ServerState>) -> Router {
