@@ -14,7 +14,7 @@ use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::timeline::{seconds_from_f64, Extend, MotionMode, Rational, Rounding};
 
 /// A validated job with every default applied. Fields are public for reading; to change a job,
@@ -353,7 +353,7 @@ pub struct Lipsync {
     pub allow_passthrough: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Encode {
     pub preset: Preset,
     pub crf: u8,
@@ -361,6 +361,10 @@ pub struct Encode {
     pub audio_bitrate: u32,
     /// Encoder threads; 0 lets the encoder choose.
     pub threads: u32,
+    /// The delivered audio's sample rate.
+    pub audio_rate: AudioRate,
+    /// Loudness normalisation of the delivered audio; `None`: the input's loudness is kept.
+    pub loudness: Option<Loudness>,
 }
 
 impl Default for Encode {
@@ -370,8 +374,52 @@ impl Default for Encode {
             crf: 20,
             audio_bitrate: 192_000,
             threads: 0,
+            audio_rate: AudioRate::Hz(48_000),
+            loudness: None,
         }
     }
+}
+
+/// `encode.audio_rate`: a fixed delivery rate (the input is resampled once, exactly, to it) or
+/// the input's own rate (`"source"`; resampled only where AAC cannot carry it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AudioRate {
+    Source,
+    Hz(u32),
+}
+
+impl AudioRate {
+    /// The rate the programme is delivered at for an input at `source_rate`.
+    pub fn output_rate(self, source_rate: u32) -> u32 {
+        match self {
+            AudioRate::Source => crate::media::audio::output_rate(source_rate),
+            AudioRate::Hz(r) => r,
+        }
+    }
+}
+
+impl Serialize for AudioRate {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            AudioRate::Source => s.serialize_str("source"),
+            AudioRate::Hz(r) => s.serialize_u32(*r),
+        }
+    }
+}
+
+/// `encode.loudness`: EBU R128 integrated loudness to reach, and the true-peak ceiling a
+/// look-ahead limiter keeps where the gain alone would cross it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Loudness {
+    /// Integrated loudness of the delivered programme, LUFS.
+    pub target_lufs: f64,
+    /// Highest true peak allowed, dBTP.
+    pub true_peak_db: f64,
+}
+
+impl Loudness {
+    /// The ceiling when only a target is given (`va produce --loudness`).
+    pub const DEFAULT_TRUE_PEAK_DB: f64 = -1.5;
 }
 
 /// The libx264 speed presets, fastest first.
@@ -423,17 +471,32 @@ impl Default for Output {
     }
 }
 
-/// Guards against hostile inputs.
+/// Guards against hostile inputs and peers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Limits {
-    /// Largest decoded image (width × height) accepted for start and end images.
+    /// Largest decoded image (width × height) accepted for start and end images, start-video
+    /// frames and the frames ComfyUI returns.
     pub max_image_pixels: u64,
+    /// Largest JSON body taken from ComfyUI (`/system_stats`, `/object_info`, `/history`,
+    /// `/queue`, `/prompt`, `/upload/image`) and largest `/ws` message.
+    pub max_comfyui_json_bytes: u64,
+    /// Largest file taken from ComfyUI's `/view` (a frame or a video).
+    pub max_comfyui_file_bytes: u64,
 }
+
+/// `limits.max_comfyui_json_bytes` by default: 64 MiB. A recorded `/object_info` of ComfyUI
+/// 0.3.64 with its own nodes only (496 classes) is 505,830 bytes; node packs add some 10 kB a
+/// class at most, and `LoadImage`-like nodes list the input folder's file names.
+pub const DEFAULT_MAX_COMFYUI_JSON_BYTES: u64 = 64 << 20;
+/// `limits.max_comfyui_file_bytes` by default: 2 GiB (an hour of 1080p H.264 at 4 Mb/s).
+pub const DEFAULT_MAX_COMFYUI_FILE_BYTES: u64 = 2 << 30;
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_image_pixels: 64_000_000,
+            max_comfyui_json_bytes: DEFAULT_MAX_COMFYUI_JSON_BYTES,
+            max_comfyui_file_bytes: DEFAULT_MAX_COMFYUI_FILE_BYTES,
         }
     }
 }
@@ -546,21 +609,13 @@ impl Job {
         v
     }
 
-    /// Checks that every input is an existing file. Validation itself does not touch the file
-    /// system; a run calls this before its first phase.
+    /// Checks that every input is an existing regular file (`INPUT_NOT_FOUND` saying what it is
+    /// otherwise: missing, a symlink loop, a folder, a FIFO, a socket, a device). Validation
+    /// itself does not touch the file system; a run calls this before its first phase.
     pub fn check_inputs(&self) -> Result<()> {
         for (field, path) in self.inputs() {
-            if !path.is_file() {
-                let reason = if path.is_dir() {
-                    "is a folder, not a file"
-                } else {
-                    "not found"
-                };
-                return Err(Error::new(
-                    ErrorKind::InputNotFound,
-                    format!("{field}: {}: {reason}", path.display()),
-                ));
-            }
+            crate::media::check_regular_file(path)
+                .map_err(|e| Error::new(e.kind, format!("{field}: {}", e.message)))?;
         }
         Ok(())
     }

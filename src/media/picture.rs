@@ -345,6 +345,9 @@ impl ImageLoader {
     }
 }
 
+/// The formats vidax decodes, for messages.
+const READ_FORMATS: &str = "PNG, JPEG, WebP, BMP, TIFF";
+
 /// Opens `path` as an image reader with its format guessed from the content.
 fn open_reader(path: &Path) -> Result<image::ImageReader<std::io::BufReader<std::fs::File>>> {
     super::check_input_file(path)?;
@@ -352,14 +355,34 @@ fn open_reader(path: &Path) -> Result<image::ImageReader<std::io::BufReader<std:
         .map_err(|e| Error::at_path(ErrorKind::InputNotFound, path, e))?
         .with_guessed_format()
         .map_err(|e| Error::at_path(ErrorKind::UnsupportedFormat, path, e))?;
-    if reader.format().is_none() {
-        return Err(Error::at_path(
+    match reader.format() {
+        None => Err(Error::at_path(
             ErrorKind::UnsupportedFormat,
             path,
-            "is not an image format vidax reads (PNG, JPEG, WebP, BMP, TIFF)",
-        ));
+            format!("is not an image format vidax reads ({READ_FORMATS})"),
+        )),
+        Some(f) if !f.reading_enabled() => Err(Error::at_path(
+            ErrorKind::UnsupportedFormat,
+            path,
+            format!("is a {f:?} image; vidax reads {READ_FORMATS}"),
+        )),
+        Some(_) => Ok(reader),
     }
-    Ok(reader)
+}
+
+/// Whether `path` is meant as a still image: its content starts like an image format the
+/// `image` crate knows (read by vidax or not), or, when the content is like no image, its name
+/// ends like one. A GIF counts as an animation, which libavformat reads as a video. A file that
+/// passes is judged as an image only: a broken or unsupported one gets an image error, never
+/// a video one.
+pub fn is_meant_as_image(path: &Path) -> Result<bool> {
+    super::check_input_file(path)?;
+    // `ImageReader::open` takes the format from the name; the content's guess wins over it.
+    let guessed = image::ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(|e| Error::at_path(ErrorKind::InputNotFound, path, e))?
+        .format();
+    Ok(!matches!(guessed, None | Some(image::ImageFormat::Gif)))
 }
 
 fn header_error(path: &Path) -> impl Fn(image::ImageError) -> Error + '_ {
@@ -383,14 +406,68 @@ fn upright_size((w, h): (u32, u32), o: image::metadata::Orientation) -> (u32, u3
 
 /// A decoder for `path` (header read) and the picture's EXIF orientation.
 fn open_decoder(path: &Path) -> Result<(impl image::ImageDecoder, image::metadata::Orientation)> {
+    try_open_decoder(path)?.map_err(header_error(path))
+}
+
+/// [`open_decoder`], with the `image` crate's own error kept (the inner `Err`) for a file
+/// that is an image format it knows: an unsupported variant may be FFmpeg's to read.
+#[allow(
+    clippy::type_complexity,
+    reason = "the decoder type is opaque; naming the pair would not make it clearer"
+)]
+fn try_open_decoder(
+    path: &Path,
+) -> Result<
+    std::result::Result<
+        (impl image::ImageDecoder, image::metadata::Orientation),
+        image::ImageError,
+    >,
+> {
     use image::ImageDecoder;
-    let mut decoder = open_reader(path)?
-        .into_decoder()
-        .map_err(header_error(path))?;
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
-    Ok((decoder, orientation))
+    Ok(open_reader(path)?.into_decoder().map(|mut decoder| {
+        let orientation = decoder
+            .orientation()
+            .unwrap_or(image::metadata::Orientation::NoTransforms);
+        (decoder, orientation)
+    }))
+}
+
+/// Whether FFmpeg should try an image the `image` crate gave up on: it knows the format but
+/// not this variant of it (a TIFF in YCbCr, …).
+fn ffmpeg_fallback(e: &image::ImageError) -> bool {
+    matches!(e, image::ImageError::Unsupported(_))
+}
+
+/// Decodes the whole picture (as [`load_image`] does) and drops it: a truncated or corrupt
+/// file is refused before a run starts, never drawn as a grey picture.
+pub fn check_decodes(path: &Path, max_pixels: u64) -> Result<()> {
+    decode_rgba(path, max_pixels).map(|_| ())
+}
+
+/// A JPEG decoded strictly: zune-jpeg (the `image` crate's decoder) fills missing or corrupt
+/// data with grey in its lenient mode, which the `image` crate uses; in strict mode it reports
+/// it. The only strict complaint about an intact picture (stray bytes between headers) is let
+/// through.
+fn check_jpeg(path: &Path, (w, h): (u32, u32)) -> Result<()> {
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::at_path(ErrorKind::InputNotFound, path, e))?;
+    let options = zune_core::options::DecoderOptions::default()
+        .set_strict_mode(true)
+        .set_max_width(w.max(1) as usize)
+        .set_max_height(h.max(1) as usize);
+    let mut d = zune_jpeg::JpegDecoder::new_with_options(
+        zune_core::bytestream::ZCursor::new(bytes.as_slice()),
+        options,
+    );
+    match d.decode() {
+        Ok(_) => Ok(()),
+        Err(e) if e.to_string().contains("Extra bytes between headers") => Ok(()),
+        Err(e) => Err(Error::at_path(
+            ErrorKind::UnsupportedFormat,
+            path,
+            format!("is a damaged JPEG: its decoder reports missing or corrupt data ({e})"),
+        )),
+    }
 }
 
 /// Caps what decoding a `w`×`h` picture may allocate (from the header: a bomb stops there).
@@ -407,11 +484,65 @@ fn limit_decoder(
     decoder.set_limits(limits).map_err(header_error(path))
 }
 
-/// Reads only the header: the upright (width, height), EXIF orientation applied.
+/// Reads only the header: the upright (width, height), EXIF orientation applied. An image the
+/// `image` crate recognises but cannot read (a YCbCr TIFF) is read by FFmpeg's image
+/// decoders instead.
 pub fn image_dimensions(path: &Path) -> Result<(u32, u32)> {
     use image::ImageDecoder;
-    let (decoder, orientation) = open_decoder(path)?;
-    Ok(upright_size(decoder.dimensions(), orientation))
+    match try_open_decoder(path)? {
+        Ok((decoder, orientation)) => Ok(upright_size(decoder.dimensions(), orientation)),
+        Err(e) if ffmpeg_fallback(&e) => {
+            super::decode::still_image_size(path)?.ok_or_else(|| header_error(path)(e))
+        }
+        Err(e) => Err(header_error(path)(e)),
+    }
+}
+
+/// What the first bytes of an image file tell about its stored size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderSize {
+    /// Width and height as stored (before any EXIF turn).
+    Known(u32, u32),
+    /// The header is not complete yet.
+    NeedMore,
+    /// The bytes are no image vidax reads (the reason).
+    NotAnImage(String),
+}
+
+const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+
+/// The stored size an image file declares in its first bytes, for a check while the file
+/// arrives. A PNG's `IHDR` (bytes 8–24) is read directly: ComfyUI's frames are PNGs, whose
+/// text chunks (the prompt and workflow) may come before anything else a decoder reads.
+/// Other formats go through the `image` crate's header reader, which may need more bytes.
+pub fn header_size(head: &[u8]) -> HeaderSize {
+    let n = head.len().min(PNG_SIGNATURE.len());
+    if head[..n] == PNG_SIGNATURE[..n] {
+        if head.len() < 24 {
+            return HeaderSize::NeedMore;
+        }
+        if &head[12..16] != b"IHDR" {
+            return HeaderSize::NotAnImage("a PNG whose first chunk is not IHDR".into());
+        }
+        let be = |i: usize| u32::from_be_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
+        return HeaderSize::Known(be(16), be(20));
+    }
+    if head.len() < 16 {
+        return HeaderSize::NeedMore;
+    }
+    let format = match image::guess_format(head) {
+        Ok(f) if f.reading_enabled() => f,
+        Ok(f) => {
+            return HeaderSize::NotAnImage(format!("a {f:?} image; vidax reads {READ_FORMATS}"))
+        }
+        Err(_) => {
+            return HeaderSize::NotAnImage(format!("not an image ({READ_FORMATS})"));
+        }
+    };
+    match image::ImageReader::with_format(std::io::Cursor::new(head), format).into_dimensions() {
+        Ok((w, h)) => HeaderSize::Known(w, h),
+        Err(_) => HeaderSize::NeedMore,
+    }
 }
 
 /// Refuses a picture (`what`: "image", "video frame") of `w`×`h` that is empty or has more
@@ -436,36 +567,55 @@ pub fn check_pixels(path: &Path, what: &str, (w, h): (u32, u32), max_pixels: u64
     Ok(())
 }
 
-/// Loads an image as upright RGBA8 (EXIF orientation applied), refusing it from its header
-/// when it exceeds `max_pixels`.
+/// Loads an image as Y'CbCr planes (alpha composited over `bg`), refusing it from its header
+/// when it exceeds `max_pixels`, and when its decoder reports missing or corrupt data.
+pub fn load_image(path: &Path, max_pixels: u64, bg: [u8; 3]) -> Result<Planes> {
+    let (w, h, rgba) = decode_rgba(path, max_pixels)?;
+    Ok(Planes::from_rgba8(w, h, &rgba, bg))
+}
+
+/// Loads an image as upright RGBA8 (EXIF orientation applied), with the checks of
+/// [`load_image`].
 pub fn load_rgba8(path: &Path, max_pixels: u64) -> Result<image::RgbaImage> {
+    let (w, h, rgba) = decode_rgba(path, max_pixels)?;
+    image::RgbaImage::from_raw(w, h, rgba)
+        .ok_or_else(|| Error::internal(format!("{}: short RGBA buffer", path.display())))
+}
+
+/// The upright picture as RGBA8 `(width, height, pixels)`.
+fn decode_rgba(path: &Path, max_pixels: u64) -> Result<(u32, u32, Vec<u8>)> {
     let (w, h) = image_dimensions(path)?;
     check_pixels(path, "image", (w, h), max_pixels)?;
     use image::ImageDecoder;
-    let (mut decoder, orientation) = open_decoder(path)?;
+    if open_reader(path)?.format() == Some(image::ImageFormat::Jpeg) {
+        check_jpeg(path, (w.max(h), w.max(h)))?;
+    }
+    let from_ffmpeg = || -> Result<(u32, u32, Vec<u8>)> {
+        super::decode::still_image_rgba(path, max_pixels)?.ok_or_else(|| {
+            Error::at_path(ErrorKind::UnsupportedFormat, path, "cannot decode image")
+        })
+    };
+    let (mut decoder, orientation) = match try_open_decoder(path)? {
+        Ok(d) => d,
+        Err(e) if ffmpeg_fallback(&e) => return from_ffmpeg(),
+        Err(e) => return Err(header_error(path)(e)),
+    };
     let size = decoder.dimensions();
     limit_decoder(&mut decoder, path, size, max_pixels)?;
-    let mut img = image::DynamicImage::from_decoder(decoder).map_err(|e| {
-        Error::at_path(
-            ErrorKind::UnsupportedFormat,
-            path,
-            format!("cannot decode image ({e})"),
-        )
-    })?;
+    let mut img = match image::DynamicImage::from_decoder(decoder) {
+        Ok(i) => i,
+        Err(e) if ffmpeg_fallback(&e) => return from_ffmpeg(),
+        Err(e) => {
+            return Err(Error::at_path(
+                ErrorKind::UnsupportedFormat,
+                path,
+                format!("cannot decode image ({e})"),
+            ))
+        }
+    };
     img.apply_orientation(orientation);
-    Ok(img.to_rgba8())
-}
-
-/// Loads an image into the working form (alpha composited over `bg`), refusing it from its
-/// header when it exceeds `max_pixels`.
-pub fn load_image(path: &Path, max_pixels: u64, bg: [u8; 3]) -> Result<Planes> {
-    let rgba = load_rgba8(path, max_pixels)?;
-    Ok(Planes::from_rgba8(
-        rgba.width(),
-        rgba.height(),
-        rgba.as_raw(),
-        bg,
-    ))
+    let rgba = img.to_rgba8();
+    Ok((rgba.width(), rgba.height(), rgba.into_raw()))
 }
 
 #[cfg(test)]
@@ -513,6 +663,41 @@ mod tests {
         for (a, b) in back.y.iter().zip(&f.y) {
             assert!((a - f32::from(*b)).abs() <= 0.6, "{a} vs {b}");
         }
+    }
+
+    #[test]
+    fn header_size_reads_the_png_ihdr_and_other_headers_as_they_arrive() {
+        let mut png = Vec::new();
+        image::RgbImage::new(33, 17)
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        for cut in [0, 5, 8, 23] {
+            assert_eq!(
+                header_size(&png[..cut]),
+                HeaderSize::NeedMore,
+                "{cut} bytes"
+            );
+        }
+        assert_eq!(header_size(&png[..24]), HeaderSize::Known(33, 17));
+        // A header claiming 20000x20000: known from 24 bytes, nothing else needed.
+        let mut big = png[..24].to_vec();
+        big[16..20].copy_from_slice(&20000u32.to_be_bytes());
+        big[20..24].copy_from_slice(&20000u32.to_be_bytes());
+        assert_eq!(header_size(&big), HeaderSize::Known(20000, 20000));
+        let mut bmp = Vec::new();
+        image::RgbImage::new(7, 5)
+            .write_to(&mut std::io::Cursor::new(&mut bmp), image::ImageFormat::Bmp)
+            .unwrap();
+        assert_eq!(header_size(&bmp[..10]), HeaderSize::NeedMore);
+        assert_eq!(header_size(&bmp), HeaderSize::Known(7, 5));
+        assert!(matches!(
+            header_size(b"<html>not a frame at all</html>"),
+            HeaderSize::NotAnImage(_)
+        ));
+        assert!(matches!(
+            header_size(b"GIF89a\x01\x00\x01\x00\x00\x00\x00\x00\x00\x00"),
+            HeaderSize::NotAnImage(m) if m.contains("Gif")
+        ));
     }
 
     #[test]

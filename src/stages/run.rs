@@ -28,8 +28,11 @@ pub struct RunOptions {
     pub state_dir: PathBuf,
     /// The job file, for the registry.
     pub job_file: Option<PathBuf>,
-    /// Draw a progress bar (only when stderr is a terminal).
-    pub progress: bool,
+    /// Where the run reports its phases and the encode's progress (the CLI draws it).
+    pub progress: crate::progress::Reporter,
+    /// The run id to use for a new run (the CLI names the default workdir after it, the API
+    /// uses its job id); `None`: a fresh one. A resumed run keeps its manifest's id.
+    pub run_id: Option<String>,
 }
 
 /// The result of a completed run.
@@ -41,7 +44,16 @@ pub struct RunOutcome {
     pub manifest: Manifest,
 }
 
-fn new_run_id() -> String {
+/// A new run id, `YYYYMMDD-HHMMSS-xxxxxxxx` (UTC, then 8 hex digits of a hash of the clock's
+/// nanoseconds, the process id and a per-process counter: unique within a process, and
+/// across processes short of a 1 in 4·10⁹ collision in the same second). One id names a run
+/// everywhere: the manifest, the registry, the CLI's default workdir (`workdir/<id>`) and the
+/// API's job id.
+pub fn new_run_id() -> String {
+    use sha2::{Digest, Sha256};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -54,10 +66,9 @@ fn new_run_id() -> String {
             .ok()
         })
         .unwrap_or_else(|| now.as_secs().to_string());
-    format!(
-        "{stamp}-{:05x}",
-        (now.subsec_nanos() ^ std::process::id().rotate_left(13)) & 0xfffff
-    )
+    let digest = Sha256::digest(format!("{}-{}-{n}", now.as_nanos(), std::process::id()));
+    let hex: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{stamp}-{hex}")
 }
 
 pub(crate) fn random_seed() -> u64 {
@@ -99,7 +110,7 @@ pub fn run_job(job: &Job, opts: &RunOptions) -> Result<RunOutcome> {
         m.error = None;
         m
     } else {
-        Manifest::new(new_run_id())
+        Manifest::new(opts.run_id.clone().unwrap_or_else(new_run_id))
     };
     std::fs::create_dir_all(workdir)
         .map_err(|e| Error::at_path(ErrorKind::Internal, workdir, e))?;
@@ -112,6 +123,7 @@ pub fn run_job(job: &Job, opts: &RunOptions) -> Result<RunOutcome> {
     registry::upsert(&opts.state_dir, entry.clone())?;
 
     let _span = tracing::info_span!("run", run_id = %run_id).entered();
+    opts.progress.run_started(&run_id, workdir);
     let result = run_phases(job, opts, &mut manifest, &final_path);
     match &result {
         Ok(()) => {
@@ -150,6 +162,14 @@ fn resumable_prepare(job: &Job, opts: &RunOptions, m: &Manifest) -> Option<prepa
     let wav = opts.workdir.join("prepare").join("audio_padded.wav");
     let reader = hound::WavReader::open(&wav).ok()?;
     let rate = a.output_rate;
+    // The same delivery rate and loudness as the job asks for now.
+    let loudness = |l: &crate::job::Loudness| (l.target_lufs, l.true_peak_db);
+    if rate != job.encode.audio_rate.output_rate(a.rate)
+        || job.encode.loudness.as_ref().map(loudness)
+            != m.loudness.map(|r| (r.target_lufs, r.true_peak_ceiling_db))
+    {
+        return None;
+    }
     let (pre_s, post_s) = (job.pre_seconds(), job.post_seconds());
     let same = reader.spec().sample_rate == rate
         && u64::from(reader.duration()) == a.total_samples
@@ -229,23 +249,38 @@ pub fn preflight(job: &Job) -> Result<()> {
     let max = job.limits.max_image_pixels;
     if start.kind == media::probe::StartKind::Image {
         media::picture::check_pixels(job.start.path(), "image", (start.width, start.height), max)?;
+        // A truncated or corrupt picture is refused here, before ComfyUI or the encode
+        // could draw it as grey.
+        media::picture::check_decodes(job.start.path(), max)?;
     }
     if let Some(end) = &job.end_image {
         media::picture::check_pixels(end, "image", media::picture::image_dimensions(end)?, max)?;
+        media::picture::check_decodes(end, max)?;
     }
-    media::audio::AudioInput::open(&job.audio)?;
+    let audio = media::audio::AudioInput::open(&job.audio)?;
+    // With `encode.audio_rate: "source"` the delivery rate is known only now.
+    let rate = job.encode.audio_rate.output_rate(audio.info().rate);
+    if let Some(why) = crate::timeline::timescale_problem(rate, job.fps()) {
+        return Err(Error::new(
+            ErrorKind::ValidationFailed,
+            format!("determinism.fps: {why}"),
+        ));
+    }
     Ok(())
 }
 
 fn phase<T>(
     m: &mut Manifest,
-    workdir: &Path,
+    opts: &RunOptions,
     name: &str,
     f: impl FnOnce(&mut Manifest) -> Result<T>,
 ) -> Result<T> {
+    use crate::progress::PhaseChange;
+    let workdir = &opts.workdir;
     m.phase_start(name);
     m.save(workdir)?;
     tracing::info!(stage = name, "phase started");
+    opts.progress.phase(name, PhaseChange::Started);
     let started = std::time::Instant::now();
     let out = f(m);
     m.phase_field(name, "duration_seconds", started.elapsed().as_secs_f64());
@@ -259,6 +294,14 @@ fn phase<T>(
     );
     m.save(workdir)?;
     tracing::info!(stage = name, ok = out.is_ok(), "phase ended");
+    opts.progress.phase(
+        name,
+        if out.is_ok() {
+            PhaseChange::Completed
+        } else {
+            PhaseChange::Failed
+        },
+    );
     out
 }
 
@@ -278,7 +321,7 @@ fn face_phase(
     if !comfyui::needs_face_check(job, &opts.state_dir) {
         skip(
             manifest,
-            workdir,
+            opts,
             "faceprobe",
             "no lip-sync or motion workflow in ComfyUI (the face check runs only before one)",
         )?;
@@ -287,7 +330,7 @@ fn face_phase(
     let earlier = (opts.resume && manifest.phase_completed("faceprobe"))
         .then(|| serde_json::from_value::<FaceMeta>(manifest.face_meta.clone()).ok())
         .flatten();
-    let (meta, staged) = phase(manifest, workdir, "faceprobe", |m| {
+    let (meta, staged) = phase(manifest, opts, "faceprobe", |m| {
         let staged = staging::stage(job, prepared, workdir, opts.resume)?;
         let rel = |p: &Path| p.strip_prefix(workdir).unwrap_or(p).display().to_string();
         let staged_file = staged
@@ -310,7 +353,7 @@ fn face_phase(
             staged: Some(&staged),
             seed,
             run_id: &m.run_id.clone(),
-            progress: opts.progress,
+            progress: opts.progress.clone(),
             resume: opts.resume,
         };
         let meta = match comfyui::face_check(&input, &staged.probes, m)? {
@@ -357,10 +400,12 @@ fn face_phase(
     Ok((Some(meta), Some(staged)))
 }
 
-fn skip(m: &mut Manifest, workdir: &Path, name: &str, reason: &str) -> Result<()> {
+fn skip(m: &mut Manifest, opts: &RunOptions, name: &str, reason: &str) -> Result<()> {
     m.phase_field(name, "reason", reason);
     m.phase_end(name, PhaseStatus::Skipped);
-    m.save(workdir)
+    opts.progress
+        .phase(name, crate::progress::PhaseChange::Skipped);
+    m.save(&opts.workdir)
 }
 
 fn run_phases(
@@ -398,7 +443,7 @@ fn run_phases(
             );
             p
         }
-        None => phase(manifest, workdir, "prepare", |m| {
+        None => phase(manifest, opts, "prepare", |m| {
             prepare::prepare(job, workdir, m)
         })?,
     };
@@ -412,7 +457,7 @@ fn run_phases(
         .and_then(|f| f.centre_in(prepared.source_size));
     let mut comfy = comfyui::Outcome::default();
     if job.comfyui.enable {
-        comfy = phase(manifest, workdir, "comfyui", |m| {
+        comfy = phase(manifest, opts, "comfyui", |m| {
             let input = comfyui::Input {
                 job,
                 prepared: &prepared,
@@ -422,7 +467,7 @@ fn run_phases(
                 staged: staged.as_ref(),
                 seed: seed.unwrap_or(0),
                 run_id: &m.run_id.clone(),
-                progress: opts.progress,
+                progress: opts.progress.clone(),
                 resume: opts.resume,
             };
             comfyui::run(&input, m)
@@ -430,7 +475,7 @@ fn run_phases(
     } else {
         skip(
             manifest,
-            workdir,
+            opts,
             "comfyui",
             "comfyui.enable=false (diagnostic path)",
         )?;
@@ -449,14 +494,14 @@ fn run_phases(
                 "reason": "lipsync.enable=false"});
             skip(
                 manifest,
-                workdir,
+                opts,
                 "lipsync",
                 &format!("lipsync.enable=false: provider {id:?} ignored"),
             )?;
         }
         (None, enable) => skip(
             manifest,
-            workdir,
+            opts,
             "lipsync",
             if enable {
                 "no external provider (lip-sync inside ComfyUI)"
@@ -465,7 +510,7 @@ fn run_phases(
             },
         )?,
         (Some(id), true) => {
-            let out = phase(manifest, workdir, "lipsync", |m| {
+            let out = phase(manifest, opts, "lipsync", |m| {
                 Ok(external_lipsync(
                     job,
                     opts,
@@ -511,12 +556,7 @@ fn run_phases(
             "renderer": "vidax sub-pixel window resampler",
         });
     } else if is_image && visual.is_none() {
-        manifest.motion_meta = serde_json::json!({
-            "source": "local", "mode": job.motion.mode, "strength": job.motion.strength,
-            "frame_count": prepared.frames.main_frames(), "fps": prepared.frames.fps.to_string(),
-            "centre": centre.map(|c| [c.0, c.1]),
-            "renderer": "vidax sub-pixel window resampler",
-        });
+        manifest.motion_meta = local_motion_meta(job, &prepared, centre);
     } else if !is_image {
         manifest.motion_meta = serde_json::Value::Null;
     }
@@ -535,12 +575,22 @@ fn run_phases(
     manifest.save(workdir)?;
 
     let partial = partial_path(workdir, &job.output.final_name);
-    let encoded = phase(manifest, workdir, "encode", |m| {
-        let compositor = Compositor::for_run(job, &prepared, visual.as_ref(), centre)?;
-        let report =
-            encode_with(job, &prepared, compositor, &partial, opts.progress).inspect_err(|_| {
+    let encoded = phase(manifest, opts, "encode", |m| {
+        let encode = |visual: Option<&comfyui::Visual>| {
+            let compositor = Compositor::for_run(job, &prepared, visual, centre)?;
+            encode_with(job, &prepared, compositor, &partial, &*opts.progress).inspect_err(|_| {
                 let _ = std::fs::remove_file(&partial);
-            })?;
+            })
+        };
+        let report = match encode(visual.as_ref()) {
+            // A ComfyUI frame that does not decode: the fallback instead, degraded.
+            Err(e) if comfyui::frames_unusable(&e, visual.as_ref()) => {
+                let fallback = is_image.then(|| local_motion_meta(job, &prepared, centre));
+                comfyui::fall_back_from_frames(m, &e, fallback);
+                encode(None)?
+            }
+            r => r?,
+        };
         m.phase_field(
             "encode",
             "report",
@@ -550,7 +600,7 @@ fn run_phases(
         Ok(report)
     })?;
 
-    phase(manifest, workdir, "finalize", |m| {
+    phase(manifest, opts, "finalize", |m| {
         let result = finalize(&partial, final_path, &prepared, job.determinism.rounding, m);
         if result.is_err() {
             let _ = std::fs::remove_file(&partial);
@@ -563,6 +613,20 @@ fn run_phases(
         "final written"
     );
     Ok(())
+}
+
+/// `motion_meta` of a start image rendered by the local motion fallback.
+fn local_motion_meta(
+    job: &Job,
+    prepared: &prepare::Prepared,
+    centre: Option<(f64, f64)>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "source": "local", "mode": job.motion.mode, "strength": job.motion.strength,
+        "frame_count": prepared.frames.main_frames(), "fps": prepared.frames.fps.to_string(),
+        "centre": centre.map(|c| [c.0, c.1]),
+        "renderer": "vidax sub-pixel window resampler",
+    })
 }
 
 /// Where the final is encoded before it verified and is linked into place; a run stopped
@@ -594,6 +658,7 @@ fn finalize(
         audio_seconds: Some(prepared.audio.duration().to_f64()),
         video_packets_only: true,
         max_av_delta_frames: Some(max_delta(rounding)),
+        audio_required: true,
     };
     let report = media::verify::verify(partial, &expect)?;
     m.verify = serde_json::to_value(&report).unwrap_or_default();
@@ -636,7 +701,7 @@ fn encode_with(
     prepared: &prepare::Prepared,
     compositor: Compositor,
     out: &Path,
-    progress: bool,
+    progress: &dyn crate::progress::Progress,
 ) -> Result<media::encode::EncodeReport> {
     let (w, h) = prepared.render;
     let fps = prepared.frames.fps;
@@ -661,16 +726,7 @@ fn encode_with(
         wav: prepared.wav.clone(),
         bitrate: job.encode.audio_bitrate,
     };
-    let bar = progress_bar(progress, video.frames);
-    let report = media::encode::encode_mp4(out, &video, Box::new(compositor), &audio, &|n| {
-        if let Some(b) = &bar {
-            b.set_position(n);
-        }
-    });
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
-    report
+    media::encode::encode_mp4(out, &video, Box::new(compositor), &audio, progress)
 }
 
 /// The `lipsync` phase with an external provider: the base video (the main segment as it
@@ -704,7 +760,7 @@ fn external_lipsync(
     std::fs::create_dir_all(&dir).map_err(|e| Error::at_path(ErrorKind::Internal, &dir, e))?;
     let input = dir.join("input.mp4");
     let compositor = Compositor::for_run(job, prepared, visual, centre)?;
-    encode_with(job, prepared, compositor, &input, false)?;
+    encode_with(job, prepared, compositor, &input, &crate::progress::Silent)?;
     lipsync::run_provider(&provider, &input, &prepared.wav, &output)?;
     super::compose::visual_video(job, prepared, &output).map_err(|e| {
         Error::new(
@@ -714,18 +770,4 @@ fn external_lipsync(
     })?;
     m.lipsync_meta["status"] = "completed".into();
     Ok(comfyui::Visual::Video(output))
-}
-
-fn progress_bar(enabled: bool, frames: u64) -> Option<indicatif::ProgressBar> {
-    use std::io::IsTerminal;
-    if !enabled || !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let bar = indicatif::ProgressBar::new(frames);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "encode {bar:40} {pos}/{len} frames {percent}% eta {eta}",
-    ) {
-        bar.set_style(style);
-    }
-    Some(bar)
 }
