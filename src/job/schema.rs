@@ -262,8 +262,10 @@ impl Serialize for Rgb {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Comfyui {
     pub enable: bool,
-    /// Base URL, http or https, as written.
+    /// Base URL, http or https, as written: the first of [`Comfyui::pool`].
     pub url: String,
+    /// Every endpoint of the pool (`comfyui.url` as a list, or comma-separated), `url` first.
+    pub pool: Vec<String>,
     /// `None`: the defaults for the start kind (SPEC §6).
     pub workflow_ids: Option<Vec<String>>,
     /// Frames per ComfyUI chunk; `None`: one chunk.
@@ -282,6 +284,7 @@ impl Default for Comfyui {
         Comfyui {
             enable: true,
             url: "http://127.0.0.1:8188".to_string(),
+            pool: vec!["http://127.0.0.1:8188".to_string()],
             workflow_ids: None,
             chunk_size: None,
             poll_interval_ms: 500,

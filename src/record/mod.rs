@@ -12,6 +12,7 @@
 //! what a degraded run means are the stages' and the binary's business.
 
 pub mod atomic;
+pub mod comfyui;
 pub mod events;
 pub mod manifest;
 pub mod registry;
