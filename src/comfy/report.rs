@@ -132,6 +132,26 @@ pub struct LipsyncReport {
 }
 
 impl LipsyncReport {
+    /// The report of frames `skip .. skip + take` of this one (a chunk's context frames
+    /// thrown away): outcomes, boxes and counts of those frames only.
+    pub fn trimmed(&self, skip: u64, take: u64) -> LipsyncReport {
+        let range = |v: usize| (skip as usize).min(v)..((skip + take) as usize).min(v);
+        let outcome = self.outcome[range(self.outcome.len())].to_vec();
+        let boxes = self.boxes[range(self.boxes.len())].to_vec();
+        let count = |o: FrameOutcome| outcome.iter().filter(|x| **x == o).count() as u64;
+        LipsyncReport {
+            frames: outcome.len() as u64,
+            start_frame: self.start_frame + skip,
+            synced: count(FrameOutcome::Synced),
+            silent: count(FrameOutcome::Silent),
+            no_face: count(FrameOutcome::NoFace),
+            box_summary: BoxSummary::of(boxes.iter().flatten()),
+            outcome,
+            boxes,
+            ..self.clone()
+        }
+    }
+
     /// The contract's invariants; `Err` names the first one broken.
     pub fn check(&self) -> Result<(), String> {
         let n = self.frames;

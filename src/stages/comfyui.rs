@@ -387,6 +387,27 @@ fn silence_limit(poll: Duration) -> Duration {
     (poll * 20).max(Duration::from_secs(10))
 }
 
+/// Frames `VIDAX_Wav2Lip` smooths a face box over, less one: the context a start-video chunk
+/// in `sequential` mode carries on each side (docs/COMFYUI_INTERFACE.md, "Chunked runs").
+const SMOOTH_CONTEXT: u64 = 4;
+
+/// The context frames (before, after) chunk `c` of `w` loads and then throws away, so that its
+/// frames come out as in one unchunked run: [`SMOOTH_CONTEXT`] on each side (as far as the
+/// main segment reaches) for the start-video graph in `sequential` mode with several chunks;
+/// none otherwise.
+fn context(job: &Job, w: &Workflow, c: Chunk, main: u64, chunk_count: usize) -> (u64, u64) {
+    let smoothed = matches!(w.kind, Kind::Wav2LipVideo)
+        && job.comfyui.wav2lip.mode == crate::job::Wav2lipMode::Sequential
+        && chunk_count > 1;
+    if !smoothed {
+        return (0, 0);
+    }
+    (
+        c.start.min(SMOOTH_CONTEXT),
+        main.saturating_sub(c.start + c.frames).min(SMOOTH_CONTEXT),
+    )
+}
+
 /// One ComfyUI server of the pool.
 struct Endpoint {
     client: Client,
@@ -1238,9 +1259,17 @@ impl Runner<'_> {
         } else {
             main
         };
-        let graphs = graph::chunks(main, size)
+        let plan = graph::chunks(main, size);
+        let count = plan.len();
+        let graphs = plan
             .into_iter()
             .map(|c| {
+                // What the graph loads: the chunk and its context frames.
+                let (before, after) = context(self.input.job, w, c, main, count);
+                let loaded = Chunk {
+                    start: c.start - before,
+                    frames: c.frames + before + after,
+                };
                 let g = match &w.kind {
                     Kind::Motion => graph::motion_chunk(&p, c, centre),
                     Kind::MouthBlend => match &blend {
@@ -1248,7 +1277,7 @@ impl Runner<'_> {
                         None => Value::Null,
                     },
                     Kind::Wav2LipImage => graph::wav2lip_image(&p, c),
-                    Kind::Wav2LipVideo => graph::wav2lip_video(&p, c),
+                    Kind::Wav2LipVideo => graph::wav2lip_video(&p, loaded),
                     Kind::Template(t) => t.graph.clone(),
                     Kind::FaceCheck(g) => g.clone(),
                 };
@@ -1673,8 +1702,17 @@ impl Runner<'_> {
             return Err(d);
         }
         let summary = outputs::summary(&entry, &Value::Null);
+        let main = self.params.frames;
+        let (before, after) = context(self.input.job, w, *c, main, chunk_count);
+        let loaded = c.frames + before + after;
         let (found, bad) = report::lipsync_reports(&entry);
-        sink.reports.extend(found);
+        sink.reports.extend(found.iter().map(|r| {
+            if before + after > 0 {
+                r.trimmed(before, c.frames)
+            } else {
+                r.clone()
+            }
+        }));
         sink.report_problems
             .extend(bad.into_iter().map(|b| format!("{label}: {b}")));
         let outs = outputs::collect(&entry);
@@ -1710,35 +1748,39 @@ impl Runner<'_> {
                 details: summary,
             });
         }
-        let take = outs.images.len().min(c.frames as usize);
         let dir = sink.dir.clone();
-        for (k, f) in outs.images.iter().take(take).enumerate() {
+        let own = outs
+            .images
+            .iter()
+            .skip(before as usize)
+            .take(c.frames as usize);
+        for (k, f) in own.enumerate() {
             let dest = dir.join(format!("{:06}.png", c.start + k as u64 + 1));
             self.fetch(ep, f, &dest, Some(&dir), &summary).await?;
             sink.received += 1;
         }
-        if (outs.images.len() as u64) < c.frames {
+        if (outs.images.len() as u64) < loaded {
             return Err(Degraded {
                 reason: ErrorKind::ComfyuiOutputsMissing.code(),
                 message: format!(
                     "workflow {} ({label}): received {} of {} frames for timeline frames {}..{}; frames are never stretched",
-                    w.id, outs.images.len(), c.frames, c.start, c.start + c.frames
+                    w.id, outs.images.len(), loaded, c.start - before, c.start + c.frames + after
                 ),
                 details: {
                     let mut d = summary;
-                    d["frames_asked"] = c.frames.into();
+                    d["frames_asked"] = loaded.into();
                     d["frames_received"] = (outs.images.len() as u64).into();
                     d
                 },
             });
         }
-        if outs.images.len() as u64 > c.frames {
+        if outs.images.len() as u64 > loaded {
             sink.warnings.push(format!(
                 "workflow {} ({label}): ComfyUI returned {} frames for {} asked; the first {} are used",
                 w.id,
                 outs.images.len(),
-                c.frames,
-                c.frames
+                loaded,
+                loaded
             ));
         }
         Ok(())

@@ -83,6 +83,9 @@ pub struct Config {
     /// `VIDAX_FaceProbe` has no detector (the pack is missing) and reports its size
     /// fallback, as recorded (`history_facecheck_fallback.json`, a 512×512 picture, as it is).
     pub face_fallback: bool,
+    /// The server dies (its process gone: the port refuses, open connections drop) just
+    /// after it accepted this many POST /prompt (that last prompt never finishes).
+    pub die_after_posts: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -118,6 +121,15 @@ pub struct ServerState {
     pub lipsync_posts: AtomicU64,
     /// For each `VHS_LoadVideo` executed: the barcode of every frame it loaded, in order.
     pub video_frames: Mutex<Vec<Vec<u64>>>,
+    /// One prompt executes at a time, as in ComfyUI (one GPU): the others wait in the queue.
+    gpu: tokio::sync::Mutex<()>,
+    /// The prompt executing now.
+    running: Mutex<Option<String>>,
+    /// Ends the server (see [`Server::kill`]).
+    kill: tokio::sync::Notify,
+    pub killed: std::sync::atomic::AtomicBool,
+    /// The most prompts it held at once (running + pending), seen at each POST.
+    pub max_queued: AtomicU64,
 }
 
 pub struct Server {
@@ -142,11 +154,36 @@ impl Server {
         listener.set_nonblocking(true).unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let app = wrap(router(state.clone()));
+        let st = state.clone();
+        // Killed: the serving future and then the runtime end, which drops the listener and
+        // every connection and task (a process that died).
         in_thread(move || async move {
             let l = tokio::net::TcpListener::from_std(listener).unwrap();
-            let _ = axum::serve(l, app).await;
+            tokio::select! {
+                _ = axum::serve(l, app) => {}
+                _ = st.kill.notified() => {}
+            }
         });
         Server { url, state }
+    }
+
+    /// Ends the server as a killed process would end.
+    pub fn kill(&self) {
+        self.state.killed.store(true, Ordering::SeqCst);
+        self.state.kill.notify_one();
+    }
+
+    /// Graphs submitted that run `class` (a chunk of a workflow, not the face check).
+    pub fn graphs_with(&self, class: &str) -> Vec<Value> {
+        self.graphs()
+            .into_iter()
+            .filter(|g| {
+                g.as_object()
+                    .unwrap()
+                    .values()
+                    .any(|n| n["class_type"] == class)
+            })
+            .collect()
     }
 
     pub fn posts(&self) -> u64 {
@@ -401,7 +438,17 @@ async fn post_prompt(State(s): State<Arc<ServerState>>, body: Bytes) -> Response
                 entry: Value::Null,
             },
         );
+        let queued = s.jobs.lock().unwrap().values().filter(|j| !j.done).count() as u64;
+        s.max_queued.fetch_max(queued, Ordering::SeqCst);
         tokio::spawn(execute(s.clone(), prompt_id.clone()));
+    }
+    if s.cfg.die_after_posts == Some(n) {
+        let st = s.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            st.killed.store(true, Ordering::SeqCst);
+            st.kill.notify_one();
+        });
     }
     if s.cfg.drop_first_post && n == 1 {
         // The prompt is queued, the answer never comes: unwinding the connection's task closes
@@ -743,6 +790,8 @@ fn send(s: &ServerState, client_id: &str, ty: &str, data: Value) {
 }
 
 async fn execute(s: Arc<ServerState>, prompt_id: String) {
+    let _gpu = s.gpu.lock().await;
+    *s.running.lock().unwrap() = Some(prompt_id.clone());
     let job = s.jobs.lock().unwrap().get(&prompt_id).cloned().unwrap();
     let c = job.client_id.as_str();
     let graph = job.graph.clone();
@@ -952,13 +1001,16 @@ async fn history(State(s): State<Arc<ServerState>>, AxPath(id): AxPath<String>) 
 }
 
 async fn queue(State(s): State<Arc<ServerState>>) -> Json<Value> {
+    let now = s.running.lock().unwrap().clone();
     let jobs = s.jobs.lock().unwrap();
-    let running: Vec<Value> = jobs
-        .iter()
-        .filter(|(_, j)| !j.done)
-        .map(|(id, j)| json!([j.number, id, j.graph, {"client_id": j.client_id}, []]))
-        .collect();
-    Json(json!({"queue_running": running, "queue_pending": []}))
+    let item = |(id, j): (&String, &Job)| json!([j.number, id, j.graph, {"client_id": j.client_id}, []]);
+    let waiting = jobs.iter().filter(|(_, j)| !j.done);
+    let (running, pending): (Vec<_>, Vec<_>) =
+        waiting.partition(|(id, _)| now.as_deref() == Some(id.as_str()));
+    Json(json!({
+        "queue_running": running.into_iter().map(item).collect::<Vec<_>>(),
+        "queue_pending": pending.into_iter().map(item).collect::<Vec<_>>(),
+    }))
 }
 
 async fn view(
