@@ -353,6 +353,30 @@ mod tests {
     }
 
     #[test]
+    fn a_trimmed_report_keeps_only_the_chunks_own_frames() {
+        let r: LipsyncReport = serde_json::from_value(report(
+            6,
+            &["synced", "silent", "synced", "no_face", "synced"],
+            json!([[1, 2, 3, 4], null, [5, 6, 7, 8], null, [9, 9, 10, 10]]),
+        ))
+        .unwrap();
+        let t = r.trimmed(1, 3);
+        assert_eq!(t.start_frame, 7);
+        assert_eq!(t.frames, 3);
+        assert_eq!(
+            t.outcome,
+            [FrameOutcome::Silent, FrameOutcome::Synced, FrameOutcome::NoFace]
+        );
+        assert_eq!(t.boxes, [None, Some([5, 6, 7, 8]), None]);
+        assert_eq!((t.synced, t.silent, t.no_face), (1, 1, 1));
+        assert_eq!(t.box_summary, BoxSummary::of([[5, 6, 7, 8]].iter()));
+        let m = Merged::new(&[t], 12);
+        assert_eq!(m.outcome[7], Some(FrameOutcome::Silent));
+        assert_eq!(m.outcome[6], None);
+        assert_eq!(m.outcome[10], None);
+    }
+
+    #[test]
     fn reports_are_found_by_key_and_merged_over_chunks() {
         let entry = json!({"outputs": {
             "5": {"images": [{"filename": "a.png", "subfolder": "", "type": "output"}]},

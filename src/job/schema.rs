@@ -263,12 +263,15 @@ impl Serialize for Rgb {
 pub struct Comfyui {
     pub enable: bool,
     /// Base URL, http or https, as written: the first of [`Comfyui::pool`].
+    #[serde(skip)]
     pub url: String,
-    /// Every endpoint of the pool (`comfyui.url` as a list, or comma-separated), `url` first.
+    /// Every endpoint of the pool (`comfyui.url` as a list, or comma-separated), `url` first;
+    /// written back as `url` (a string for one, a list for several).
+    #[serde(rename = "url", serialize_with = "ser_urls")]
     pub pool: Vec<String>,
     /// `None`: the defaults for the start kind (SPEC §6).
     pub workflow_ids: Option<Vec<String>>,
-    /// Frames per ComfyUI chunk; `None`: one chunk.
+    /// Frames per ComfyUI chunk; `None`: chosen from the render size (`stages::comfyui::default_chunk_size`).
     pub chunk_size: Option<u32>,
     pub poll_interval_ms: u64,
     pub timeout_seconds: u64,
@@ -641,6 +644,13 @@ fn lossy(p: &Path) -> String {
 
 fn ser_path<S: Serializer>(p: &Path, s: S) -> std::result::Result<S::Ok, S::Error> {
     s.serialize_str(&lossy(p))
+}
+
+fn ser_urls<S: Serializer>(urls: &[String], s: S) -> std::result::Result<S::Ok, S::Error> {
+    match urls {
+        [one] => s.serialize_str(one),
+        many => s.collect_seq(many),
+    }
 }
 
 fn ser_opt_path<S: Serializer>(p: &Option<PathBuf>, s: S) -> std::result::Result<S::Ok, S::Error> {

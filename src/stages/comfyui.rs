@@ -1641,6 +1641,9 @@ impl Runner<'_> {
 
     /// Reports where the chunks of `w` stand (the run's progress).
     fn report_chunks(&self, w: &Workflow, sink: &Sink) {
+        if let Kind::FaceCheck(_) = w.kind {
+            return;
+        }
         let done = |c: &&ChunkRecord| c.status == "completed";
         let mine = |url: &str, c: &&ChunkRecord| !c.reused && c.endpoint.as_deref() == Some(url);
         let p = ChunkProgress {
@@ -2100,6 +2103,15 @@ mod tests {
         assert!(is_local("http://[::1]:8188"));
         assert!(!is_local("http://gpu-box:8188"));
         assert!(!is_local("https://10.0.0.5"));
+    }
+
+    #[test]
+    fn the_default_chunk_keeps_four_float_copies_within_4_gib() {
+        assert_eq!(default_chunk_size(512 * 512), 341);
+        assert_eq!(default_chunk_size(1920 * 1080), 43);
+        assert_eq!(default_chunk_size(64 * 48), graph::REPEAT_MAX);
+        assert_eq!(default_chunk_size(8192 * 8192), 16);
+        assert!(default_chunk_size(1920 * 1080) * 1920 * 1080 * 48 <= DEFAULT_CHUNK_BYTES);
     }
 
     #[test]
