@@ -1284,7 +1284,8 @@ impl Runner<'_> {
                 (c, graph::fill(&g, &p, c))
             })
             .collect();
-        (graphs, size)
+        // The size used: never more than the main segment.
+        (graphs, size.min(main.max(1)))
     }
 
     fn seed_for(&self, attempt: u32) -> u64 {
