@@ -2027,6 +2027,19 @@ fn file_budget(input: &Input, workflows: usize) -> u64 {
         .saturating_mul(workflows as u64)
 }
 
+/// Records `e` as the stage's failure, with `action` (what the main segment comes from
+/// instead), and warns.
+fn failed_without_frames(m: &mut Manifest, e: &Error, action: &str) {
+    let r = rec(m);
+    r.failure = Some(FailureRecord {
+        code: e.code().into(),
+        message: e.message.clone(),
+        details: Value::Null,
+    });
+    r.action = Some(action.into());
+    m.add_warning(format!("{}: {} ({action})", e.code(), e.message));
+}
+
 /// The health check answered, but over a bound (`COMFYUI_BAD_RESPONSE`): the run goes on
 /// from the fallback, degraded, with the limit named in the warning.
 fn unusable_health(input: &Input, m: &mut Manifest, e: Error) -> Outcome {
@@ -2036,14 +2049,7 @@ fn unusable_health(input: &Input, m: &mut Manifest, e: Error) -> Outcome {
     } else {
         "the main segment comes from the start video"
     };
-    let r = rec(m);
-    r.failure = Some(FailureRecord {
-        code: e.code().into(),
-        message: e.message.clone(),
-        details: Value::Null,
-    });
-    r.action = Some(action.into());
-    m.add_warning(format!("{}: {} ({action})", e.code(), e.message));
+    failed_without_frames(m, &e, action);
     Outcome {
         degraded_reason: Some(e.code().to_string()),
         ..Outcome::default()
@@ -2064,14 +2070,7 @@ pub fn fall_back_from_frames(m: &mut Manifest, e: &Error, motion_meta: Option<Va
         None => "the main segment comes from the start video",
     };
     tracing::warn!(stage = "encode", code = e.code(), "{}", e.message);
-    let r = rec(m);
-    r.failure = Some(FailureRecord {
-        code: e.code().into(),
-        message: e.message.clone(),
-        details: Value::Null,
-    });
-    r.action = Some(action.into());
-    m.add_warning(format!("{}: {} ({action})", e.code(), e.message));
+    failed_without_frames(m, e, action);
     m.motion_meta = motion_meta.unwrap_or(Value::Null);
     if let Some(d) = &mut m.video_source_detail {
         d.comfyui_output = None;
