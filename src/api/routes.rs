@@ -192,7 +192,7 @@ fn create(app: &App, j: &Job, kind: &str) -> ApiResult<JobRecord> {
         )
     })?;
     let job_file = workdir.join("job.json");
-    crate::record::write_json_atomic(&job_file, &j.to_effective_json())?;
+    crate::files::write_json_atomic(&job_file, &j.to_effective_json())?;
     let rec = JobRecord::new(id, kind, workdir, job_file);
     app.jobs.insert(rec.clone());
     Ok(rec)

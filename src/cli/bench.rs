@@ -113,6 +113,7 @@ pub fn child(a: ChildArgs, events: &EventLog) -> Result<i32> {
                 state_dir: a.workdir.join("state"),
                 job_file: Some(a.job.clone()),
                 progress: false,
+                events: None,
             };
             let t = Instant::now();
             let out = run_job(&j, &opts)?;

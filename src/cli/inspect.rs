@@ -5,20 +5,21 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::record::{events, registry, Manifest};
+use crate::files::state_dir;
+use crate::record::{events, registry, workdir, Manifest};
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
-    /// A run id (or unique prefix) from the registry, or a workdir.
-    pub run: Option<String>,
+    /// A run id (or unique prefix) from the registry, a workdir, or a job id of `va serve`.
+    pub run: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Args, Debug)]
 pub struct LogsArgs {
-    /// A run id (or unique prefix), or a workdir.
-    pub run: String,
+    /// A run id (or unique prefix), a workdir, or a job id of `va serve`.
+    pub run: PathBuf,
     /// Keep printing new events as they arrive (Ctrl-C to stop).
     #[arg(long)]
     pub follow: bool,
@@ -27,56 +28,47 @@ pub struct LogsArgs {
     pub json: bool,
 }
 
-/// Resolves a run id or a workdir path to the workdir.
-fn workdir_of(run: &str) -> Result<PathBuf> {
-    let p = Path::new(run);
-    if p.join("manifest.json").exists() || p.join("logs").exists() {
-        return Ok(p.to_path_buf());
+/// Resolves what the user named to a workdir: a folder holding a run's records, else a run
+/// id (or unique prefix) of the registry, else a job id of the API (its record in
+/// `<state dir>/api/jobs/`). The argument is taken as bytes, so a workdir whose name is not
+/// UTF-8 works too.
+fn workdir_of(run: &Path) -> Result<PathBuf> {
+    let looks_like_workdir = Manifest::path(run).exists()
+        || run.join("logs").exists()
+        || workdir::lock_path(run).exists();
+    if looks_like_workdir {
+        return Ok(run.to_path_buf());
     }
-    match registry::find(&registry::state_dir(), run)? {
-        Some(e) => Ok(e.workdir),
-        None => Err(Error::new(
-            ErrorKind::InputNotFound,
-            format!("{run}: no such run id in the registry and no workdir there"),
-        )),
+    let state = state_dir();
+    if let Some(id) = run.to_str() {
+        if let Some(e) = registry::find(&state, id)? {
+            return Ok(e.workdir);
+        }
+        if let Some(wd) = crate::api::jobs::workdir_of_job(&state, id) {
+            return Ok(wd);
+        }
     }
+    Err(Error::new(
+        ErrorKind::InputNotFound,
+        format!(
+            "{}: no such run id in the registry, no job of va serve, and no workdir there",
+            run.display()
+        ),
+    ))
 }
 
 pub fn status(a: StatusArgs) -> Result<i32> {
     let Some(run) = a.run else {
-        let runs = registry::list(&registry::state_dir())?;
-        if a.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&runs).unwrap_or_default()
-            );
-        } else if runs.is_empty() {
-            println!("no runs registered in {}", registry::state_dir().display());
-        } else {
-            for r in runs.iter().rev().take(20) {
-                let fin = r
-                    .final_path
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default();
-                println!(
-                    "{:<28} {:<10} {} {}",
-                    r.id,
-                    r.status.as_str(),
-                    r.workdir.display(),
-                    fin
-                );
-            }
-        }
-        return Ok(0);
+        return list(a.json);
     };
-    let workdir = workdir_of(&run)?;
-    let m = Manifest::load(&workdir)?;
+    let wd = workdir_of(&run)?;
+    let m = workdir::observe(&wd, &state_dir())?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&m).unwrap_or_default());
         return Ok(0);
     }
     println!("run        {}", m.run_id);
+    println!("workdir    {}", wd.display());
     println!(
         "status     {} (exit {})",
         m.run_status.as_str(),
@@ -115,6 +107,43 @@ pub fn status(a: StatusArgs) -> Result<i32> {
     }
     if let Some(f) = &m.final_path {
         println!("final      {}", f.display());
+    }
+    Ok(0)
+}
+
+/// The registered runs, each checked against its workdir's lock (a `running` entry whose
+/// lock is free is a run that died: it shows, and is recorded, as `interrupted`).
+fn list(json: bool) -> Result<i32> {
+    let state = state_dir();
+    let mut runs = registry::list(&state)?;
+    for r in &mut runs {
+        workdir::check_alive(&state, r);
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&runs).unwrap_or_default()
+        );
+        return Ok(0);
+    }
+    if runs.is_empty() {
+        println!("no runs registered in {}", state.display());
+        return Ok(0);
+    }
+    for r in runs.iter().rev().take(20) {
+        let outcome = match (&r.final_path, &r.error) {
+            (Some(f), _) if r.degraded => format!("{} (degraded)", f.display()),
+            (Some(f), _) => f.display().to_string(),
+            (None, Some(e)) => e.code.clone(),
+            (None, None) => String::new(),
+        };
+        println!(
+            "{:<28} {:<11} {} {}",
+            r.id,
+            r.status.as_str(),
+            r.workdir.display(),
+            outcome
+        );
     }
     Ok(0)
 }

@@ -6,9 +6,10 @@ use clap::Args;
 use serde_json::{json, Map, Value};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::files::path_json;
 use crate::job;
 use crate::media;
-use crate::record::{registry, EventLog};
+use crate::record::EventLog;
 use crate::stages::{run_job, RunOptions};
 
 #[derive(Args, Debug)]
@@ -40,30 +41,28 @@ pub struct RunArgs {
 }
 
 /// The exit status of a supervised run stopped because its stdin closed (128 + SIGINT, the
-/// shell's convention for an interrupted command).
+/// shell's convention for an interrupted command): `INTERRUPTED`'s.
 pub const EXIT_STOPPED: i32 = 130;
 
-/// Takes the supervisor's lock and starts the thread that ends the process once stdin
-/// closes. The lock is held until the process exits, so a restarted server knows for sure
-/// that the run is gone when it can take the lock itself.
+/// How long a supervised run may take to stop cleanly (partial removed, records written)
+/// once its pipe closed, before the process ends regardless. Under the server's own grace
+/// (`STOP_GRACE` in `api::jobs`), after which it kills the child.
+const SUPERVISED_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Takes the supervisor's lock and starts the thread that stops the run once stdin closes:
+/// it asks the run to stop ([`crate::interrupt`]), so the run records itself `interrupted`
+/// and removes its partial file, and ends the process if that takes too long. The lock is
+/// held until the process exits, so a restarted server knows for sure that the run is gone
+/// when it can take the lock itself.
 fn supervise(lock_path: &Path) -> Result<()> {
-    use fs4::fs_std::FileExt;
     use std::io::Read;
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(lock_path)
-        .map_err(|e| Error::at_path(ErrorKind::Internal, lock_path, e))?;
-    if !FileExt::try_lock_exclusive(&lock)
-        .map_err(|e| Error::at_path(ErrorKind::Internal, lock_path, e))?
-    {
+    let Some(lock) = crate::files::FileLock::try_exclusive(lock_path)? else {
         return Err(Error::at_path(
             ErrorKind::Usage,
             lock_path,
             "locked: another run of this job is still active",
         ));
-    }
+    };
     std::thread::spawn(move || {
         let _held = lock;
         let mut buf = [0u8; 64];
@@ -74,6 +73,8 @@ fn supervise(lock_path: &Path) -> Result<()> {
             stage = "run",
             "stopped: the supervising server closed the pipe (cancelled or gone)"
         );
+        crate::interrupt::request(crate::interrupt::Reason::Supervisor);
+        std::thread::sleep(SUPERVISED_STOP_GRACE);
         eprintln!("va run: stopped: the supervising server closed the pipe");
         std::process::exit(EXIT_STOPPED);
     });
@@ -171,6 +172,7 @@ fn absolute(p: &Path) -> PathBuf {
 }
 
 pub fn run(a: RunArgs, events: &EventLog) -> Result<i32> {
+    crate::interrupt::install()?;
     if let Some(lock) = &a.supervised {
         supervise(lock)?;
     }
@@ -194,20 +196,15 @@ fn execute(
     fail_on_degraded: bool,
     events: &EventLog,
 ) -> Result<i32> {
-    // Bad input is refused before the workdir is touched.
-    if !workdir.join(&j.output.final_name).exists() {
-        crate::stages::run::preflight(j)?;
-    }
-    // Events go to the run's own log once the run can claim its workdir.
-    if !workdir.join(&j.output.final_name).exists() && std::fs::create_dir_all(&workdir).is_ok() {
-        events.set_workdir(Some(&workdir))?;
-    }
+    // The run checks its inputs before it touches the workdir, and points the event log at
+    // it once it holds the workdir's lock.
     let opts = RunOptions {
-        workdir: workdir.clone(),
+        workdir,
         resume,
-        state_dir: registry::state_dir(),
+        state_dir: crate::files::state_dir(),
         job_file,
         progress: true,
+        events: Some(events.clone()),
     };
     let outcome = run_job(j, &opts)?;
     println!("{}", outcome.final_path.display());
@@ -221,40 +218,15 @@ fn execute(
 }
 
 pub fn produce(a: ProduceArgs, events: &EventLog) -> Result<i32> {
+    crate::interrupt::install()?;
     let doc = produce_job(&a)?;
     let workdir = absolute(a.workdir.as_deref().unwrap_or(&default_workdir()));
     let cwd = std::env::current_dir().unwrap_or_default();
-    let mut j = job::from_value(Value::Object(doc.clone()), &cwd)
+    let j = job::from_value(Value::Object(doc), &cwd)
         .map_err(|p| job::problems_error(Path::new("produce flags"), &p))?;
-    // JSON holds text: a path that is not UTF-8 is written lossily into job.json (for the
-    // record) while the run itself uses the real bytes.
-    j.audio = absolute(&a.audio);
-    j.start = match j.start {
-        job::StartKind::Image(_) => job::StartKind::Image(absolute(&a.start)),
-        job::StartKind::Video(_) => job::StartKind::Video(absolute(&a.start)),
-    };
-    j.end_image = a.end.as_deref().map(absolute);
-    if workdir.join(&j.output.final_name).exists() {
-        return Err(Error::at_path(
-            ErrorKind::OutputExists,
-            &workdir.join(&j.output.final_name),
-            "already exists",
-        ));
-    }
-    // Bad input is refused before the workdir is created or job.json written.
-    crate::stages::run::preflight(&j)?;
-    std::fs::create_dir_all(&workdir)
-        .map_err(|e| Error::at_path(ErrorKind::Internal, &workdir, e))?;
-    let job_file = workdir.join("job.json");
-    crate::record::write_json_atomic(&job_file, &Value::Object(doc))?;
-    execute(
-        &j,
-        workdir,
-        Some(job_file),
-        false,
-        a.fail_on_degraded,
-        events,
-    )
+    // The run writes the job (effective, paths without loss) to `<workdir>/job.json` once it
+    // holds the workdir; that file is the job of its registry entry and of `--resume`.
+    execute(&j, workdir, None, false, a.fail_on_degraded, events)
 }
 
 /// The job document `va produce` builds from its options (also behind `POST /produce` of
@@ -274,7 +246,7 @@ pub fn produce_job(a: &ProduceArgs) -> Result<Map<String, Value>> {
             ));
         }
     };
-    let path = |p: &Path| Value::from(absolute(p).to_string_lossy().into_owned());
+    let path = |p: &Path| path_json::to_value(&absolute(p));
     let mut doc = Map::new();
     doc.insert("audio".into(), path(&a.audio));
     doc.insert(

@@ -297,7 +297,7 @@ fn run_blocking(input: &Input, m: &mut Manifest) -> Result<Outcome> {
     let result = rt.block_on(async {
         let (stats, info) = tokio::time::timeout_at(
             deadline.min(Instant::now() + client::REQUEST_TIMEOUT),
-            client.health(),
+            crate::interrupt::unless_stopped(client.health()),
         )
         .await
         .map_err(|_| {
@@ -344,7 +344,9 @@ fn run_blocking(input: &Input, m: &mut Manifest) -> Result<Outcome> {
             attempts,
             bar: None,
         };
-        match tokio::time::timeout_at(deadline, runner.run_all(&workflows, m)).await {
+        // A stop (SIGINT/SIGTERM, the supervisor) ends every wait of the stage at once.
+        let waits = crate::interrupt::unless_stopped(runner.run_all(&workflows, m));
+        match tokio::time::timeout_at(deadline, waits).await {
             Ok(r) => {
                 runner.record(m);
                 r
