@@ -46,6 +46,19 @@ fn body_json(body: Result<Bytes, BytesRejection>) -> ApiResult<Option<Value>> {
         };
         ApiError::new(status, ErrorKind::ValidationFailed, message)
     })?;
+    // Whatever max_body_bytes allows, no request of this API needs more than a job file may
+    // have (job::MAX_JOB_BYTES).
+    if bytes.len() as u64 > job::MAX_JOB_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::ValidationFailed,
+            format!(
+                "request body too large ({} bytes; a job may have {})",
+                bytes.len(),
+                job::MAX_JOB_BYTES
+            ),
+        ));
+    }
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }

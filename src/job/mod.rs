@@ -33,9 +33,16 @@ pub fn load(path: &Path) -> Result<Job> {
     from_value(v, &base).map_err(|problems| problems_error(path, &problems))
 }
 
+/// The largest job file (and job request body) accepted: 16 MiB. A real job is a few KiB;
+/// the bound keeps a hostile file from costing gigabytes of parsed JSON (a 25-million-element
+/// array took 1.8 GB before it was refused by the schema).
+pub const MAX_JOB_BYTES: u64 = 16 << 20;
+
 /// Reads the job file as JSON without validating it (for `va validate`, which prints the
-/// problems one per line through [`from_value`]).
+/// problems one per line through [`from_value`]). A file over [`MAX_JOB_BYTES`] is refused
+/// before it is read.
 pub fn read_json(path: &Path) -> Result<serde_json::Value> {
+    use std::io::Read;
     if path.is_dir() {
         return Err(Error::at_path(
             ErrorKind::InputNotFound,
@@ -43,13 +50,33 @@ pub fn read_json(path: &Path) -> Result<serde_json::Value> {
             "is a folder, not a job file",
         ));
     }
-    let bytes = std::fs::read(path).map_err(|e| {
+    let not_read = |e: std::io::Error| {
         let reason = match e.kind() {
             std::io::ErrorKind::NotFound => "job file not found".to_string(),
             _ => format!("cannot read job file: {e}"),
         };
         Error::at_path(ErrorKind::InputNotFound, path, reason)
-    })?;
+    };
+    let file = std::fs::File::open(path).map_err(not_read)?;
+    let size = file.metadata().map_err(not_read)?.len();
+    let too_big = |size: String| {
+        Error::at_path(
+            ErrorKind::ValidationFailed,
+            path,
+            format!("job file is {size} bytes, over the {MAX_JOB_BYTES} a job file may have; not parsed"),
+        )
+    };
+    if size > MAX_JOB_BYTES {
+        return Err(too_big(size.to_string()));
+    }
+    // Bounded again while reading: a pipe or a growing file has no size up front.
+    let mut bytes = Vec::new();
+    file.take(MAX_JOB_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(not_read)?;
+    if bytes.len() as u64 > MAX_JOB_BYTES {
+        return Err(too_big("more than that".to_string()));
+    }
     parse_json(&bytes, path)
 }
 

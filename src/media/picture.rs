@@ -56,6 +56,14 @@ impl YuvColor {
             cr: 128.0 + 224.0 * (r - y) / 1.5748,
         }
     }
+
+    /// An RGBA8 pixel composited over `bg` (the conversion of [`Planes::from_rgba8`]).
+    #[inline]
+    pub fn from_rgba8(px: &[u8], bg: [u8; 3]) -> YuvColor {
+        let a = f32::from(px[3]) / 255.0;
+        let mix = |c: u8, b: u8| f32::from(c) * a + f32::from(b) * (1.0 - a);
+        YuvColor::from_rgb(mix(px[0], bg[0]), mix(px[1], bg[1]), mix(px[2], bg[2]))
+    }
 }
 
 /// A full-resolution Y'CbCr image with f32 samples on the 8-bit scale.
@@ -78,9 +86,7 @@ impl Planes {
             Vec::with_capacity(n),
         );
         for px in rgba.chunks_exact(4).take(n) {
-            let a = f32::from(px[3]) / 255.0;
-            let mix = |c: u8, b: u8| f32::from(c) * a + f32::from(b) * (1.0 - a);
-            let c = YuvColor::from_rgb(mix(px[0], bg[0]), mix(px[1], bg[1]), mix(px[2], bg[2]));
+            let c = YuvColor::from_rgba8(px, bg);
             y.push(c.y);
             cb.push(c.cb);
             cr.push(c.cr);
@@ -269,11 +275,106 @@ pub fn check_pixels(path: &Path, what: &str, (w, h): (u32, u32), max_pixels: u64
     Ok(())
 }
 
-/// Loads an image as RGBA8, refusing it from its header when it exceeds `max_pixels`.
-pub fn load_image(path: &Path, max_pixels: u64, bg: [u8; 3]) -> Result<Planes> {
+/// A decoded image, upright, in the pixel format it was stored in (8/16-bit or float, grey or
+/// colour, with or without alpha): the only full-size copy of the picture the engine keeps
+/// while it shrinks it. Rows are converted to Y'CbCr on demand ([`Decoded::yuv_row`]), so a
+/// big start image never exists as float planes at full size (an 8000×8000 RGB PNG is its
+/// 192 MB of pixels here, where RGBA8 plus three f32 planes would be another 1 GB).
+pub struct Decoded {
+    img: image::DynamicImage,
+}
+
+impl Decoded {
+    /// The upright size.
+    pub fn size(&self) -> (u32, u32) {
+        (self.img.width(), self.img.height())
+    }
+
+    /// Upright row `y` as RGBA8 into `out` (`4·width` bytes), converted as
+    /// `image::DynamicImage::to_rgba8` converts (rows of other formats go through it).
+    fn rgba_row(&self, y: u32, out: &mut Vec<u8>) {
+        use image::DynamicImage as D;
+        let w = self.img.width() as usize;
+        out.clear();
+        match &self.img {
+            D::ImageRgba8(b) => out.extend_from_slice(&b.as_raw()[y as usize * w * 4..][..w * 4]),
+            D::ImageRgb8(b) => {
+                for px in b.as_raw()[y as usize * w * 3..][..w * 3].chunks_exact(3) {
+                    out.extend_from_slice(&[px[0], px[1], px[2], 255]);
+                }
+            }
+            D::ImageLuma8(b) => {
+                for &l in &b.as_raw()[y as usize * w..][..w] {
+                    out.extend_from_slice(&[l, l, l, 255]);
+                }
+            }
+            other => out.extend_from_slice(other.crop_imm(0, y, w as u32, 1).to_rgba8().as_raw()),
+        }
+    }
+
+    /// Upright row `y` as Y'CbCr, alpha composited over `bg`: the samples
+    /// [`Planes::from_rgba8`] would give that row (`scratch` is reused between calls).
+    pub fn yuv_row(
+        &self,
+        y: u32,
+        bg: [u8; 3],
+        scratch: &mut Vec<u8>,
+        out: &mut dyn FnMut(usize, YuvColor),
+    ) {
+        self.rgba_row(y, scratch);
+        for (x, px) in scratch.chunks_exact(4).enumerate() {
+            out(x, YuvColor::from_rgba8(px, bg));
+        }
+    }
+
+    /// The whole picture as planes (what [`load_image`] returns).
+    pub fn to_planes(&self, bg: [u8; 3]) -> Result<Planes> {
+        let (w, h) = self.size();
+        let n = w as usize * h as usize;
+        let mut planes = Planes {
+            width: w,
+            height: h,
+            y: try_zeroed(n)?,
+            cb: try_zeroed(n)?,
+            cr: try_zeroed(n)?,
+        };
+        let mut scratch = Vec::new();
+        for row in 0..h {
+            let o = row as usize * w as usize;
+            self.yuv_row(row, bg, &mut scratch, &mut |x, c| {
+                planes.y[o + x] = c.y;
+                planes.cb[o + x] = c.cb;
+                planes.cr[o + x] = c.cr;
+            });
+        }
+        Ok(planes)
+    }
+}
+
+/// `n` zeros, or `INTERNAL` when the memory is not there (never an abort).
+pub fn try_zeroed<T: Clone + Default>(n: usize) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n)
+        .map_err(|_| out_of_memory(n * std::mem::size_of::<T>()))?;
+    v.resize(n, T::default());
+    Ok(v)
+}
+
+pub(crate) fn out_of_memory(bytes: usize) -> Error {
+    Error::new(
+        ErrorKind::Internal,
+        format!("cannot get {bytes} bytes of memory"),
+    )
+    .with_hint("free memory, or lower limits.max_image_pixels so that such inputs are refused")
+}
+
+/// Decodes an image, refusing it from its header when it exceeds `max_pixels`. The pixel
+/// buffer is allocated here, fallibly: an image the machine has no memory for is `INTERNAL`
+/// naming the file, never an abort.
+pub fn decode_image(path: &Path, max_pixels: u64) -> Result<Decoded> {
+    use image::{ColorType as C, DynamicImage as D, ImageBuffer, ImageDecoder};
     let (w, h) = image_dimensions(path)?;
     check_pixels(path, "image", (w, h), max_pixels)?;
-    use image::ImageDecoder;
     let mut decoder = open_reader(path)?
         .into_decoder()
         .map_err(header_error(path))?;
@@ -286,21 +387,82 @@ pub fn load_image(path: &Path, max_pixels: u64, bg: [u8; 3]) -> Result<Planes> {
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img = image::DynamicImage::from_decoder(decoder).map_err(|e| {
+    let color = decoder.color_type();
+    let bytes = usize::try_from(decoder.total_bytes()).unwrap_or(usize::MAX);
+    let broken = |e: image::ImageError| {
         Error::at_path(
             ErrorKind::UnsupportedFormat,
             path,
             format!("cannot decode image ({e})"),
         )
-    })?;
+    };
+    let no_memory = |e: Error| {
+        Error::at_path(ErrorKind::Internal, path, e.message).with_hint(e.hint.unwrap_or_default())
+    };
+    // Read straight into a buffer of the sample type, so it is the only copy.
+    fn read<T: bytemuck::Pod + Clone + Default>(
+        decoder: impl ImageDecoder,
+        bytes: usize,
+    ) -> Result<std::result::Result<Vec<T>, image::ImageError>> {
+        let mut buf: Vec<T> = try_zeroed(bytes / std::mem::size_of::<T>())?;
+        Ok(decoder
+            .read_image(bytemuck::cast_slice_mut(&mut buf))
+            .map(|()| buf))
+    }
+    let bad_size = || {
+        Error::at_path(
+            ErrorKind::UnsupportedFormat,
+            path,
+            "decoded size does not match the header",
+        )
+    };
+    let mut img = match color {
+        C::L8 | C::La8 | C::Rgb8 | C::Rgba8 => {
+            let buf = read::<u8>(decoder, bytes)
+                .map_err(no_memory)?
+                .map_err(broken)?;
+            match color {
+                C::L8 => ImageBuffer::from_raw(sw, sh, buf).map(D::ImageLuma8),
+                C::La8 => ImageBuffer::from_raw(sw, sh, buf).map(D::ImageLumaA8),
+                C::Rgb8 => ImageBuffer::from_raw(sw, sh, buf).map(D::ImageRgb8),
+                _ => ImageBuffer::from_raw(sw, sh, buf).map(D::ImageRgba8),
+            }
+        }
+        C::L16 | C::La16 | C::Rgb16 | C::Rgba16 => {
+            let buf = read::<u16>(decoder, bytes)
+                .map_err(no_memory)?
+                .map_err(broken)?;
+            match color {
+                C::L16 => ImageBuffer::from_raw(sw, sh, buf).map(D::ImageLuma16),
+                C::La16 => ImageBuffer::from_raw(sw, sh, buf).map(D::ImageLumaA16),
+                C::Rgb16 => ImageBuffer::from_raw(sw, sh, buf).map(D::ImageRgb16),
+                _ => ImageBuffer::from_raw(sw, sh, buf).map(D::ImageRgba16),
+            }
+        }
+        C::Rgb32F | C::Rgba32F => {
+            let buf = read::<f32>(decoder, bytes)
+                .map_err(no_memory)?
+                .map_err(broken)?;
+            match color {
+                C::Rgb32F => ImageBuffer::from_raw(sw, sh, buf).map(D::ImageRgb32F),
+                _ => ImageBuffer::from_raw(sw, sh, buf).map(D::ImageRgba32F),
+            }
+        }
+        // A format newer than this code: the crate's own path (not bounded by us).
+        _ => Some(D::from_decoder(decoder).map_err(broken)?),
+    }
+    .ok_or_else(bad_size)?;
     img.apply_orientation(orientation);
-    let rgba = img.to_rgba8();
-    Ok(Planes::from_rgba8(
-        rgba.width(),
-        rgba.height(),
-        rgba.as_raw(),
-        bg,
-    ))
+    Ok(Decoded { img })
+}
+
+/// Loads an image as full-size planes, refusing it from its header when it exceeds
+/// `max_pixels` (for pictures of about the render size; a start image of any size goes
+/// through [`decode_image`] and the renderer's row-by-row shrink).
+pub fn load_image(path: &Path, max_pixels: u64, bg: [u8; 3]) -> Result<Planes> {
+    decode_image(path, max_pixels)?
+        .to_planes(bg)
+        .map_err(|e| Error::at_path(e.kind, path, e.message))
 }
 
 #[cfg(test)]

@@ -151,7 +151,7 @@ pub fn settle_dead_run(
     }
     m.save(workdir)?;
     registry::update(state_dir, &m.run_id, |e| mark_dead(e, &m))?;
-    tracing::warn!(run_id = %m.run_id, workdir = %workdir.display(), "a run that died without a word is now recorded as interrupted");
+    tracing::info!(run_id = %m.run_id, workdir = %workdir.display(), "a run that died without a word is now recorded as interrupted");
     Ok(Some(m))
 }
 

@@ -128,7 +128,8 @@ pub fn run_job(job: &Job, opts: &RunOptions) -> Result<RunOutcome> {
         }
         Err(e) if e.kind.is_stop() => {
             let _ = std::fs::remove_file(partial_path(workdir, &job.output.final_name));
-            tracing::warn!(stage = "run", code = e.code(), "{}", e.message);
+            // Like a failure: in the event log, not on stderr (the error line says it).
+            tracing::error!(stage = "run", code = e.code(), "{}", e.message);
             manifest.mark_interrupted(&e);
             entry.status = RunStatus::Interrupted;
             entry.exit_status = Some(e.exit_code());
@@ -211,15 +212,22 @@ fn claim(opts: &RunOptions, lock: &WorkdirLock) -> Result<Manifest> {
         .job_file
         .clone()
         .unwrap_or_else(|| workdir.join("job.json"));
+    let hint = match &earlier {
+        Some(m) if m.run_status == RunStatus::Completed => format!(
+            "that run completed: choose another --workdir (if its final is gone, {} makes it again)",
+            resume_command(&job_file, workdir)
+        ),
+        _ => format!(
+            "continue it with: {}, or choose another --workdir",
+            resume_command(&job_file, workdir)
+        ),
+    };
     Err(Error::at_path(
         ErrorKind::OutputExists,
         workdir,
         format!("already holds {held_by}; nothing was written"),
     )
-    .with_hint(format!(
-        "continue it with: {}, or choose another --workdir",
-        resume_command(&job_file, workdir)
-    )))
+    .with_hint(hint))
 }
 
 /// The stop's error with the run named and the command that continues it.
