@@ -171,6 +171,60 @@ mod tests {
     }
 
     #[test]
+    fn a_job_file_over_the_bound_is_refused_before_it_is_parsed() {
+        let dir = tempfile::tempdir().unwrap();
+        // 25 million array elements: 50 MB, refused from its size (nothing is parsed).
+        let p = dir.path().join("huge.json");
+        let mut f = std::fs::File::create(&p).unwrap();
+        std::io::Write::write_all(&mut f, b"[").unwrap();
+        let chunk = "0,".repeat(1 << 20);
+        for _ in 0..24 {
+            std::io::Write::write_all(&mut f, chunk.as_bytes()).unwrap();
+        }
+        std::io::Write::write_all(&mut f, b"0]").unwrap();
+        drop(f);
+        let e = read_json(&p).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::ValidationFailed);
+        assert!(
+            e.message.contains("huge.json") && e.message.contains("not parsed"),
+            "{e}"
+        );
+        // Just under the bound still parses (as JSON; the schema is another matter).
+        let ok = dir.path().join("ok.json");
+        let mut text = String::from("{\"audio\": \"a.wav\", \"prompt\": \"");
+        text.push_str(&"x".repeat(MAX_JOB_BYTES as usize - 64));
+        text.push_str("\"}");
+        std::fs::write(&ok, &text).unwrap();
+        assert!(read_json(&ok).is_ok());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_path_that_is_not_utf8_round_trips_through_the_effective_job() {
+        use std::os::unix::ffi::OsStringExt;
+        let odd = PathBuf::from(std::ffi::OsString::from_vec(
+            b"/data/caf\xe9/voice.wav".to_vec(),
+        ));
+        let mut v = json!({"audio": "/data/voice.wav", "start_image": "/data/face.png",
+            "determinism": {"seed": 1}});
+        v["audio"] = crate::files::path_json::to_value(&odd);
+        assert_eq!(v["audio"], json!({"escaped": "/data/caf%E9/voice.wav"}));
+        let j = from_value(v, Path::new("/jobs")).unwrap();
+        assert_eq!(j.audio, odd);
+        let effective = j.to_effective_json();
+        assert_eq!(
+            effective["audio"],
+            json!({"escaped": "/data/caf%E9/voice.wav"})
+        );
+        assert_eq!(from_value(effective, Path::new("/elsewhere")).unwrap(), j);
+        // A malformed escape is a problem at its field.
+        let bad = json!({"audio": {"escaped": "/a%zz"}, "start_image": "/f.png",
+            "determinism": {"seed": 1}});
+        let problems = from_value(bad, Path::new("/jobs")).unwrap_err();
+        assert_eq!(problems[0].path, "audio", "{problems:?}");
+    }
+
+    #[test]
     fn effective_job_round_trips() {
         for v in [
             full_job(),

@@ -285,6 +285,11 @@ pub struct Decoded {
 }
 
 impl Decoded {
+    /// An image already decoded and upright.
+    pub fn from_image(img: image::DynamicImage) -> Decoded {
+        Decoded { img }
+    }
+
     /// The upright size.
     pub fn size(&self) -> (u32, u32) {
         (self.img.width(), self.img.height())
@@ -512,6 +517,70 @@ mod tests {
         // Limited-range extremes.
         let white = Planes::from_rgba8_mapped(1, 1, &[255, 255, 255, 255], 4, bg, |x, y| (x, y));
         assert!((white.y[0] - 235.0).abs() < 1e-3 && (white.cb[0] - 128.0).abs() < 1e-3);
+    }
+
+    /// A test picture in each of the image crate's formats (alpha varying where there is one).
+    fn every_format() -> Vec<image::DynamicImage> {
+        let (w, h) = (13u32, 7u32);
+        let rgba = image::RgbaImage::from_fn(w, h, |x, y| {
+            image::Rgba([
+                (x * 19 + y * 3) as u8,
+                (y * 37) as u8,
+                (x * y * 5 + 7) as u8,
+                (x * 20 + y * 9) as u8,
+            ])
+        });
+        let base = image::DynamicImage::ImageRgba8(rgba);
+        vec![
+            image::DynamicImage::ImageLuma8(base.to_luma8()),
+            image::DynamicImage::ImageLumaA8(base.to_luma_alpha8()),
+            image::DynamicImage::ImageRgb8(base.to_rgb8()),
+            base.clone(),
+            image::DynamicImage::ImageLuma16(base.to_luma16()),
+            image::DynamicImage::ImageLumaA16(base.to_luma_alpha16()),
+            image::DynamicImage::ImageRgb16(base.to_rgb16()),
+            image::DynamicImage::ImageRgba16(base.to_rgba16()),
+            image::DynamicImage::ImageRgb32F(base.to_rgb32f()),
+            image::DynamicImage::ImageRgba32F(base.to_rgba32f()),
+        ]
+    }
+
+    /// The row-by-row conversion gives the planes the whole-image conversion gives (to_rgba8,
+    /// then from_rgba8), sample for sample, in every pixel format.
+    #[test]
+    fn decoded_rows_match_the_whole_image_conversion_in_every_format() {
+        let bg = [200, 30, 90];
+        for img in every_format() {
+            let want = {
+                let rgba = img.to_rgba8();
+                Planes::from_rgba8(rgba.width(), rgba.height(), rgba.as_raw(), bg)
+            };
+            let what = format!("{:?}", img.color());
+            let got = Decoded::from_image(img).to_planes(bg).unwrap();
+            assert_eq!((got.width, got.height), (want.width, want.height), "{what}");
+            assert_eq!(got.y, want.y, "{what}");
+            assert_eq!(got.cb, want.cb, "{what}");
+            assert_eq!(got.cr, want.cr, "{what}");
+        }
+    }
+
+    #[test]
+    fn decode_image_reads_files_and_refuses_over_the_limit_from_the_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.png");
+        every_format()[6].save(&p).unwrap(); // 16-bit RGB
+        let d = decode_image(&p, 1_000).unwrap();
+        assert_eq!(d.size(), (13, 7));
+        let e = decode_image(&p, 90).err().unwrap();
+        assert_eq!(e.kind, ErrorKind::UnsupportedFormat);
+        assert!(e.message.contains("91 pixels"), "{e}");
+    }
+
+    #[test]
+    fn an_allocation_too_big_is_an_error_not_an_abort() {
+        let e = try_zeroed::<f32>(usize::MAX / 8).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Internal);
+        assert!(e.message.contains("memory"), "{e}");
     }
 }
 

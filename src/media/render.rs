@@ -1087,6 +1087,42 @@ mod tests {
             );
         }
     }
+
+    /// A renderer made row by row from a decoded picture renders what one made from its
+    /// whole planes renders, byte for byte: shrinking (a big picture) and not (a small one),
+    /// with and without alpha.
+    #[test]
+    fn renderer_from_decoded_rows_matches_the_one_from_planes() {
+        let bg_rgb = [10, 40, 200];
+        let bg = YuvColor::from_rgb(10.0, 40.0, 200.0);
+        let pic = |w: u32, h: u32| {
+            image::RgbaImage::from_fn(w, h, |x, y| {
+                image::Rgba([
+                    (x * 7 + y) as u8,
+                    (y * 5) as u8,
+                    (x ^ y) as u8,
+                    if (x + y) % 9 == 0 { 90 } else { 255 },
+                ])
+            })
+        };
+        for (w, h, out, min_w) in [(300, 200, (64, 48), 280.0), (40, 30, (64, 48), 30.0)] {
+            let img = image::DynamicImage::ImageRgba8(pic(w, h));
+            let decoded = Decoded::from_image(img);
+            let planes = decoded.to_planes(bg_rgb).unwrap();
+            let mut whole = Renderer::new(planes, out.0, out.1, bg, min_w);
+            let mut rows =
+                Renderer::from_decoded(&decoded, bg_rgb, out.0, out.1, bg, min_w).unwrap();
+            for win in [
+                crate::timeline::crop_window(1.0, w, h, out.0, out.1, None),
+                crate::timeline::crop_window(1.07, w, h, out.0, out.1, Some((100.3, 61.7))),
+            ] {
+                let (mut a, mut b) = (Yuv420::new(out.0, out.1), Yuv420::new(out.0, out.1));
+                whole.render(&win, &mut a);
+                rows.render(&win, &mut b);
+                assert_eq!(a, b, "{w}x{h} window {win:?}");
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -327,6 +327,45 @@ mod tests {
     }
 
     #[test]
+    fn update_changes_one_entry_in_place_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path();
+        upsert(state, entry("a")).unwrap();
+        upsert(state, entry("b")).unwrap();
+        let found = update(state, "a", |e| {
+            e.status = RunStatus::Failed;
+            e.exit_status = Some(30);
+            e.error = Some(ErrorRecord {
+                code: "COMFYUI_UNAVAILABLE".into(),
+                message: "no answer".into(),
+            });
+        })
+        .unwrap();
+        assert!(found);
+        assert!(!update(state, "zzz", |_| {}).unwrap());
+        let v = raw(state);
+        assert_eq!(v["runs"][0]["status"], "failed");
+        assert_eq!(v["runs"][0]["error"]["code"], "COMFYUI_UNAVAILABLE");
+        assert_eq!(v["runs"][0]["exit_status"], 30);
+        assert_eq!(v["runs"][1]["status"], "pending");
+        assert_eq!(v["runs"][1]["error"], Value::Null);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_workdir_that_is_not_utf8_is_stored_losslessly() {
+        use std::os::unix::ffi::OsStringExt;
+        let dir = tempfile::tempdir().unwrap();
+        let odd = PathBuf::from(std::ffi::OsString::from_vec(b"/runs/caf\xe9".to_vec()));
+        upsert(dir.path(), RunEntry::new("r", odd.clone())).unwrap();
+        assert_eq!(
+            raw(dir.path())["runs"][0]["workdir"]["escaped"],
+            "/runs/caf%E9"
+        );
+        assert_eq!(list(dir.path()).unwrap()[0].workdir, odd);
+    }
+
+    #[test]
     fn concurrent_upserts_from_threads_lose_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().to_path_buf();

@@ -257,4 +257,51 @@ mod tests {
         let again = WorkdirLock::acquire(&wd).unwrap();
         drop(again);
     }
+
+    /// A manifest left `running` (its process died) with the lock free: held by the caller,
+    /// it is recorded interrupted, in the manifest and in the registry, and its partial final
+    /// is removed; a finished one is left alone.
+    #[test]
+    fn a_dead_run_is_settled_as_interrupted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wd, state) = (dir.path().join("wd"), dir.path().join("state"));
+        let mut m = Manifest::new("run-dead");
+        m.effective_params = serde_json::json!({"output": {"final_name": "final.mp4"}});
+        m.phase_start("encode");
+        m.save(&wd).unwrap();
+        let partial = partial_path(&wd, "final.mp4");
+        std::fs::write(&partial, b"half").unwrap();
+        let mut e = RunEntry::new("run-dead", &wd);
+        e.status = RunStatus::Running;
+        registry::upsert(&state, e.clone()).unwrap();
+
+        // Seen from the registry, without the lock file: interrupted, registry follows.
+        let mut seen = e.clone();
+        check_alive(&state, &mut seen);
+        assert_eq!(seen.status, RunStatus::Interrupted);
+
+        let held = WorkdirLock::acquire(&wd).unwrap();
+        let m = settle_dead_run(&held, &wd, &state).unwrap().unwrap();
+        assert_eq!(m.run_status, RunStatus::Interrupted);
+        assert_eq!(m.exit_status, None);
+        assert_eq!(m.error.as_ref().unwrap().code, "INTERRUPTED");
+        assert_eq!(
+            m.phase("encode").unwrap().status,
+            crate::record::PhaseStatus::Interrupted
+        );
+        assert!(!partial.exists());
+        let reg = registry::list(&state).unwrap();
+        assert_eq!(reg[0].status, RunStatus::Interrupted);
+        assert_eq!(reg[0].error.as_ref().unwrap().code, "INTERRUPTED");
+        // Settled once: a second look changes nothing.
+        let before = std::fs::read(Manifest::path(&wd)).unwrap();
+        settle_dead_run(&held, &wd, &state).unwrap();
+        assert_eq!(std::fs::read(Manifest::path(&wd)).unwrap(), before);
+        drop(held);
+        // With the lock free and the lock file there, observe says the same.
+        assert_eq!(
+            observe(&wd, &state).unwrap().run_status,
+            RunStatus::Interrupted
+        );
+    }
 }
