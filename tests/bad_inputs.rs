@@ -134,15 +134,27 @@ fn check(sb: &Sandbox, job: &Value, c: &Case) {
             "{}: registry untouched",
             c.what
         );
-        assert!(!wd.join("manifest.json").exists(), "{}: no manifest", c.what);
+        assert!(
+            !wd.join("manifest.json").exists(),
+            "{}: no manifest",
+            c.what
+        );
         return;
     }
     // Found by decoding, inside a phase: the run is on record as failed with its code.
     let m = read_json(&wd.join("manifest.json"));
     assert_eq!(m["run_status"], "failed", "{}", c.what);
-    let runs = read_json(&sb.runs_json())["runs"].as_array().unwrap().clone();
+    let runs = read_json(&sb.runs_json())["runs"]
+        .as_array()
+        .unwrap()
+        .clone();
     let old: Value = serde_json::from_slice(&before).unwrap();
-    assert_eq!(runs[..runs.len() - 1], old["runs"].as_array().unwrap()[..], "{}: earlier entries kept", c.what);
+    assert_eq!(
+        runs[..runs.len() - 1],
+        old["runs"].as_array().unwrap()[..],
+        "{}: earlier entries kept",
+        c.what
+    );
     let entry = runs.last().unwrap();
     assert_eq!(entry["id"], m["run_id"], "{}", c.what);
     assert_eq!(entry["status"], "failed", "{}", c.what);

@@ -18,6 +18,7 @@ use super::jobs::{new_job_id, JobRecord, JobStatus, QueueRefusal};
 use super::{ops, App, OPENAPI};
 use crate::cli::run::{produce_job, ProduceArgs};
 use crate::error::{Error, ErrorKind};
+use crate::files::path_json;
 use crate::job::{self, Job};
 use crate::record::events::events_path;
 
@@ -177,20 +178,16 @@ fn admit(app: &App, doc: Value, what: &str) -> ApiResult<Job> {
     let mut effective = parsed.to_effective_json();
     effective["comfyui"]["url"] = Value::String(url.to_string());
     for (field, path) in parsed.inputs() {
-        effective[field] = path_value(&app.roots.confine(field, path)?);
+        effective[field] = path_json::to_value(&app.roots.confine(field, path)?);
     }
     if let Some(dir) = &parsed.comfyui.input_dir {
         effective["comfyui"]["input_dir"] =
-            path_value(&app.roots.confine("comfyui.input_dir", dir)?);
+            path_json::to_value(&app.roots.confine("comfyui.input_dir", dir)?);
     }
     let j = job::from_value(effective, &base)
         .map_err(|p| ApiError::bad_input(job::problems_error(Path::new(what), &p)))?;
     crate::stages::run::preflight(&j).map_err(ApiError::bad_input)?;
     Ok(j)
-}
-
-fn path_value(p: &Path) -> Value {
-    Value::String(p.to_string_lossy().into_owned())
 }
 
 /// Creates the job's workdir under the runs root and its record (status `created`).
