@@ -450,13 +450,7 @@ impl Manifest {
     /// Writes `<workdir>/manifest.json` atomically (temp file + rename), creating the workdir
     /// if needed.
     pub fn save(&self, workdir: &Path) -> Result<()> {
-        std::fs::create_dir_all(workdir).map_err(|e| {
-            Error::at_path(
-                ErrorKind::Internal,
-                workdir,
-                format!("cannot create workdir: {e}"),
-            )
-        })?;
+        super::workdir::create(workdir)?;
         write_json_atomic(&Manifest::path(workdir), self)
     }
 

@@ -31,6 +31,17 @@ pub fn partial_path(workdir: &Path, final_name: &str) -> PathBuf {
     workdir.join(format!(".{final_name}.partial"))
 }
 
+/// Creates `workdir` (and its parents) if missing; `INTERNAL` naming it otherwise.
+pub fn create(workdir: &Path) -> Result<()> {
+    std::fs::create_dir_all(workdir).map_err(|e| {
+        Error::at_path(
+            ErrorKind::Internal,
+            workdir,
+            format!("cannot create workdir: {e}"),
+        )
+    })
+}
+
 /// What the holder writes into the lock file (JSON), for the run refused as busy to name it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HolderInfo {
@@ -50,13 +61,7 @@ impl WorkdirLock {
     /// Takes the lock of `workdir` (creating the folder and the lock file as needed), or
     /// `WORKDIR_BUSY` naming the run that holds it.
     pub fn acquire(workdir: &Path) -> Result<WorkdirLock> {
-        std::fs::create_dir_all(workdir).map_err(|e| {
-            Error::at_path(
-                ErrorKind::Internal,
-                workdir,
-                format!("cannot create workdir: {e}"),
-            )
-        })?;
+        create(workdir)?;
         let path = lock_path(workdir);
         match FileLock::try_exclusive(&path)? {
             Some(lock) => Ok(WorkdirLock { lock }),
