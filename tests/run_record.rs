@@ -309,15 +309,20 @@ fn a_second_run_into_a_used_workdir_is_refused_and_the_first_runs_files_stay_the
 
 /// After a stop: exit code, the one line naming the run and its `--resume` command, the
 /// manifest and registry `interrupted`, no partial and no final; then `--resume` completes.
+/// How a stop is expected to be recorded.
+struct Stopped {
+    exit: i32,
+    code: &'static str,
+    /// The phase that was running.
+    phase: &'static str,
+}
+
 fn check_stopped_and_resume(
     sb: &Sandbox,
-    job: &Path,
-    resume_job: &Path,
+    (job, resume_job): (&Path, &Path),
     wd: &Path,
     out: &Output,
-    exit: i32,
-    code: &str,
-    phase: &str,
+    Stopped { exit, code, phase }: Stopped,
 ) {
     assert_eq!(out.status.code(), Some(exit), "{}", stderr_of(out));
     let line = error_line(out);
@@ -368,7 +373,12 @@ fn sigint_and_sigterm_during_the_encode_stop_it_at_once_and_resume() {
         let t0 = Instant::now();
         let out = finish(child, Duration::from_secs(30));
         let took = t0.elapsed();
-        check_stopped_and_resume(&sb, &long, &long, &wd, &out, exit, code, "encode");
+        let how = Stopped {
+            exit,
+            code,
+            phase: "encode",
+        };
+        check_stopped_and_resume(&sb, (&long, &long), &wd, &out, how);
         eprintln!("SIG{sig} during encode: ended {took:?} after the signal");
     }
 }
@@ -451,7 +461,12 @@ fn sigint_and_sigterm_while_comfyui_holds_the_prompt_stop_the_wait_and_resume() 
             took < Duration::from_secs(5),
             "the wait noticed late: {took:?}"
         );
-        check_stopped_and_resume(&sb, &slow, &fast, &wd, &out, exit, code, "comfyui");
+        let how = Stopped {
+            exit,
+            code,
+            phase: "comfyui",
+        };
+        check_stopped_and_resume(&sb, (&slow, &fast), &wd, &out, how);
         eprintln!("SIG{sig} in the ComfyUI wait: ended {took:?} after the signal");
     }
 }

@@ -113,7 +113,7 @@ struct Plane<'a> {
     /// Rows made on demand instead of `data` (which is then empty): `make(r, out)` writes
     /// row `r` into `out`. How a big source picture is shrunk without ever being held as
     /// full-size planes; only [`resample_plane`] reads such a plane.
-    make: Option<&'a dyn Fn(usize, &mut [f32])>,
+    make: Option<MakeRow<'a>>,
     w: usize,
     h: usize,
     bg: f32,
@@ -137,8 +137,11 @@ enum Rows<'a> {
     /// The plane in memory.
     Held(&'a [f32]),
     /// Made on demand: `make(r, out)` writes row `r`.
-    Made(&'a dyn Fn(usize, &mut [f32])),
+    Made(MakeRow<'a>),
 }
+
+/// Writes row `r` of a plane into `out`.
+type MakeRow<'a> = &'a dyn Fn(usize, &mut [f32]);
 
 /// Rounds `v` to the nearest integer as u8 without a float-to-int conversion: adding 1.5·2^23
 /// puts the rounded value in the low mantissa bits. `v` must lie in [0, 255]; every value
