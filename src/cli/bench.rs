@@ -1,9 +1,11 @@
-//! `va bench`: encode throughput. Renders a speech job (start image + end image, silence
-//! buffers) with the full pipeline and, in the same run, the encode floor: the same frames
-//! pre-rendered in memory and the same padded audio through the same encoders, video and
-//! audio concurrently, with nothing else to do. Each measurement runs in a child process of
-//! `va` itself, so wall time and peak memory (VmHWM) are the job's own; runs are paired and
-//! the medians reported.
+//! `va bench`: encode throughput. Renders a speech job (speech-like audio, silence buffers,
+//! an end image) from one visual source (`--source`: a start image, a 1080p30 start video, or
+//! a frames folder like ComfyUI's) with the full pipeline and, in the same run, the encode
+//! floor on the same source: the same frames pre-rendered in memory and the same padded audio
+//! through the same encoders, video and audio concurrently, with nothing else to do. Each
+//! measurement runs in a child process of `va` itself, so wall time and peak memory (VmHWM)
+//! are the job's own; runs are paired and the medians reported, with every thread's CPU time
+//! (the critical path).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,14 +17,32 @@ use serde_json::{json, Value};
 
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::job;
-use crate::media::encode::{encode_mp4, AudioSettings, FrameProducer, VideoSettings};
-use crate::media::picture::Yuv420;
+use crate::media::encode::{encode_mp4, AudioSettings, EncodeReport, FrameProducer, VideoSettings};
+use crate::media::picture::{Planes, Yuv420, YuvColor};
+use crate::media::render::Renderer;
 use crate::record::{EventLog, Manifest};
+use crate::stages::comfyui::Visual;
 use crate::stages::compose::Compositor;
 use crate::stages::{prepare, run_job, RunOptions};
+use crate::timeline::CropWindow;
+
+/// The visual source a bench job renders from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// A start image through the zoom (the fallback path).
+    Image,
+    /// A start video (generated: 1080p at 30 fps, or `--start`), cut to the job.
+    Video,
+    /// A frames folder like ComfyUI's output (`000001.png`…, generated photo-like PNGs).
+    Frames,
+}
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
+    /// The visual source: image, video or frames.
+    #[arg(long, value_enum, default_value = "image")]
+    pub source: Source,
     /// Speech length in seconds (generated input).
     #[arg(long, default_value_t = 60.0)]
     pub seconds: f64,
@@ -46,11 +66,13 @@ pub struct BenchArgs {
     /// Use this audio instead of generated speech-like audio.
     #[arg(long)]
     pub audio: Option<PathBuf>,
+    /// The start image (`--source image`) or start video (`--source video`) instead of a
+    /// generated one.
     #[arg(long)]
     pub start: Option<PathBuf>,
     #[arg(long)]
     pub end: Option<PathBuf>,
-    /// Also measure the full job's peak memory at 1 and 10 minutes of audio.
+    /// Also measure the full job's peak memory at 1, 10 and 30 minutes of audio.
     #[arg(long)]
     pub memory_scan: bool,
     /// Keep the bench folder (inputs, workdirs) here instead of a temp dir.
@@ -64,6 +86,9 @@ pub struct BenchArgs {
 pub enum ChildKind {
     Full,
     Floor,
+    /// Writes the floor's frames as raw yuv420p (`<workdir>/frames.yuv`) and prints the
+    /// padded WAV's path: the input of an ffmpeg command-line floor (`bench/sources.sh`).
+    Dump,
 }
 
 #[derive(Args, Debug)]
@@ -74,6 +99,9 @@ pub struct ChildArgs {
     job: PathBuf,
     #[arg(long)]
     workdir: PathBuf,
+    /// The main segment from this frames folder (`000001.png`…) instead of the job's start.
+    #[arg(long)]
+    frames: Option<PathBuf>,
 }
 
 /// What one child measured.
@@ -105,8 +133,8 @@ pub fn child(a: ChildArgs, events: &EventLog) -> Result<i32> {
     let _ = std::fs::remove_dir_all(&a.workdir);
     std::fs::create_dir_all(&a.workdir).at(ErrorKind::Internal, &a.workdir)?;
     events.set_workdir(Some(&a.workdir))?;
-    let sample = match a.kind {
-        ChildKind::Full => {
+    let sample = match (a.kind, &a.frames) {
+        (ChildKind::Full, None) => {
             let opts = RunOptions {
                 workdir: a.workdir.clone(),
                 resume: false,
@@ -126,10 +154,91 @@ pub fn child(a: ChildArgs, events: &EventLog) -> Result<i32> {
                 stages,
             }
         }
-        ChildKind::Floor => floor(&j, &a.workdir)?,
+        (ChildKind::Full, Some(dir)) => frames_full(&j, &a.workdir, dir)?,
+        (ChildKind::Floor, frames) => floor(&j, &a.workdir, frames.as_deref())?,
+        (ChildKind::Dump, frames) => dump(&j, &a.workdir, frames.as_deref())?,
     };
     println!("{}", serde_json::to_string(&sample).unwrap_or_default());
     Ok(0)
+}
+
+/// The compositor of a bench job: the job's own start, or the frames folder.
+fn compositor(j: &job::Job, p: &prepare::Prepared, frames: Option<&Path>) -> Result<Compositor> {
+    match frames {
+        None => Compositor::for_prepared(j, p),
+        Some(dir) => {
+            let count = frame_count(dir);
+            let visual = Visual::Frames {
+                dir: dir.to_path_buf(),
+                count,
+            };
+            Compositor::for_run(j, p, Some(&visual), None)
+        }
+    }
+}
+
+fn frame_count(dir: &Path) -> u64 {
+    (1u64..)
+        .take_while(|i| dir.join(format!("{i:06}.png")).is_file())
+        .count() as u64
+}
+
+fn settings(j: &job::Job, p: &prepare::Prepared) -> (VideoSettings, AudioSettings) {
+    let fps = p.frames.fps;
+    (
+        VideoSettings {
+            width: p.render.0,
+            height: p.render.1,
+            fps_num: fps.num() as u32,
+            fps_den: fps.den() as u32,
+            frames: p.frames.target_frames,
+            preset: j.encode.preset.as_str().to_string(),
+            crf: j.encode.crf,
+            threads: j.encode.threads,
+        },
+        AudioSettings {
+            wav: p.wav.clone(),
+            bitrate: j.encode.audio_bitrate,
+        },
+    )
+}
+
+/// The full job over a frames folder: what `run` does after ComfyUI returned the frames
+/// (prepare, then the one-pass render and encode).
+fn frames_full(j: &job::Job, workdir: &Path, dir: &Path) -> Result<Sample> {
+    let t = Instant::now();
+    let mut m = Manifest::new("bench-frames");
+    let p = prepare::prepare(j, workdir, &mut m)?;
+    let comp = compositor(j, &p, Some(dir))?;
+    encode_sample(j, &p, Box::new(comp), &workdir.join("final.mp4"), t)
+}
+
+/// Encodes `producer`'s frames with the job's settings into `out`; the wall time counts from
+/// `t`.
+fn encode_sample(
+    j: &job::Job,
+    p: &prepare::Prepared,
+    producer: Box<dyn FrameProducer>,
+    out: &Path,
+    t: Instant,
+) -> Result<Sample> {
+    let (video, audio) = settings(j, p);
+    let report = encode_mp4(out, &video, producer, &audio, &|_| {})?;
+    Ok(Sample {
+        wall_seconds: t.elapsed().as_secs_f64(),
+        peak_rss_mb: peak_rss_mb(),
+        frames: report.video_frames,
+        stages: report_times(&report),
+    })
+}
+
+fn report_times(r: &EncodeReport) -> Value {
+    json!({
+        "encode.render_seconds": r.render_seconds,
+        "encode.video_encode_seconds": r.video_encode_seconds,
+        "encode.audio_encode_seconds": r.audio_encode_seconds,
+        "encode.threads": r.threads,
+    })
 }
 
 fn stage_times(m: &Manifest) -> Value {
@@ -144,6 +253,7 @@ fn stage_times(m: &Manifest) -> Value {
             "render_seconds",
             "video_encode_seconds",
             "audio_encode_seconds",
+            "threads",
         ] {
             if let Some(v) = r.get(k) {
                 out.insert(format!("encode.{k}"), v.clone());
@@ -168,51 +278,92 @@ impl FrameProducer for Replay {
 
 /// The encode floor: the same frames, rendered before the clock starts, and the same padded
 /// audio, through the same encoders and muxer.
-fn floor(j: &job::Job, workdir: &Path) -> Result<Sample> {
+fn floor(j: &job::Job, workdir: &Path, frames_dir: Option<&Path>) -> Result<Sample> {
     let mut m = Manifest::new("bench-floor");
     let p = prepare::prepare(j, workdir, &mut m)?;
-    let mut comp = Compositor::for_prepared(j, &p)?;
+    let mut comp = compositor(j, &p, frames_dir)?;
     let mut frames = Vec::with_capacity(p.frames.target_frames as usize);
     for i in 0..p.frames.target_frames {
         let mut f = Yuv420::new(p.render.0, p.render.1);
         comp.render(i, &mut f)?;
         frames.push(f);
     }
+    drop(comp);
+    let out = workdir.join("floor.mp4");
+    encode_sample(j, &p, Box::new(Replay(frames)), &out, Instant::now())
+}
+
+/// The floor's input for the ffmpeg command line: every frame as raw yuv420p in
+/// `frames.yuv`, and the padded WAV (its path in `stages.wav`, the size in `stages`).
+fn dump(j: &job::Job, workdir: &Path, frames_dir: Option<&Path>) -> Result<Sample> {
+    use std::io::Write;
+    let mut m = Manifest::new("bench-dump");
+    let p = prepare::prepare(j, workdir, &mut m)?;
+    let mut comp = compositor(j, &p, frames_dir)?;
+    let path = workdir.join("frames.yuv");
+    let file = std::fs::File::create(&path).at(ErrorKind::Internal, &path)?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let mut f = Yuv420::new(p.render.0, p.render.1);
+    for i in 0..p.frames.target_frames {
+        comp.render(i, &mut f)?;
+        for plane in [&f.y, &f.u, &f.v] {
+            out.write_all(plane).at(ErrorKind::Internal, &path)?;
+        }
+    }
+    out.flush().at(ErrorKind::Internal, &path)?;
     let fps = p.frames.fps;
-    let video = VideoSettings {
-        width: p.render.0,
-        height: p.render.1,
-        fps_num: fps.num() as u32,
-        fps_den: fps.den() as u32,
-        frames: p.frames.target_frames,
-        preset: j.encode.preset.as_str().to_string(),
-        crf: j.encode.crf,
-        threads: j.encode.threads,
-    };
-    let audio = AudioSettings {
-        wav: p.wav.clone(),
-        bitrate: j.encode.audio_bitrate,
-    };
-    let t = Instant::now();
-    let report = encode_mp4(
-        &workdir.join("floor.mp4"),
-        &video,
-        Box::new(Replay(frames)),
-        &audio,
-        &|_| {},
-    )?;
-    let wall = t.elapsed().as_secs_f64();
     Ok(Sample {
-        wall_seconds: wall,
+        wall_seconds: 0.0,
         peak_rss_mb: peak_rss_mb(),
-        frames: report.video_frames,
-        stages: json!({"video_encode_seconds": report.video_encode_seconds, "audio_encode_seconds": report.audio_encode_seconds}),
+        frames: p.frames.target_frames,
+        stages: json!({"yuv": path, "wav": p.wav, "width": p.render.0, "height": p.render.1,
+                       "fps": format!("{}/{}", fps.num(), fps.den())}),
     })
 }
 
-/// Deterministic speech-like audio: voiced harmonics under a syllable envelope, with pauses.
+/// Deterministic speech-like audio, as costly for AAC as recorded speech is: a glottal
+/// (band-limited sawtooth) source with jitter and intonation through three vowel formants,
+/// fricative noise bursts between syllables, phrase pauses, and a room-noise floor; the right
+/// channel is the left with its own noise (a near-mono recording). (A few harmonics under a
+/// syllable envelope, this bench's earlier signal, cost AAC about half as much.)
 fn write_speech(path: &Path, seconds: f64) -> Result<()> {
+    /// Two-pole resonator.
+    #[derive(Clone, Copy, Default)]
+    struct Res {
+        y1: f64,
+        y2: f64,
+    }
+    impl Res {
+        fn run(&mut self, x: f64, f: f64, bw: f64, rate: f64) -> f64 {
+            let r = (-std::f64::consts::PI * bw / rate).exp();
+            let c = 2.0 * r * (std::f64::consts::TAU * f / rate).cos();
+            let g = (1.0 - r) * (1.0 - r * r).sqrt() * 2.0;
+            let y = g * x + c * self.y1 - r * r * self.y2;
+            (self.y2, self.y1) = (self.y1, y);
+            y
+        }
+    }
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> f64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+    const VOWELS: [(f64, f64, f64); 8] = [
+        (730.0, 1090.0, 2440.0),
+        (270.0, 2290.0, 3010.0),
+        (530.0, 1840.0, 2480.0),
+        (570.0, 840.0, 2410.0),
+        (440.0, 1020.0, 2240.0),
+        (300.0, 870.0, 2240.0),
+        (660.0, 1720.0, 2410.0),
+        (490.0, 1350.0, 1690.0),
+    ];
     let rate = 48_000u32;
+    let fr = f64::from(rate);
     let spec = hound::WavSpec {
         channels: 2,
         sample_rate: rate,
@@ -220,30 +371,202 @@ fn write_speech(path: &Path, seconds: f64) -> Result<()> {
         sample_format: hound::SampleFormat::Int,
     };
     let mut w = hound::WavWriter::create(path, spec).at(ErrorKind::Internal, path)?;
-    let n = (seconds * f64::from(rate)) as u64;
-    let mut noise: u32 = 0x1234_5678;
+    let n = (seconds * fr) as u64;
+    let (mut rng, mut noise) = (Rng(0x9E37_79B9_7F4A_7C15), Rng(12_345));
+    // 0 pause, 1 vowel, 2 fricative.
+    let (mut kind, mut seg_end, mut phrase_left) = (0u8, 0u64, 0u32);
+    let (mut f, mut target) = ([500.0, 1500.0, 2500.0], [500.0, 1500.0, 2500.0]);
+    let (mut phase, mut f0base, mut env, mut fric) = (0.0f64, 140.0, 0.0f64, 5000.0);
+    let (mut res, mut fres) = ([Res::default(); 3], [Res::default(); 2]);
+    let (mut hp, mut last) = (0.0f64, 0.0f64);
     for i in 0..n {
-        let t = i as f64 / f64::from(rate);
-        let f0 = 120.0 + 25.0 * (t * 0.7).sin();
-        let syll = (t * 4.3 * std::f64::consts::TAU).sin().max(0.0);
-        let pause = if (t * 0.37).fract() < 0.12 { 0.0 } else { 1.0 };
-        let mut v = 0.0;
-        for h in 1..8 {
-            v += (t * f0 * f64::from(h) * std::f64::consts::TAU).sin() / f64::from(h);
+        if i >= seg_end {
+            let secs = |a: f64, b: f64, r: &mut Rng| ((a + r.next() * b) * fr) as u64;
+            if phrase_left == 0 {
+                kind = 0;
+                phrase_left = (8.0 + rng.next() * 10.0) as u32;
+                seg_end = i + secs(0.25, 0.45, &mut rng);
+                f0base = 110.0 + rng.next() * 70.0;
+            } else {
+                phrase_left -= 1;
+                if rng.next() < 0.35 {
+                    kind = 2;
+                    fric = 3000.0 + rng.next() * 4000.0;
+                    seg_end = i + secs(0.05, 0.08, &mut rng);
+                } else {
+                    kind = 1;
+                    let v = VOWELS[(rng.next() * 8.0) as usize % 8];
+                    target = [v.0, v.1, v.2];
+                    seg_end = i + secs(0.09, 0.16, &mut rng);
+                }
+            }
         }
-        noise ^= noise << 13;
-        noise ^= noise >> 17;
-        noise ^= noise << 5;
-        let hiss = (f64::from(noise) / f64::from(u32::MAX) - 0.5) * 0.05;
-        let s = ((v * 0.25 * syll + hiss) * pause * 20_000.0).clamp(-32_000.0, 32_000.0) as i16;
-        w.write_sample(s).at(ErrorKind::Internal, path)?;
-        w.write_sample(s).at(ErrorKind::Internal, path)?;
+        let t = i as f64 / fr;
+        let level = [0.0, 1.0, 0.35][usize::from(kind)];
+        env += (level - env) * 0.0015;
+        for (a, b) in f.iter_mut().zip(target) {
+            *a += (b - *a) * 0.002;
+        }
+        let f0 = f0base
+            * (1.0 + 0.08 * (t * 3.1).sin() + 0.03 * (t * 11.0).sin())
+            * (1.0 + 0.004 * (rng.next() - 0.5));
+        let dt = f0 / fr;
+        phase += dt;
+        if phase >= 1.0 {
+            phase -= 1.0;
+        }
+        // Band-limited sawtooth (polyBLEP).
+        let blep = if phase < dt {
+            let x = phase / dt;
+            x + x - x * x - 1.0
+        } else if phase > 1.0 - dt {
+            let x = (phase - 1.0) / dt;
+            x * x + x + x + 1.0
+        } else {
+            0.0
+        };
+        let voiced = if kind == 1 {
+            2.0 * phase - 1.0 - blep
+        } else {
+            0.0
+        };
+        let white = noise.next() * 2.0 - 1.0;
+        let src = (voiced + white * 0.08) * env;
+        let vowel = res[0].run(src, f[0], 80.0, fr)
+            + res[1].run(src, f[1], 100.0, fr) * 0.6
+            + res[2].run(src, f[2], 150.0, fr) * 0.35;
+        let hiss = if kind == 2 {
+            let a = fres[0].run(white, fric, 1500.0, fr);
+            fres[1].run(a, fric * 1.2, 2000.0, fr) * env * 1.5
+        } else {
+            0.0
+        };
+        hp = 0.995 * (hp + white - last);
+        last = white;
+        let v = (vowel * 0.55 + hiss + hp * 0.0015) * 20_000.0;
+        let l = v.clamp(-32_000.0, 32_000.0) as i16;
+        let r = (v * 0.97 + (noise.next() - 0.5) * 30.0).clamp(-32_000.0, 32_000.0) as i16;
+        w.write_sample(l).at(ErrorKind::Internal, path)?;
+        w.write_sample(r).at(ErrorKind::Internal, path)?;
     }
     w.finalize().at(ErrorKind::Internal, path)
 }
 
+/// A ComfyUI-like frames folder: `count` PNGs (`000001.png`…) of the start picture with a
+/// moving mouth and film grain, so that they compress and decode like photographs.
+fn write_frames(dir: &Path, w: u32, h: u32, count: u64) -> Result<()> {
+    use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+    std::fs::create_dir_all(dir).at(ErrorKind::Internal, dir)?;
+    if frame_count(dir) >= count {
+        return Ok(()); // made by an earlier bench in this folder
+    }
+    let base = picture_rgb(w, h, false);
+    let mut seed: u32 = 0x2545_f491;
+    for k in 0..count {
+        let open = 0.5 + 0.5 * (k as f64 * 0.7).sin();
+        let mut img = base.clone();
+        for (x, y, px) in img.enumerate_pixels_mut() {
+            let (u, v) = (f64::from(x) / f64::from(w), f64::from(y) / f64::from(h));
+            let (dx, dy) = ((u - 0.5) / 0.08, (v - 0.62) / (0.01 + 0.03 * open));
+            if dx * dx + dy * dy < 1.0 {
+                *px = image::Rgb([90, 30, 40]);
+            }
+            for c in px.0.iter_mut() {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                *c = (i32::from(*c) + (seed % 7) as i32 - 3).clamp(0, 255) as u8;
+            }
+        }
+        let path = dir.join(format!("{:06}.png", k + 1));
+        let file = std::fs::File::create(&path).at(ErrorKind::Internal, &path)?;
+        let enc = PngEncoder::new_with_quality(
+            std::io::BufWriter::new(file),
+            CompressionType::Default,
+            FilterType::Adaptive,
+        );
+        img.write_with_encoder(enc)
+            .map_err(|e| Error::at_path(ErrorKind::Internal, &path, e))?;
+    }
+    Ok(())
+}
+
+/// A 1080p30 start video of `seconds`: the start picture at 1920x1080 under a slow zoom,
+/// encoded by the engine itself (x264 veryfast, crf 18) with a silent track.
+fn write_start_video(dir: &Path, seconds: f64) -> Result<PathBuf> {
+    let path = dir.join("start-1080p30.mp4");
+    if path.is_file() {
+        return Ok(path);
+    }
+    let (w, h, fps) = (1920u32, 1080u32, 30u32);
+    let frames = (seconds * f64::from(fps)).ceil() as u64;
+    let img = picture_rgb(w, h, false);
+    let rgba = image::DynamicImage::ImageRgb8(img).to_rgba8();
+    let planes = Planes::from_rgba8(w, h, rgba.as_raw(), [0; 3]);
+    struct Zoom {
+        r: Renderer,
+        frames: u64,
+    }
+    impl FrameProducer for Zoom {
+        fn render(&mut self, i: u64, out: &mut Yuv420) -> Result<()> {
+            let z = 1.0 + 0.15 * i as f64 / self.frames.max(1) as f64;
+            let (ww, wh) = (1920.0 / z, 1080.0 / z);
+            let win = CropWindow {
+                x: (1920.0 - ww) / 2.0,
+                y: (1080.0 - wh) / 2.0,
+                w: ww,
+                h: wh,
+            };
+            self.r.render(&win, out);
+            Ok(())
+        }
+    }
+    let r = Renderer::new(planes, w, h, YuvColor::BLACK, 1920.0 / 1.15);
+    let wav = dir.join("silence.wav");
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 48_000,
+        bits_per_sample: 32,
+        sample_format: hound::SampleFormat::Float,
+    };
+    let mut sw = hound::WavWriter::create(&wav, spec).at(ErrorKind::Internal, &wav)?;
+    for _ in 0..(frames * 1600) {
+        sw.write_sample(0.0f32).at(ErrorKind::Internal, &wav)?;
+    }
+    sw.finalize().at(ErrorKind::Internal, &wav)?;
+    let tmp = dir.join("start-1080p30.partial.mp4");
+    encode_mp4(
+        &tmp,
+        &VideoSettings {
+            width: w,
+            height: h,
+            fps_num: fps,
+            fps_den: 1,
+            frames,
+            preset: "veryfast".into(),
+            crf: 18,
+            threads: 0,
+        },
+        Box::new(Zoom { r, frames }),
+        &AudioSettings {
+            wav: wav.clone(),
+            bitrate: 64_000,
+        },
+        &|_| {},
+    )?;
+    std::fs::rename(&tmp, &path).at(ErrorKind::Internal, &path)?;
+    Ok(path)
+}
+
 fn write_picture(path: &Path, w: u32, h: u32, end: bool) -> Result<()> {
-    let img = image::RgbImage::from_fn(w, h, |x, y| {
+    picture_rgb(w, h, end)
+        .save(path)
+        .map_err(|e| Error::at_path(ErrorKind::Internal, path, e))
+}
+
+/// The bench's start (a face-like disc over a gradient) or end picture.
+fn picture_rgb(w: u32, h: u32, end: bool) -> image::RgbImage {
+    image::RgbImage::from_fn(w, h, |x, y| {
         let (u, v) = (f64::from(x) / f64::from(w), f64::from(y) / f64::from(h));
         if end {
             return image::Rgb([(30.0 + 60.0 * u) as u8, 30, (60.0 + 80.0 * v) as u8]);
@@ -255,19 +578,26 @@ fn write_picture(path: &Path, w: u32, h: u32, end: bool) -> Result<()> {
         let skin = [225.0 - 60.0 * v, 180.0 - 50.0 * v, 150.0 - 40.0 * u];
         let c = |k: usize| (bg[k] * (1.0 - t) + skin[k] * t * shade).clamp(0.0, 255.0) as u8;
         image::Rgb([c(0), c(1), c(2)])
-    });
-    img.save(path)
-        .map_err(|e| Error::at_path(ErrorKind::Internal, path, e))
+    })
 }
 
-fn spawn_child(kind: &str, job: &Path, workdir: &Path) -> Result<(Sample, f64)> {
+fn spawn_child(
+    kind: &str,
+    job: &Path,
+    workdir: &Path,
+    frames: Option<&Path>,
+) -> Result<(Sample, f64)> {
     let exe = std::env::current_exe().ctx(ErrorKind::Internal, "finding the va binary")?;
     let t = Instant::now();
-    let out = Command::new(exe)
-        .args(["__bench-child", kind, "--job"])
+    let mut cmd = Command::new(exe);
+    cmd.args(["__bench-child", kind, "--job"])
         .arg(job)
         .arg("--workdir")
-        .arg(workdir)
+        .arg(workdir);
+    if let Some(dir) = frames {
+        cmd.arg("--frames").arg(dir);
+    }
+    let out = cmd
         .output()
         .ctx(ErrorKind::Internal, "starting a bench child")?;
     let wall = t.elapsed().as_secs_f64();
@@ -303,8 +633,13 @@ fn write_job(
     start: &Path,
     end: &Path,
 ) -> Result<PathBuf> {
+    let start_key = if a.source == Source::Video {
+        "start_video"
+    } else {
+        "start_image"
+    };
     let doc = json!({
-        "audio": audio, "start_image": start, "end_image": end,
+        "audio": audio, start_key: start, "end_image": end,
         "buffer": {"pre_seconds": a.pre, "post_seconds": a.post},
         "determinism": {"fps": a.fps, "seed": 1, "seed_policy": "fixed"},
         "render": {"width": a.width, "height": a.height},
@@ -330,9 +665,10 @@ pub fn run(a: BenchArgs) -> Result<i32> {
             gen("speech.wav")
         }
     };
-    let start = match &a.start {
-        Some(p) => p.clone(),
-        None => {
+    let start = match (&a.start, a.source) {
+        (Some(p), _) => p.clone(),
+        (None, Source::Video) => write_start_video(&dir, a.seconds + a.pre + a.post)?,
+        (None, _) => {
             write_picture(&gen("start.png"), a.width, a.height, false)?;
             gen("start.png")
         }
@@ -345,13 +681,23 @@ pub fn run(a: BenchArgs) -> Result<i32> {
         }
     };
     let job = write_job(&dir, "bench_job.json", &a, &audio, &start, &end)?;
+    let frames_dir = (a.source == Source::Frames).then(|| dir.join("frames"));
+    if let Some(fd) = &frames_dir {
+        // One frame per main frame (and a spare): the main segment is pre + speech.
+        let fps = crate::timeline::time::parse_fps(&a.fps)
+            .map_err(|e| Error::new(ErrorKind::Usage, format!("--fps: {e}")))?;
+        let main = ((a.seconds + a.pre) * fps.to_f64()).ceil() as u64 + 1;
+        write_frames(fd, a.width, a.height, main)?;
+    }
+    let frames_dir = frames_dir.as_deref();
 
     let (mut full, mut floor, mut ratio, mut rss) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut last_full: Option<Sample> = None;
+    let mut last_floor: Option<Sample> = None;
     for r in 0..a.runs.max(1) {
-        let (fs, fwall) = spawn_child("full", &job, &dir.join(format!("full-{r}")))?;
-        let (ls, _) = spawn_child("floor", &job, &dir.join(format!("floor-{r}")))?;
+        let (fs, fwall) = spawn_child("full", &job, &dir.join(format!("full-{r}")), frames_dir)?;
+        let (ls, _) = spawn_child("floor", &job, &dir.join(format!("floor-{r}")), frames_dir)?;
         if !a.json {
             eprintln!(
                 "run {}: full {:.2} s ({:.0} MB peak), floor {:.2} s",
@@ -366,11 +712,12 @@ pub fn run(a: BenchArgs) -> Result<i32> {
         floor.push(ls.wall_seconds);
         rss.push(fs.peak_rss_mb);
         last_full = Some(fs);
+        last_floor = Some(ls);
     }
     let frames = last_full.as_ref().map_or(0, |s| s.frames);
     let full_med = median(full.clone());
     let mut report = json!({
-        "settings": {"seconds": a.seconds, "width": a.width, "height": a.height, "fps": a.fps,
+        "settings": {"source": a.source, "seconds": a.seconds, "width": a.width, "height": a.height, "fps": a.fps,
                      "preset": a.preset, "crf": a.crf, "pre": a.pre, "post": a.post, "runs": a.runs},
         "frames": frames,
         "full_seconds": full, "floor_seconds": floor,
@@ -381,10 +728,11 @@ pub fn run(a: BenchArgs) -> Result<i32> {
         "x_real_time": (a.seconds + a.pre + a.post) / full_med,
         "peak_rss_mb_median": median(rss.clone()),
         "stages_last_full_run": last_full.map(|s| s.stages).unwrap_or_default(),
+        "stages_last_floor_run": last_floor.map(|s| s.stages).unwrap_or_default(),
     });
     if a.memory_scan {
         let mut scan = serde_json::Map::new();
-        for minutes in [1u32, 10] {
+        for minutes in [1u32, 10, 30] {
             let wav = dir.join(format!("speech-{minutes}min.wav"));
             write_speech(&wav, f64::from(minutes) * 60.0)?;
             let j = write_job(
@@ -395,7 +743,8 @@ pub fn run(a: BenchArgs) -> Result<i32> {
                 &start,
                 &end,
             )?;
-            let (s, wall) = spawn_child("full", &j, &dir.join(format!("mem-{minutes}")))?;
+            let (s, wall) =
+                spawn_child("full", &j, &dir.join(format!("mem-{minutes}")), frames_dir)?;
             if !a.json {
                 eprintln!(
                     "memory scan: {minutes} min of audio -> {:.0} MB peak, {wall:.1} s",

@@ -1,9 +1,11 @@
 //! One-pass encode of the final MP4: CFR H.264 (libx264, yuv420p, BT.709 tagged) plus AAC,
 //! muxed with `+faststart`.
 //!
-//! Three threads: the caller's producer renders frames in index order (bounded channel), an
-//! audio thread encodes the padded WAV to AAC concurrently, and this thread drives x264 and the
-//! muxer, interleaving audio packets by time. Video PTS = frame index in time base 1/fps, so
+//! Four threads: the caller's producer renders frames in index order (bounded channel), a
+//! video thread drives x264, an audio thread encodes the padded WAV to AAC concurrently, and
+//! this thread muxes: it takes the packets in decode-time order, waiting for the stream that is
+//! behind, so the file's bytes depend on the packets only, never on thread timing (two runs of
+//! a job give the same file), and neither encoder gets far ahead of the other. Video PTS = frame index in time base 1/fps, so
 //! the output is constant-frame-rate by construction. The movie timescale is the least common
 //! multiple of the audio rate and the fps numerator, so both tracks' edit lists and durations
 //! are exact (FFmpeg's default of 1000 rounds them to milliseconds).
@@ -15,6 +17,7 @@ use std::time::Instant;
 use ffmpeg_next as av;
 
 use super::picture::Yuv420;
+use super::threads;
 use crate::error::{Context, Error, ErrorKind, Result};
 
 /// Renders output frame `index` into `out` (the frame's size is the render size).
@@ -55,6 +58,9 @@ pub struct EncodeReport {
     pub render_seconds: f64,
     pub video_encode_seconds: f64,
     pub audio_encode_seconds: f64,
+    /// CPU time of every thread that took part (render, decode workers, x264's pool, audio,
+    /// the muxer), largest first.
+    pub threads: Vec<threads::ThreadBusy>,
 }
 
 fn gcd(a: u64, b: u64) -> u64 {
@@ -138,7 +144,14 @@ pub fn encode_mp4(
     vopts.set("preset", &video.preset);
     vopts.set("crf", &video.crf.to_string());
     vopts.set("threads", &video.threads.to_string());
-    let mut venc = venc.open_with(vopts).map_err(ff("opening libx264"))?;
+    let before = threads::thread_ids();
+    let venc = venc.open_with(vopts).map_err(ff("opening libx264"))?;
+    // x264's pool (started by the open) named, for profiles and the report.
+    for tid in threads::thread_ids() {
+        if before.binary_search(&tid).is_err() {
+            threads::name_thread(tid, "x264");
+        }
+    }
     {
         let mut ost = octx
             .add_stream(x264)
@@ -214,7 +227,7 @@ pub fn encode_mp4(
         let (pool_tx, pool_rx) = mpsc::channel::<Yuv420>();
         let render = std::thread::Builder::new()
             .name("render".into())
-            .spawn_scoped(scope, move || -> Result<f64> {
+            .spawn_scoped(scope, move || -> Result<(f64, Snapshot)> {
                 let mut producer = producer;
                 let mut busy = 0.0;
                 for i in 0..frames {
@@ -226,103 +239,120 @@ pub fn encode_mp4(
                         break; // the encoder stopped; its error is reported there
                     }
                 }
-                Ok(busy)
+                // The producer's own threads (decode workers) are still alive here.
+                Ok((busy, threads::snapshot()))
             })
             .ctx(ErrorKind::Internal, "starting the render thread")?;
 
-        let (atx, arx) = mpsc::sync_channel::<av::Packet>(512);
+        let (vtx, vrx) = mpsc::sync_channel::<av::Packet>(PACKETS_AHEAD);
+        let video_thread = std::thread::Builder::new()
+            .name("video".into())
+            .spawn_scoped(scope, move || -> Result<(f64, Snapshot)> {
+                let started = Instant::now();
+                let mut venc = venc;
+                // Sends what x264 has ready; false when the muxer has stopped.
+                let drain = |venc: &mut av::encoder::Video| -> bool {
+                    let mut pkt = av::Packet::empty();
+                    while venc.receive_packet(&mut pkt).is_ok() {
+                        let p = std::mem::replace(&mut pkt, av::Packet::empty());
+                        if vtx.send(p).is_err() {
+                            return false;
+                        }
+                    }
+                    true
+                };
+                let mut frame = av::frame::Video::new(av::format::Pixel::YUV420P, w, h);
+                for i in 0..frames {
+                    let Ok(buf) = frx.recv() else { break };
+                    // The encoder may still refer to the last picture: reused only when not.
+                    if !super::ffi::make_frame_writable(&mut frame) {
+                        frame = av::frame::Video::new(av::format::Pixel::YUV420P, w, h);
+                    }
+                    copy_into(&buf, &mut frame);
+                    let _ = pool_tx.send(buf);
+                    frame.set_pts(Some(i as i64));
+                    venc.send_frame(&frame)
+                        .map_err(ff("encoding a video frame"))?;
+                    if !drain(&mut venc) {
+                        return Err(Error::internal("the muxer stopped"));
+                    }
+                    progress(i + 1);
+                }
+                drop(frx);
+                venc.send_eof().map_err(ff("flushing libx264"))?;
+                drain(&mut venc);
+                // x264's pool is alive until `venc` is dropped.
+                let snap = threads::snapshot();
+                Ok((started.elapsed().as_secs_f64(), snap))
+            })
+            .ctx(ErrorKind::Internal, "starting the video thread")?;
+
+        let (atx, arx) = mpsc::sync_channel::<av::Packet>(PACKETS_AHEAD);
         let audio_thread = std::thread::Builder::new()
             .name("audio".into())
             .spawn_scoped(scope, move || {
                 encode_audio(reader, aenc, frame_size, layout, atx)
+                    .map(|(samples, busy)| (samples, busy, threads::snapshot()))
             })
             .ctx(ErrorKind::Internal, "starting the audio thread")?;
 
-        let mut pending: Option<av::Packet> = None;
-        let mut audio_done = false;
-        // Writes audio packets whose time is at most `limit` (video frames), or all when None.
-        let mut pump = |octx: &mut av::format::context::Output, limit: Option<u64>| -> Result<()> {
-            loop {
-                if pending.is_none() && !audio_done {
-                    pending = if limit.is_some() {
-                        match arx.try_recv() {
-                            Ok(p) => Some(p),
-                            Err(mpsc::TryRecvError::Empty) => None,
-                            Err(mpsc::TryRecvError::Disconnected) => {
-                                audio_done = true;
-                                None
-                            }
-                        }
-                    } else {
-                        match arx.recv() {
-                            Ok(p) => Some(p),
-                            Err(_) => {
-                                audio_done = true;
-                                None
-                            }
-                        }
-                    };
-                }
-                let Some(p) = pending.as_mut() else {
-                    return Ok(());
-                };
-                if let (Some(limit), Some(pts)) = (limit, p.pts()) {
-                    // pts/rate <= limit·fps_den/fps_num, exactly.
-                    let lhs = i128::from(pts) * i128::from(video.fps_num);
-                    let rhs = i128::from(limit) * i128::from(video.fps_den) * i128::from(rate);
-                    if lhs > rhs {
-                        return Ok(());
-                    }
-                }
-                let mut p = pending
-                    .take()
-                    .ok_or_else(|| Error::internal("audio packet vanished"))?;
-                p.set_stream(1);
-                p.rescale_ts(atb, a_ost_tb);
-                p.write_interleaved(octx)
-                    .map_err(ff("writing an audio packet"))?;
-            }
+        // The muxer: packets in decode-time order, blocking on the stream that is behind, so
+        // the file's interleave is a function of the packets alone (never of thread timing)
+        // and neither encoder runs more than PACKETS_AHEAD packets ahead of the other.
+        let order = DtsOrder {
+            fps_num: video.fps_num,
+            fps_den: video.fps_den,
+            rate,
         };
-
-        let venc_start = Instant::now();
-        let write_video =
-            |venc: &mut av::encoder::Video, octx: &mut av::format::context::Output| -> Result<()> {
-                let mut pkt = av::Packet::empty();
-                while venc.receive_packet(&mut pkt).is_ok() {
-                    pkt.set_stream(0);
-                    pkt.rescale_ts(vtb, v_ost_tb);
-                    pkt.write_interleaved(octx)
+        let mut next_v = vrx.recv().ok();
+        let mut next_a = arx.recv().ok();
+        let muxed = (|| -> Result<()> {
+            loop {
+                let video_first = match (&next_v, &next_a) {
+                    (None, None) => return Ok(()),
+                    (Some(_), None) => true,
+                    (None, Some(_)) => false,
+                    (Some(v), Some(a)) => !order.audio_before(v, a),
+                };
+                if video_first {
+                    let Some(mut p) = next_v.take() else { continue };
+                    p.set_stream(0);
+                    p.rescale_ts(vtb, v_ost_tb);
+                    p.write_interleaved(&mut octx)
                         .map_err(ff("writing a video packet"))?;
+                    next_v = vrx.recv().ok();
+                } else {
+                    let Some(mut p) = next_a.take() else { continue };
+                    p.set_stream(1);
+                    p.rescale_ts(atb, a_ost_tb);
+                    p.write_interleaved(&mut octx)
+                        .map_err(ff("writing an audio packet"))?;
+                    next_a = arx.recv().ok();
                 }
-                Ok(())
-            };
-        for i in 0..frames {
-            let Ok(buf) = frx.recv() else { break };
-            let mut frame = av::frame::Video::new(av::format::Pixel::YUV420P, w, h);
-            copy_into(&buf, &mut frame);
-            let _ = pool_tx.send(buf);
-            frame.set_pts(Some(i as i64));
-            venc.send_frame(&frame)
-                .map_err(ff("encoding a video frame"))?;
-            write_video(&mut venc, &mut octx)?;
-            pump(&mut octx, Some(i + fps_second(video)))?;
-            progress(i + 1);
-        }
-        drop(frx);
-        let render_busy = render
+            }
+        })();
+        // On a muxer error the encoders see their channels close and stop.
+        drop((vrx, arx));
+        let rendered = render
             .join()
-            .map_err(|_| Error::internal("render thread panicked"))??;
-        venc.send_eof().map_err(ff("flushing libx264"))?;
-        write_video(&mut venc, &mut octx)?;
-        report.video_encode_seconds = venc_start.elapsed().as_secs_f64();
+            .map_err(|_| Error::internal("render thread panicked"))?;
+        let encoded = video_thread
+            .join()
+            .map_err(|_| Error::internal("video thread panicked"))?;
+        let audio = audio_thread
+            .join()
+            .map_err(|_| Error::internal("audio thread panicked"))?;
+        muxed?;
+        let (render_busy, render_snap) = rendered?;
+        let (video_seconds, video_snap) = encoded?;
+        let (samples, audio_busy, audio_snap) = audio?;
+        report.video_encode_seconds = video_seconds;
         report.render_seconds = render_busy;
-        pump(&mut octx, None)?;
-        let (samples, audio_busy) = audio_thread
-            .join()
-            .map_err(|_| Error::internal("audio thread panicked"))??;
         report.audio_samples = samples;
         report.audio_encode_seconds = audio_busy;
         report.video_frames = frames;
+        report.threads =
+            threads::merge(&[render_snap, video_snap, audio_snap, threads::snapshot()]);
         Ok(())
     });
     result?;
@@ -334,9 +364,27 @@ pub fn encode_mp4(
     Ok(report)
 }
 
-/// About one second of frames: how far audio may run ahead of video in the file.
-fn fps_second(v: &VideoSettings) -> u64 {
-    u64::from(v.fps_num.div_ceil(v.fps_den.max(1)))
+type Snapshot = std::collections::BTreeMap<u64, threads::ThreadBusy>;
+
+/// Packets either encoder may have waiting for the muxer: about 10 s of video at 25 fps, 5 s
+/// of AAC at 48 kHz. Bounds how far one stream runs ahead of the other (and memory).
+const PACKETS_AHEAD: usize = 256;
+
+/// The muxer's order: by decode time, video first on a tie.
+struct DtsOrder {
+    fps_num: u32,
+    fps_den: u32,
+    rate: u32,
+}
+
+impl DtsOrder {
+    /// Whether audio packet `a` (time base 1/rate) decodes strictly before video packet `v`
+    /// (time base fps_den/fps_num), compared exactly.
+    fn audio_before(&self, v: &av::Packet, a: &av::Packet) -> bool {
+        let t = |p: &av::Packet| i128::from(p.dts().or(p.pts()).unwrap_or(0));
+        // a/rate < v·fps_den/fps_num  ⇔  a·fps_num < v·fps_den·rate
+        t(a) * i128::from(self.fps_num) < t(v) * i128::from(self.fps_den) * i128::from(self.rate)
+    }
 }
 
 fn copy_into(src: &Yuv420, dst: &mut av::frame::Video) {

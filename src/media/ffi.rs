@@ -100,12 +100,19 @@ impl Scaler {
         self.0.run(input, output)
     }
 
-    /// Tells swscale how to read a Y'CbCr source when converting it to RGB: the matrix
-    /// (`SWS_CS_*`, e.g. `SWS_CS_ITU709`) and whether its levels are full range (0–255, the
-    /// `yuvj*` formats and sources flagged `pc`) or limited (16–235). Without this call swscale
-    /// assumes BT.601 and takes the range from the pixel format name only. Returns false when
-    /// swscale refused (e.g. for an RGB source, where it does not apply).
-    pub fn set_source_colorspace(&mut self, sws_matrix: c_int, full_range: bool) -> bool {
+    /// Tells swscale how to read a Y'CbCr source: the matrix (`SWS_CS_*`, e.g.
+    /// `SWS_CS_ITU709`) and whether its levels are full range (0–255, the `yuvj*` formats and
+    /// sources flagged `pc`) or limited (16–235); and the output's range (`dst_full`: true for
+    /// RGB, false for limited-range Y'CbCr; a Y'CbCr output keeps the source's matrix, swscale
+    /// converts only the range). Without this call swscale assumes BT.601 and takes the range
+    /// from the pixel format name only. Returns false when swscale refused (e.g. for an RGB
+    /// source, where it does not apply).
+    pub fn set_source_colorspace(
+        &mut self,
+        sws_matrix: c_int,
+        full_range: bool,
+        dst_full: bool,
+    ) -> bool {
         // SAFETY: the context pointer is valid for `&mut self`; sws_getCoefficients returns a
         // pointer to a static table of 4 ints for any index (unknown ones give the default),
         // and sws_setColorspaceDetails only reads the two tables and updates the context.
@@ -118,7 +125,7 @@ impl Scaler {
                 src,
                 c_int::from(full_range),
                 dst,
-                1, // RGB output is full range
+                c_int::from(dst_full),
                 0,
                 1 << 16,
                 1 << 16,
@@ -206,4 +213,13 @@ pub fn open_output(
     // SAFETY: `ctx` is an allocated output context with open I/O; `Output` owns it from here
     // (closing the I/O and freeing it on drop).
     Ok(unsafe { av::format::context::Output::wrap(ctx) })
+}
+
+/// Makes `frame`'s buffers writable (`av_frame_make_writable`): when an encoder still holds a
+/// reference to them, the frame gets fresh buffers (the data copied), so the next picture can
+/// be written into it without touching what the encoder holds. False when FFmpeg failed.
+pub fn make_frame_writable(frame: &mut av::frame::Video) -> bool {
+    // SAFETY: `as_mut_ptr` is the AVFrame `frame` owns, valid and exclusively borrowed for the
+    // call; av_frame_make_writable only replaces its buffers with copies when they are shared.
+    unsafe { av::ffi::av_frame_make_writable(frame.as_mut_ptr()) >= 0 }
 }

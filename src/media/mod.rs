@@ -7,6 +7,7 @@
 //! - [`encode`]: the one-pass H.264/AAC MP4; [`verify`]: the read-back;
 //! - [`ffi`]: the native av_log bridge and the few raw libav calls (the only `unsafe`).
 
+pub mod ahead;
 pub mod audio;
 pub mod decode;
 pub mod encode;
@@ -17,6 +18,7 @@ pub mod probe;
 pub mod render;
 pub mod resample;
 pub mod synth;
+pub mod threads;
 pub mod verify;
 pub mod video;
 

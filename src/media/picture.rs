@@ -139,23 +139,8 @@ impl Planes {
         bg: [u8; 3],
         source_of: impl Fn(usize, usize) -> (usize, usize),
     ) {
-        const KR: f32 = 0.2126;
-        const KG: f32 = 0.7152;
-        const KB: f32 = 0.0722;
-        const SY: f32 = 219.0 / 255.0;
-        const SB: f32 = 224.0 / 255.0 / 1.8556;
-        const SR: f32 = 224.0 / 255.0 / 1.5748;
         let (w, h) = (width as usize, height as usize);
-        let n = w * h;
-        self.width = width;
-        self.height = height;
-        for plane in [&mut self.y, &mut self.cb, &mut self.cr] {
-            // Every sample is written below: only a new size needs (zeroed) memory.
-            if plane.len() != n {
-                plane.clear();
-                plane.resize(n, 0.0);
-            }
-        }
+        self.resize(width, height);
         let bgf = bg.map(f32::from);
         let index = |(sx, sy): (usize, usize)| (sy * stride + 4 * sx) as isize;
         // Gather a band of rows, column by column (for a quarter turn an output row reads a
@@ -184,24 +169,157 @@ impl Planes {
                 }
             }
             for r in 0..count {
-                let o = (first + r) * w;
-                let pixels = &band[r * w..(r + 1) * w];
-                let out = self.y[o..o + w]
-                    .iter_mut()
-                    .zip(&mut self.cb[o..o + w])
-                    .zip(&mut self.cr[o..o + w]);
-                for (((y, cb), cr), px) in out.zip(pixels) {
-                    // Branch-free compositing: exact for opaque pixels (a = 1).
-                    let a = f32::from(px[3]) * (1.0 / 255.0);
-                    let mix = |c: u8, bg: f32| f32::from(c) * a + bg * (1.0 - a);
-                    let (r, g, b) = (mix(px[0], bgf[0]), mix(px[1], bgf[1]), mix(px[2], bgf[2]));
-                    let l = KR * r + KG * g + KB * b;
-                    *y = 16.0 + SY * l;
-                    *cb = 128.0 + SB * (b - l);
-                    *cr = 128.0 + SR * (r - l);
+                self.convert_row(first + r, &band[r * w..(r + 1) * w], bgf);
+            }
+        }
+    }
+
+    /// Sets the size, keeping the buffers (every sample is written by the caller: only a new
+    /// size needs memory).
+    fn resize(&mut self, width: u32, height: u32) {
+        let n = width as usize * height as usize;
+        self.width = width;
+        self.height = height;
+        for plane in [&mut self.y, &mut self.cb, &mut self.cr] {
+            if plane.len() != n {
+                plane.clear();
+                plane.resize(n, 0.0);
+            }
+        }
+    }
+
+    /// Converts one row of RGBA pixels into row `row` (the conversion of
+    /// [`Planes::from_rgba8`], constants folded, alpha composited over `bgf`).
+    fn convert_row(&mut self, row: usize, pixels: &[[u8; 4]], bgf: [f32; 3]) {
+        const KR: f32 = 0.2126;
+        const KG: f32 = 0.7152;
+        const KB: f32 = 0.0722;
+        const SY: f32 = 219.0 / 255.0;
+        const SB: f32 = 224.0 / 255.0 / 1.8556;
+        const SR: f32 = 224.0 / 255.0 / 1.5748;
+        let w = pixels.len();
+        let o = row * w;
+        let out = self.y[o..o + w]
+            .iter_mut()
+            .zip(&mut self.cb[o..o + w])
+            .zip(&mut self.cr[o..o + w]);
+        for (((y, cb), cr), px) in out.zip(pixels) {
+            // Branch-free compositing: exact for opaque pixels (a = 1).
+            let a = f32::from(px[3]) * (1.0 / 255.0);
+            let mix = |c: u8, bg: f32| f32::from(c) * a + bg * (1.0 - a);
+            let (r, g, b) = (mix(px[0], bgf[0]), mix(px[1], bgf[1]), mix(px[2], bgf[2]));
+            let l = KR * r + KG * g + KB * b;
+            *y = 16.0 + SY * l;
+            *cb = 128.0 + SB * (b - l);
+            *cr = 128.0 + SR * (r - l);
+        }
+    }
+
+    /// Fills this picture from 8-bit limited-range BT.709 Y'CbCr 4:4:4 planes (`data`,
+    /// `stride` per plane: Y, Cb, Cr), which are its samples as they are.
+    pub fn fill_from_yuv444(
+        &mut self,
+        width: u32,
+        height: u32,
+        data: [&[u8]; 3],
+        stride: [usize; 3],
+    ) {
+        let w = width as usize;
+        self.resize(width, height);
+        for (k, plane) in [&mut self.y, &mut self.cb, &mut self.cr]
+            .into_iter()
+            .enumerate()
+        {
+            for (r, out) in plane.chunks_exact_mut(w.max(1)).enumerate() {
+                let src = &data[k][r * stride[k]..r * stride[k] + w];
+                for (o, &v) in out.iter_mut().zip(src) {
+                    *o = f32::from(v);
                 }
             }
         }
+    }
+
+    /// Fills this picture from tightly packed 8-bit RGB (`channels` 3) or RGBA (4) rows, with
+    /// the conversion of [`Planes::fill_from_rgba8_mapped`] (same values), reusing its buffers.
+    pub fn fill_from_rgb8(
+        &mut self,
+        width: u32,
+        height: u32,
+        data: &[u8],
+        channels: usize,
+        bg: [u8; 3],
+    ) {
+        let w = width as usize;
+        self.resize(width, height);
+        let bgf = bg.map(f32::from);
+        let mut row = vec![[0u8, 0, 0, 255]; w];
+        for (r, src) in data
+            .chunks_exact((w * channels).max(1))
+            .take(height as usize)
+            .enumerate()
+        {
+            if channels == 4 {
+                for (o, px) in row.iter_mut().zip(src.chunks_exact(4)) {
+                    *o = [px[0], px[1], px[2], px[3]];
+                }
+            } else {
+                for (o, px) in row.iter_mut().zip(src.chunks_exact(3)) {
+                    *o = [px[0], px[1], px[2], 255];
+                }
+            }
+            self.convert_row(r, &row, bgf);
+        }
+    }
+}
+
+/// Loads pictures one after another into the same buffers: a frames folder's frames. Plain
+/// 8-bit RGB and RGBA images without an EXIF turn (what ComfyUI writes) are decoded straight
+/// into a reused buffer and converted row by row; any other image goes through
+/// [`load_image`].
+pub struct ImageLoader {
+    bytes: Vec<u8>,
+    planes: Planes,
+}
+
+impl Default for ImageLoader {
+    fn default() -> Self {
+        ImageLoader {
+            bytes: Vec::new(),
+            planes: Planes::from_rgba8(0, 0, &[], [0; 3]),
+        }
+    }
+}
+
+impl ImageLoader {
+    /// The picture at `path` (the checks and errors of [`load_image`]).
+    pub fn load(&mut self, path: &Path, max_pixels: u64, bg: [u8; 3]) -> Result<&Planes> {
+        use image::ImageDecoder;
+        let (mut decoder, orientation) = open_decoder(path)?;
+        let (w, h) = decoder.dimensions();
+        let channels = match decoder.color_type() {
+            image::ColorType::Rgb8 => 3,
+            image::ColorType::Rgba8 => 4,
+            _ => 0,
+        };
+        if channels == 0 || orientation != image::metadata::Orientation::NoTransforms {
+            drop(decoder);
+            self.planes = load_image(path, max_pixels, bg)?;
+            return Ok(&self.planes);
+        }
+        check_pixels(path, "image", (w, h), max_pixels)?;
+        limit_decoder(&mut decoder, path, (w, h), max_pixels)?;
+        let n = usize::try_from(decoder.total_bytes())
+            .map_err(|_| Error::at_path(ErrorKind::UnsupportedFormat, path, "image too large"))?;
+        self.bytes.resize(n, 0);
+        decoder.read_image(&mut self.bytes).map_err(|e| {
+            Error::at_path(
+                ErrorKind::UnsupportedFormat,
+                path,
+                format!("cannot decode image ({e})"),
+            )
+        })?;
+        self.planes.fill_from_rgb8(w, h, &self.bytes, channels, bg);
+        Ok(&self.planes)
     }
 }
 
@@ -241,8 +359,8 @@ fn upright_size((w, h): (u32, u32), o: image::metadata::Orientation) -> (u32, u3
     }
 }
 
-/// Reads only the header: the upright (width, height), EXIF orientation applied.
-pub fn image_dimensions(path: &Path) -> Result<(u32, u32)> {
+/// A decoder for `path` (header read) and the picture's EXIF orientation.
+fn open_decoder(path: &Path) -> Result<(impl image::ImageDecoder, image::metadata::Orientation)> {
     use image::ImageDecoder;
     let mut decoder = open_reader(path)?
         .into_decoder()
@@ -250,6 +368,27 @@ pub fn image_dimensions(path: &Path) -> Result<(u32, u32)> {
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
+    Ok((decoder, orientation))
+}
+
+/// Caps what decoding a `w`×`h` picture may allocate (from the header: a bomb stops there).
+fn limit_decoder(
+    decoder: &mut impl image::ImageDecoder,
+    path: &Path,
+    (w, h): (u32, u32),
+    max_pixels: u64,
+) -> Result<()> {
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(w);
+    limits.max_image_height = Some(h);
+    limits.max_alloc = Some(max_pixels.saturating_mul(16).max(64 << 20));
+    decoder.set_limits(limits).map_err(header_error(path))
+}
+
+/// Reads only the header: the upright (width, height), EXIF orientation applied.
+pub fn image_dimensions(path: &Path) -> Result<(u32, u32)> {
+    use image::ImageDecoder;
+    let (decoder, orientation) = open_decoder(path)?;
     Ok(upright_size(decoder.dimensions(), orientation))
 }
 
@@ -380,18 +519,9 @@ pub fn decode_image(path: &Path, max_pixels: u64) -> Result<Decoded> {
     use image::{ColorType as C, DynamicImage as D, ImageBuffer, ImageDecoder};
     let (w, h) = image_dimensions(path)?;
     check_pixels(path, "image", (w, h), max_pixels)?;
-    let mut decoder = open_reader(path)?
-        .into_decoder()
-        .map_err(header_error(path))?;
+    let (mut decoder, orientation) = open_decoder(path)?;
     let (sw, sh) = decoder.dimensions();
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(sw);
-    limits.max_image_height = Some(sh);
-    limits.max_alloc = Some(max_pixels.saturating_mul(16).max(64 << 20));
-    decoder.set_limits(limits).map_err(header_error(path))?;
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    limit_decoder(&mut decoder, path, (sw, sh), max_pixels)?;
     let color = decoder.color_type();
     let bytes = usize::try_from(decoder.total_bytes()).unwrap_or(usize::MAX);
     let broken = |e: image::ImageError| {
@@ -581,6 +711,50 @@ mod tests {
         let e = try_zeroed::<f32>(usize::MAX / 8).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Internal);
         assert!(e.message.contains("memory"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod loader_tests {
+    use super::*;
+
+    #[test]
+    fn image_loader_gives_what_load_image_gives_and_reuses_its_buffers() {
+        let dir = tempfile::tempdir().unwrap();
+        let bg = [10, 200, 30];
+        let rgb = image::RgbImage::from_fn(37, 21, |x, y| {
+            image::Rgb([(x * 7) as u8, (y * 11) as u8, ((x + y) * 5) as u8])
+        });
+        let rgba = image::RgbaImage::from_fn(16, 9, |x, y| {
+            image::Rgba([(x * 15) as u8, (y * 25) as u8, 90, ((x * y) % 256) as u8])
+        });
+        let grey = image::GrayImage::from_fn(8, 8, |x, _| image::Luma([(x * 30) as u8]));
+        let (a, b, c) = (
+            dir.path().join("rgb.png"),
+            dir.path().join("rgba.png"),
+            dir.path().join("grey.png"),
+        );
+        rgb.save(&a).unwrap();
+        rgba.save(&b).unwrap();
+        grey.save(&c).unwrap();
+        let mut loader = ImageLoader::default();
+        for path in [&a, &b, &c, &a] {
+            let want = load_image(path, 1 << 20, bg).unwrap();
+            let got = loader.load(path, 1 << 20, bg).unwrap();
+            assert_eq!((got.width, got.height), (want.width, want.height));
+            for (p, q) in [(&got.y, &want.y), (&got.cb, &want.cb), (&got.cr, &want.cr)] {
+                assert_eq!(p.len(), q.len());
+                let worst = p
+                    .iter()
+                    .zip(q)
+                    .map(|(u, v)| (u - v).abs())
+                    .fold(0.0, f32::max);
+                assert!(worst < 1e-3, "{}: {worst}", path.display());
+            }
+        }
+        // The pixel limit holds on the fast path too.
+        let e = loader.load(&a, 100, bg).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::UnsupportedFormat);
     }
 }
 

@@ -185,7 +185,16 @@ fn open(path: &Path) -> Result<Opened> {
         .ok_or_else(|| unsupported(path, "has no video stream"))?;
     let index = st.index();
     let decoder = av::codec::context::Context::from_parameters(st.parameters())
-        .and_then(|c| c.decoder().video())
+        .and_then(|mut c| {
+            // libavcodec's own frame threads (one per core): decoding is most of a start
+            // video's cost.
+            c.set_threading(av::codec::threading::Config {
+                kind: av::codec::threading::Type::Frame,
+                count: 0,
+                ..Default::default()
+            });
+            c.decoder().video()
+        })
         .map_err(|e| unsupported(path, format!("no decoder for its video stream ({e})")))?;
     Ok(Opened {
         input,
@@ -485,9 +494,12 @@ pub struct VideoFrames {
     /// Frames taken from the decoder since the last (re)open.
     decoded: usize,
     last_asked: Option<i64>,
+    /// The largest upright size worth converting to: pictures larger than this (in either
+    /// direction) are scaled down by swscale while they are converted, keeping their aspect.
+    fit: Option<(u32, u32)>,
     scaler: Option<(ScalerKey, ffi::Scaler)>,
-    /// swscale's output, reused while the frame size stays.
-    rgba: Option<av::frame::Video>,
+    /// swscale's output, reused while its size stays.
+    scaled: Option<av::frame::Video>,
     /// The converted picture, reused from frame to frame.
     planes: Planes,
 }
@@ -499,12 +511,24 @@ struct ScalerKey {
     height: u32,
     matrix: i32,
     full: bool,
+    /// swscale's output: its format (RGBA, or YUV444P when the source's Y'CbCr is BT.709
+    /// already and only its range and size change) and its coded size.
+    out: av::format::Pixel,
+    out_width: u32,
+    out_height: u32,
 }
 
 impl VideoFrames {
     /// Opens `path` for decoding; `probe` is what [`probe_video`] returned for it; `bg` is
-    /// the colour transparent parts of a picture are composited over.
-    pub fn open(path: &Path, probe: &VideoProbe, bg: [u8; 3]) -> Result<VideoFrames> {
+    /// the colour transparent parts of a picture are composited over; pictures larger than
+    /// `fit` (upright) are delivered scaled down to fit it, aspect kept (`None`: their own
+    /// size).
+    pub fn open(
+        path: &Path,
+        probe: &VideoProbe,
+        bg: [u8; 3],
+        fit: Option<(u32, u32)>,
+    ) -> Result<VideoFrames> {
         Ok(VideoFrames {
             path: path.to_path_buf(),
             pts: probe.pts.clone(),
@@ -515,8 +539,9 @@ impl VideoFrames {
             pending: None,
             decoded: 0,
             last_asked: None,
+            fit,
             scaler: None,
-            rgba: None,
+            scaled: None,
             planes: Planes::from_rgba8(0, 0, &[], bg),
         })
     }
@@ -592,15 +617,37 @@ impl VideoFrames {
     }
 
     /// Converts a decoded frame to upright [`Planes`] (see the module docs for the colour
-    /// path).
+    /// path), scaled to fit [`VideoFrames::fit`].
     fn convert(&mut self, frame: &av::frame::Video) -> Result<&Planes> {
         let (w, h) = (frame.width(), frame.height());
+        let o = self.orientation;
+        let (dw, dh) = o.display_size(w, h);
+        // The working size upright, then in the coded orientation (a quarter turn swaps).
+        let (fw, fh) = fitted((dw, dh), self.fit);
+        let (sw, sh) = o.display_size(fw, fh);
+        let (matrix, full) = (sws_matrix(frame), full_range(frame));
+        let format = frame.format();
+        // Y'CbCr that is BT.709 already needs only its range and size changed: swscale does
+        // that straight into 4:4:4 at the working size. Anything else goes through R'G'B'.
+        let yuv = o == Orientation::UPRIGHT
+            && matrix == av::ffi::SWS_CS_ITU709
+            && format.descriptor().is_some_and(|d| {
+                let name = d.name();
+                name.starts_with("yuv") && d.nb_components() >= 3
+            });
         let key = ScalerKey {
-            format: frame.format(),
+            format,
             width: w,
             height: h,
-            matrix: sws_matrix(frame),
-            full: full_range(frame),
+            matrix,
+            full,
+            out: if yuv {
+                av::format::Pixel::YUV444P
+            } else {
+                av::format::Pixel::RGBA
+            },
+            out_width: sw,
+            out_height: sh,
         };
         let scaler = match &mut self.scaler {
             Some((k, s)) if *k == key => s,
@@ -610,9 +657,9 @@ impl VideoFrames {
                     key.format,
                     w,
                     h,
-                    av::format::Pixel::RGBA,
-                    w,
-                    h,
+                    key.out,
+                    sw,
+                    sh,
                     Flags::BILINEAR
                         | Flags::ACCURATE_RND
                         | Flags::FULL_CHR_H_INT
@@ -628,7 +675,8 @@ impl VideoFrames {
                         ),
                     )
                 })?;
-                if !s.set_source_colorspace(key.matrix, key.full) {
+                // R'G'B' output is full range; Y'CbCr output limited, like the encoder's.
+                if !s.set_source_colorspace(key.matrix, key.full, !yuv) {
                     tracing::debug!(
                         stage = "video",
                         "swscale kept its own colour settings for {:?}",
@@ -638,29 +686,50 @@ impl VideoFrames {
                 &mut slot.insert((key, s)).1
             }
         };
-        let rgba = match &mut self.rgba {
-            Some(f) if f.width() == w && f.height() == h => f,
-            slot => slot.insert(av::frame::Video::new(av::format::Pixel::RGBA, w, h)),
+        let out = match &mut self.scaled {
+            Some(f) if f.format() == key.out && f.width() == sw && f.height() == sh => f,
+            slot => slot.insert(av::frame::Video::new(key.out, sw, sh)),
         };
-        scaler.run(frame, rgba).map_err(|e| {
+        scaler.run(frame, out).map_err(|e| {
             Error::at_path(
                 ErrorKind::FfmpegFailed,
                 &self.path,
                 format!("converting a video frame: {e}"),
             )
         })?;
-        let (cw, ch) = (w as usize, h as usize);
-        let (dw, dh) = self.orientation.display_size(w, h);
-        let o = self.orientation;
-        self.planes.fill_from_rgba8_mapped(
-            dw,
-            dh,
-            rgba.data(0),
-            rgba.stride(0),
-            self.bg,
-            |x, y| o.source_of(x, y, cw, ch),
-        );
+        if yuv {
+            self.planes.fill_from_yuv444(
+                sw,
+                sh,
+                [out.data(0), out.data(1), out.data(2)],
+                [out.stride(0), out.stride(1), out.stride(2)],
+            );
+        } else {
+            let (cw, ch) = (sw as usize, sh as usize);
+            let (uw, uh) = o.display_size(sw, sh);
+            self.planes.fill_from_rgba8_mapped(
+                uw,
+                uh,
+                out.data(0),
+                out.stride(0),
+                self.bg,
+                |x, y| o.source_of(x, y, cw, ch),
+            );
+        }
         Ok(&self.planes)
+    }
+}
+
+/// The upright size a `(w, h)` picture is converted at: its own, or scaled down (aspect kept,
+/// rounded, at least 1×1) to fit `fit`.
+fn fitted((w, h): (u32, u32), fit: Option<(u32, u32)>) -> (u32, u32) {
+    match fit {
+        Some((fw, fh)) if w > fw || h > fh => {
+            let f = (f64::from(w) / f64::from(fw.max(1))).max(f64::from(h) / f64::from(fh.max(1)));
+            let side = |v: u32| ((f64::from(v) / f).round() as u32).max(1);
+            (side(w), side(h))
+        }
+        _ => (w, h),
     }
 }
 

@@ -5,12 +5,14 @@
 //! encoder pulls from.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::job::{EndImageFit, Job};
+use crate::media;
+use crate::media::ahead::Ahead;
 use crate::media::encode::FrameProducer;
-use crate::media::picture::{self, Planes, Yuv420, YuvColor};
+use crate::media::picture::{self, ImageLoader, Planes, Yuv420, YuvColor};
 use crate::media::render::Renderer;
 use crate::media::video::VideoFrames;
 use crate::timeline::{crop_window, CropWindow, FramePlan, FrameSource, ZoomCurve};
@@ -64,37 +66,60 @@ fn render_fitted(
 }
 
 /// Frames fetched from ComfyUI: main frame `k` is `<dir>/<k+1 as 000001>.png`, fitted into the
-/// render size (frames at another size, e.g. the start image's, are scaled like it).
+/// render size (frames at another size, e.g. the start image's, are scaled like it). The
+/// frames are decoded and rendered ahead, in parallel, by a pool of workers
+/// ([`Ahead`]), each with its own loader and renderer; the render thread takes them in order.
 struct FramesMain {
-    dir: PathBuf,
     count: u64,
-    renderer: Option<Renderer>,
-    out: (u32, u32),
-    bg: YuvColor,
-    bg_rgb: [u8; 3],
-    max_pixels: u64,
+    ahead: Ahead<Yuv420>,
 }
 
+/// Decode workers for a frames folder: at most this many (each holds a renderer, ~10 MB at
+/// 854x480).
+const FRAME_WORKERS: usize = 4;
+
 impl FramesMain {
+    fn new(dir: &Path, count: u64, out: (u32, u32), bg: [u8; 3], max_pixels: u64) -> Result<Self> {
+        let bgc = YuvColor::from_rgb(f32::from(bg[0]), f32::from(bg[1]), f32::from(bg[2]));
+        let dir = dir.to_path_buf();
+        let workers = media::ahead::workers_for(FRAME_WORKERS);
+        let ahead = Ahead::start(
+            "frames",
+            count,
+            workers,
+            2 * workers + 2,
+            || Ok((ImageLoader::default(), None::<Renderer>)),
+            move |(loader, renderer), i, reused: Option<Yuv420>| {
+                let path = dir.join(format!("{:06}.png", i + 1));
+                let planes = loader.load(&path, max_pixels, bg)?;
+                let mut frame = reused.unwrap_or_else(|| Yuv420::new(out.0, out.1));
+                render_fitted(renderer, planes, out, bgc, &mut frame);
+                Ok(frame)
+            },
+        )?;
+        Ok(FramesMain { count, ahead })
+    }
+
     fn render(&mut self, k: u64, out: &mut Yuv420) -> Result<()> {
         let i = k.min(self.count.saturating_sub(1));
-        let path = self.dir.join(format!("{:06}.png", i + 1));
-        let planes = picture::load_image(&path, self.max_pixels, self.bg_rgb)?;
-        render_fitted(&mut self.renderer, &planes, self.out, self.bg, out);
+        out.clone_from(self.ahead.get(i)?);
         Ok(())
     }
 }
 
 /// The start video: each main frame shows its planned source frame, fitted (contain, like the
 /// start image at zoom 1; no motion) into the render size by the same sub-pixel renderer.
+///
+/// The source frames to render are known from the plan ([`render_order`]): a thread of its
+/// own ([`Ahead`] with one worker) decodes them (libavcodec's frame threads on), scales them
+/// to the render size while converting and renders them, ahead of the render thread, which
+/// takes them in order.
 struct VideoMain {
-    frames: VideoFrames,
-    /// Re-pointed at each source frame shown (buffers reused); made with the first.
-    renderer: Option<Renderer>,
     sources: Vec<usize>,
-    out: (u32, u32),
-    bg: YuvColor,
-    /// The source frame rendered last, and its rendering: consecutive output frames that show
+    ahead: Ahead<Yuv420>,
+    /// The next job of `ahead`: the next entry of the render order.
+    next_job: u64,
+    /// The source frame shown last, and its rendering: consecutive output frames that show
     /// the same source frame are copies.
     shown: Option<(usize, Yuv420)>,
     /// With pingpong, every rendered source frame (bounded by
@@ -103,14 +128,56 @@ struct VideoMain {
     cache: Option<HashMap<usize, Yuv420>>,
 }
 
+/// The source frames a start video's plan renders, in order: each change of source frame,
+/// except (with the pingpong cache) frames rendered before.
+fn render_order(sources: &[usize], cache: bool) -> Vec<usize> {
+    let mut seen = std::collections::HashSet::new();
+    let mut shown = None;
+    let mut order = Vec::new();
+    for &s in sources {
+        if shown == Some(s) {
+            continue;
+        }
+        shown = Some(s);
+        if cache && !seen.insert(s) {
+            continue;
+        }
+        order.push(s);
+    }
+    order
+}
+
 impl VideoMain {
     fn new(v: &StartVideo, bg: [u8; 3], bgc: YuvColor, out: (u32, u32)) -> Result<VideoMain> {
+        let order = render_order(&v.sources, v.cache_frames);
+        let (path, probe) = (v.path.clone(), v.probe.clone());
+        // Opened here as well, so that a file that cannot be decoded fails the build of the
+        // compositor, as before.
+        drop(VideoFrames::open(&path, &probe, bg, Some(out))?);
+        let count = order.len() as u64;
+        let ahead = Ahead::start(
+            "vdecode",
+            count,
+            1,
+            6,
+            move || {
+                Ok((
+                    VideoFrames::open(&path, &probe, bg, Some(out))?,
+                    None::<Renderer>,
+                ))
+            },
+            move |(frames, renderer), j, reused: Option<Yuv420>| {
+                let s = order[j as usize];
+                let planes = frames.picture(s)?;
+                let mut frame = reused.unwrap_or_else(|| Yuv420::new(out.0, out.1));
+                render_fitted(renderer, planes, out, bgc, &mut frame);
+                Ok(frame)
+            },
+        )?;
         Ok(VideoMain {
-            frames: VideoFrames::open(&v.path, &v.probe, bg)?,
-            renderer: None,
             sources: v.sources.clone(),
-            out,
-            bg: bgc,
+            ahead,
+            next_job: 0,
             shown: None,
             cache: v.cache_frames.then(HashMap::new),
         })
@@ -133,8 +200,8 @@ impl VideoMain {
         if let Some(frame) = self.cache.as_ref().and_then(|c| c.get(&s)) {
             out.clone_from(frame);
         } else {
-            let planes = self.frames.picture(s)?;
-            render_fitted(&mut self.renderer, planes, self.out, self.bg, out);
+            out.clone_from(self.ahead.get(self.next_job)?);
+            self.next_job += 1;
             if let Some(cache) = &mut self.cache {
                 cache.insert(s, out.clone());
             }
@@ -218,15 +285,13 @@ impl Compositor {
                     centre,
                 )
             }
-            Some(Visual::Frames { dir, count }) => Main::Frames(Box::new(FramesMain {
-                dir: dir.clone(),
-                count: *count,
-                renderer: None,
+            Some(Visual::Frames { dir, count }) => Main::Frames(Box::new(FramesMain::new(
+                dir,
+                *count,
                 out,
-                bg: bgc,
-                bg_rgb: bg,
-                max_pixels: job.limits.max_image_pixels,
-            })),
+                bg,
+                job.limits.max_image_pixels,
+            )?)),
             Some(Visual::Video(path)) => {
                 let v = visual_video(job, prepared, path)?;
                 Main::Video(Box::new(VideoMain::new(&v, bg, bgc, out)?))
@@ -363,6 +428,24 @@ impl FrameProducer for Compositor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn render_order_lists_each_change_of_source_frame() {
+        // A 30 fps clip at 25 fps: some source frames skipped, none repeated in a row.
+        assert_eq!(
+            render_order(&[0, 1, 2, 3, 4, 6], false),
+            vec![0, 1, 2, 3, 4, 6]
+        );
+        // A slower clip: repeats are copies, not renders.
+        assert_eq!(render_order(&[0, 0, 1, 1, 1, 2], false), vec![0, 1, 2]);
+        // Loop: the start comes round again and is decoded again.
+        assert_eq!(
+            render_order(&[0, 1, 2, 0, 1, 2], false),
+            vec![0, 1, 2, 0, 1, 2]
+        );
+        // Pingpong with the cache: the way back is served from it.
+        assert_eq!(render_order(&[0, 1, 2, 1, 0, 1, 2], true), vec![0, 1, 2]);
+    }
 
     #[test]
     fn end_image_fits_keep_or_fill_the_frame_as_named() {
