@@ -2,7 +2,9 @@
 //! - `docs/ERRORS.md` has a table row for every [`ErrorKind`] with its code name and exit code,
 //!   and names no code the enum lacks;
 //! - `docs/OUTPUT_CONTRACT.md` describes every top-level key of a serialized [`Manifest`] in its
-//!   "Top-level keys" table, and no key the manifest lacks.
+//!   "Top-level keys" table, and no key the manifest lacks;
+//! - `docs/SECURITY.md` lists every limit with its default in its "Limits" table, and no limit
+//!   the code lacks.
 
 use std::collections::BTreeSet;
 
@@ -11,6 +13,7 @@ use crate::record::Manifest;
 
 const ERRORS_MD: &str = include_str!("../docs/ERRORS.md");
 const OUTPUT_CONTRACT_MD: &str = include_str!("../docs/OUTPUT_CONTRACT.md");
+const SECURITY_MD: &str = include_str!("../docs/SECURITY.md");
 
 /// The trimmed cells of a Markdown table row (`| a | b |` -> `["a", "b"]`); `None` for a line
 /// that is not a table row. An escaped pipe (`\|`) stays inside its cell.
@@ -140,6 +143,63 @@ fn output_contract_key_table_matches_the_manifest() {
         undocumented.is_empty() && stale.is_empty(),
         "docs/OUTPUT_CONTRACT.md \"Top-level keys\" table: missing rows {undocumented:?}, \
          rows for keys the manifest lacks {stale:?}"
+    );
+}
+
+/// Every limit of the code with its default: `vidax.json`'s, the job's, the fixed ones.
+fn code_limits() -> std::collections::BTreeMap<String, u64> {
+    let job = crate::job::Limits::default();
+    let comfyui = crate::job::Comfyui::default();
+    let mut all: std::collections::BTreeMap<String, u64> = crate::api::config::LIMITS
+        .iter()
+        .map(|&(name, default)| (name.to_string(), default))
+        .collect();
+    for (name, default) in [
+        ("limits.max_image_pixels", job.max_image_pixels),
+        ("limits.max_comfyui_json_bytes", job.max_comfyui_json_bytes),
+        ("limits.max_comfyui_file_bytes", job.max_comfyui_file_bytes),
+        ("comfyui.timeout_seconds", comfyui.timeout_seconds),
+        (
+            "comfy::client::REQUEST_TIMEOUT",
+            crate::comfy::client::REQUEST_TIMEOUT.as_secs(),
+        ),
+        (
+            "comfy::client::MAX_REDIRECTS",
+            crate::comfy::client::MAX_REDIRECTS as u64,
+        ),
+        (
+            "comfy::client::HEADER_WINDOW",
+            crate::comfy::client::HEADER_WINDOW as u64,
+        ),
+        (
+            "api::listen::RESERVED_FDS",
+            crate::api::listen::RESERVED_FDS,
+        ),
+    ] {
+        all.insert(name.to_string(), default);
+    }
+    all
+}
+
+#[test]
+fn security_doc_lists_every_limit_with_its_default() {
+    let section = SECURITY_MD
+        .split_once("\n## Limits")
+        .map(|(_, rest)| rest)
+        .expect("docs/SECURITY.md has a \"## Limits\" section");
+    let section = section.split("\n## ").next().unwrap_or(section);
+    let documented: std::collections::BTreeMap<String, u64> = rows(section)
+        .filter_map(|cells| {
+            let name = code_span(cells.first()?)?;
+            let default = cells.get(2)?.parse::<u64>().ok()?;
+            Some((name.to_string(), default))
+        })
+        .collect();
+    assert!(!documented.is_empty());
+    assert_eq!(
+        documented,
+        code_limits(),
+        "docs/SECURITY.md \"Limits\" table (left) and the code's defaults (right) differ"
     );
 }
 

@@ -100,8 +100,9 @@ fn va_run(sb: &Sandbox, job: &Path, wd: &Path) -> std::process::Output {
         .unwrap()
 }
 
-/// Runs `job` with `field` set to the case's path in a fresh workdir and checks the outcome.
-fn check(sb: &Sandbox, job: &Value, c: &Case) {
+/// Runs `job` with `field` set to the case's path in a fresh workdir and checks the outcome;
+/// returns the error line.
+fn check(sb: &Sandbox, job: &Value, c: &Case) -> String {
     let mut j = job.clone();
     j[c.field] = json!(c.path);
     if c.field == "start_video" {
@@ -139,7 +140,7 @@ fn check(sb: &Sandbox, job: &Value, c: &Case) {
             "{}: no manifest",
             c.what
         );
-        return;
+        return lines[0].to_string();
     }
     // Found by decoding, inside a phase: the run is on record as failed with its code.
     let m = read_json(&wd.join("manifest.json"));
@@ -160,6 +161,7 @@ fn check(sb: &Sandbox, job: &Value, c: &Case) {
     assert_eq!(entry["status"], "failed", "{}", c.what);
     assert_eq!(entry["exit_status"], c.exit, "{}", c.what);
     assert_eq!(entry["error"]["code"], c.code, "{}", c.what);
+    lines[0].to_string()
 }
 
 /// A sandbox with one completed run (so `runs.json` exists) and the base job.
@@ -338,6 +340,103 @@ fn every_bad_picture_input_gets_its_code_and_names_the_file() {
                 exit,
             },
         );
+    }
+}
+
+#[test]
+fn special_files_and_broken_images_say_what_they_are() {
+    let (sb, job) = sandbox_with_a_run();
+    let fifo = |name: &str| {
+        let p = sb.join(name);
+        let ok = std::process::Command::new("mkfifo")
+            .arg(&p)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        p
+    };
+    let (loop_a, loop_b) = (sb.join("loop_a.png"), sb.join("loop_b.png"));
+    std::os::unix::fs::symlink(&loop_b, &loop_a).unwrap();
+    std::os::unix::fs::symlink(&loop_a, &loop_b).unwrap();
+    let write = |name: &str, bytes: &[u8]| {
+        let p = sb.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    let mut bad_png = b"\x89PNG\r\n\x1a\n".to_vec();
+    bad_png.extend_from_slice(&noise(200, 13));
+    let mut bad_webp = b"RIFF\x40\x00\x00\x00WEBPVP8 ".to_vec();
+    bad_webp.extend_from_slice(&noise(60, 17));
+    let mut qoi = b"qoif\x00\x00\x00\x10\x00\x00\x00\x10\x03\x00".to_vec();
+    qoi.extend_from_slice(&noise(100, 19));
+    // A FIFO is never opened (it would block the run until something writes to it).
+    let cases = [
+        (
+            "fifo audio",
+            "audio",
+            fifo("voice fifo.wav"),
+            11,
+            "is a FIFO",
+        ),
+        (
+            "fifo image",
+            "start_image",
+            fifo("face.fifo"),
+            11,
+            "is a FIFO",
+        ),
+        (
+            "symlink loop",
+            "start_image",
+            loop_a,
+            11,
+            "is a symlink loop",
+        ),
+        ("device", "end_image", "/dev/null".into(), 11, "is a device"),
+        (
+            "bad png header",
+            "start_image",
+            write("header.png", &bad_png),
+            20,
+            "unreadable image header",
+        ),
+        (
+            "broken webp",
+            "start_image",
+            write("broken.webp", &bad_webp),
+            20,
+            "unreadable image header",
+        ),
+        (
+            "unread format",
+            "start_image",
+            write("picture.qoi", &qoi),
+            20,
+            "is a Qoi image; vidax reads PNG, JPEG, WebP, BMP, TIFF",
+        ),
+    ];
+    for (what, field, path, exit, says) in cases {
+        let code = if exit == 11 {
+            "INPUT_NOT_FOUND"
+        } else {
+            "UNSUPPORTED_FORMAT"
+        };
+        let c = Case {
+            what,
+            field,
+            path,
+            code,
+            exit,
+        };
+        let line = check(&sb, &job, &c);
+        assert!(line.contains(says), "{what}: {line}");
+        assert!(!line.contains("video"), "{what}: called a video: {line}");
+        if exit == 11 {
+            assert!(
+                line.starts_with(&format!("error: {code}: {field}: ")),
+                "{line}"
+            );
+        }
     }
 }
 

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -90,16 +89,8 @@ impl Setup {
         let stderr_path = self.path().join(stderr_name);
         let stderr = std::fs::File::create(&stderr_path).unwrap();
         let mut child = c.stdout(Stdio::piped()).stderr(stderr).spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| {
+        let line =
+            common::first_stdout_line(&mut child, Duration::from_secs(60)).unwrap_or_else(|| {
                 let _ = child.kill();
                 panic!(
                     "va serve did not report its address: {}",

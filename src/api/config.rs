@@ -34,6 +34,14 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub max_body_bytes: usize,
     pub install_timeout_seconds: u64,
+    /// A connection must deliver a request's header within this (then it is closed).
+    pub header_timeout_seconds: u64,
+    /// A request's body must arrive whole within this (else 408).
+    pub body_timeout_seconds: u64,
+    /// Open connections, at most (lowered to what `RLIMIT_NOFILE` leaves, see `api::listen`).
+    pub max_connections: usize,
+    /// Open connections from one peer address, at most.
+    pub max_connections_per_peer: usize,
 }
 
 /// How `POST /comfyui/start` starts ComfyUI.
@@ -64,6 +72,10 @@ struct ConfigFile {
     state_dir: Option<PathBuf>,
     max_body_bytes: Option<usize>,
     install_timeout_seconds: Option<u64>,
+    header_timeout_seconds: Option<u64>,
+    body_timeout_seconds: Option<u64>,
+    max_connections: Option<usize>,
+    max_connections_per_peer: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -80,6 +92,37 @@ pub const DEFAULT_PORT: u16 = 8787;
 pub const DEFAULT_COMFYUI_URL: &str = "http://127.0.0.1:8188";
 /// 1 MiB: a job JSON is a few hundred bytes.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+pub const DEFAULT_WORKERS: usize = 1;
+pub const DEFAULT_QUEUE_LIMIT: usize = 16;
+pub const DEFAULT_INSTALL_TIMEOUT_SECONDS: u64 = 1800;
+pub const DEFAULT_START_TIMEOUT_SECONDS: u64 = 120;
+/// A client on loopback sends its header in well under a second.
+pub const DEFAULT_HEADER_TIMEOUT_SECONDS: u64 = 10;
+/// 1 MiB at a slow 35 kB/s.
+pub const DEFAULT_BODY_TIMEOUT_SECONDS: u64 = 30;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+/// On loopback every local client is one peer: this is the share one address may hold.
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 64;
+
+/// Every limit `vidax.json` sets, with its default: docs/SECURITY.md lists them, and a test
+/// (`docs_check`) keeps the two equal.
+pub const LIMITS: [(&str, u64); 9] = [
+    ("max_body_bytes", DEFAULT_MAX_BODY_BYTES as u64),
+    ("header_timeout_seconds", DEFAULT_HEADER_TIMEOUT_SECONDS),
+    ("body_timeout_seconds", DEFAULT_BODY_TIMEOUT_SECONDS),
+    ("max_connections", DEFAULT_MAX_CONNECTIONS as u64),
+    (
+        "max_connections_per_peer",
+        DEFAULT_MAX_CONNECTIONS_PER_PEER as u64,
+    ),
+    ("workers", DEFAULT_WORKERS as u64),
+    ("queue_limit", DEFAULT_QUEUE_LIMIT as u64),
+    ("install_timeout_seconds", DEFAULT_INSTALL_TIMEOUT_SECONDS),
+    (
+        "comfyui.start_timeout_seconds",
+        DEFAULT_START_TIMEOUT_SECONDS,
+    ),
+];
 
 impl Config {
     /// Finds and reads the config: `explicit` (`--config`), else `VIDAX_CONFIG`, else
@@ -187,12 +230,35 @@ impl Config {
             Some(0) => Err(invalid(field, "must be at least 1".into())),
             Some(n) => Ok(n),
         };
-        let workers = positive("workers", file.workers, 1)?;
-        let queue_limit = positive("queue_limit", file.queue_limit, 16)?;
+        let workers = positive("workers", file.workers, DEFAULT_WORKERS)?;
+        let queue_limit = positive("queue_limit", file.queue_limit, DEFAULT_QUEUE_LIMIT)?;
         let max_body_bytes = positive(
             "max_body_bytes",
             file.max_body_bytes,
             DEFAULT_MAX_BODY_BYTES,
+        )?;
+        let seconds = |field: &str, v: Option<u64>, default: u64| {
+            positive(field, v.map(|s| s as usize), default as usize).map(|s| s as u64)
+        };
+        let header_timeout_seconds = seconds(
+            "header_timeout_seconds",
+            file.header_timeout_seconds,
+            DEFAULT_HEADER_TIMEOUT_SECONDS,
+        )?;
+        let body_timeout_seconds = seconds(
+            "body_timeout_seconds",
+            file.body_timeout_seconds,
+            DEFAULT_BODY_TIMEOUT_SECONDS,
+        )?;
+        let max_connections = positive(
+            "max_connections",
+            file.max_connections,
+            DEFAULT_MAX_CONNECTIONS,
+        )?;
+        let max_connections_per_peer = positive(
+            "max_connections_per_peer",
+            file.max_connections_per_peer,
+            DEFAULT_MAX_CONNECTIONS_PER_PEER,
         )?;
         let url = file
             .comfyui
@@ -213,7 +279,10 @@ impl Config {
                 .map(String::from)
                 .to_vec()
             }),
-            start_timeout_seconds: file.comfyui.start_timeout_seconds.unwrap_or(120),
+            start_timeout_seconds: file
+                .comfyui
+                .start_timeout_seconds
+                .unwrap_or(DEFAULT_START_TIMEOUT_SECONDS),
             url,
         };
         Ok(Config {
@@ -230,7 +299,13 @@ impl Config {
             va_state_dir,
             state_dir,
             max_body_bytes,
-            install_timeout_seconds: file.install_timeout_seconds.unwrap_or(1800),
+            install_timeout_seconds: file
+                .install_timeout_seconds
+                .unwrap_or(DEFAULT_INSTALL_TIMEOUT_SECONDS),
+            header_timeout_seconds,
+            body_timeout_seconds,
+            max_connections,
+            max_connections_per_peer,
         })
     }
 }

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod error;
 pub mod jobs;
+pub mod listen;
 pub mod ops;
 pub mod paths;
 mod routes;
@@ -121,6 +122,10 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(DefaultBodyLimit::max(app.cfg.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&app),
+            read_body,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&app),
             require_key,
         ))
         .layer(axum::middleware::map_response(json_method_not_allowed))
@@ -148,6 +153,53 @@ async fn require_key(State(app): State<Arc<App>>, req: Request, next: Next) -> R
         )
         .into_response(),
     }
+}
+
+/// Reads a (keyed) request's body whole within `body_timeout_seconds` and `max_body_bytes`
+/// before a handler sees it: a client that trickles its body gets 408 and the connection is
+/// closed; one over the size gets 413.
+async fn read_body(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let limit = app.cfg.max_body_bytes;
+    let secs = app.cfg.body_timeout_seconds;
+    let read = axum::body::to_bytes(body, limit);
+    let bytes = match tokio::time::timeout(std::time::Duration::from_secs(secs), read).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            return if too_large {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    ErrorKind::ValidationFailed,
+                    "request body too large",
+                )
+                .into_response()
+            } else {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    ErrorKind::ValidationFailed,
+                    format!("cannot read the request body: {e}"),
+                )
+                .into_response()
+            };
+        }
+        Err(_) => {
+            let mut resp = ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                ErrorKind::Usage,
+                format!("the request body did not arrive within body_timeout_seconds = {secs}"),
+            )
+            .into_response();
+            resp.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            return resp;
+        }
+    };
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
 }
 
 /// axum answers a wrong method with an empty 405; clients get the JSON error body instead.
@@ -222,9 +274,17 @@ async fn serve_async(cfg: Config) -> Result<()> {
     println!("va serve: listening on http://{local}");
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    let server = axum::serve(listener, router(app));
+    let limits = listen::Limits::of(&cfg);
+    if limits.max_connections < cfg.max_connections {
+        tracing::warn!(
+            max_connections = cfg.max_connections,
+            "RLIMIT_NOFILE leaves room for {} connections: the cap is lowered to that",
+            limits.max_connections
+        );
+    }
+    let server = listen::serve(listener, router(app), limits);
     tokio::select! {
-        r = server => r.map_err(|e| Error::internal(format!("server: {e}")))?,
+        () = server => {}
         () = shutdown_signal() => {
             eprintln!("va serve: stopping; running jobs stop and become interrupted");
         }

@@ -1,10 +1,16 @@
-//! The HTTP and websocket client for one ComfyUI server (reqwest + tokio).
+//! The HTTP and websocket client for one ComfyUI server (reqwest + tokio, rustls for
+//! `https://` and `wss://`).
 //!
 //! Every request has its own bound ([`REQUEST_TIMEOUT`]); callers add the job's overall
 //! deadline on top. Failures carry whether they are transient (no answer, a reset, a 5xx: worth
 //! a retry) or an answer that will not change (a 400, a malformed body).
+//!
+//! The server is not trusted ([`Bounds`], docs/SECURITY.md): every JSON body is read in pieces
+//! up to a size limit, `/view` files are bounded by bytes and by the pixels their header
+//! declares, and a redirect is followed only within the configured origin (scheme, host,
+//! port), so inputs and graphs never go anywhere else.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -12,10 +18,54 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
 use crate::error::{Error, ErrorKind};
+use crate::job::Limits;
+use crate::media::picture::{self, HeaderSize};
 
 /// The bound of one request (a `/view` of one frame included).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Redirects followed within the configured origin, at most.
+pub const MAX_REDIRECTS: usize = 5;
+/// How far into a `/view` image its header must have shown the size.
+pub const HEADER_WINDOW: usize = 1 << 20;
+
+/// What the client takes from the server (the job's `limits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// Largest JSON body, and largest `/ws` message (`limits.max_comfyui_json_bytes`).
+    pub json_bytes: u64,
+    /// Largest `/view` file (`limits.max_comfyui_file_bytes`).
+    pub file_bytes: u64,
+    /// Most pixels a `/view` image may declare (`limits.max_image_pixels`).
+    pub frame_pixels: u64,
+}
+
+impl Bounds {
+    pub fn of(limits: &Limits) -> Bounds {
+        Bounds {
+            json_bytes: limits.max_comfyui_json_bytes,
+            file_bytes: limits.max_comfyui_file_bytes,
+            frame_pixels: limits.max_image_pixels,
+        }
+    }
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Bounds::of(&Limits::default())
+    }
+}
+
+/// Why a `/view` fetch stopped.
+#[derive(Debug)]
+pub enum FetchError {
+    /// The server's doing (no answer, a bad status, over a bound, not an image): the partial
+    /// file is gone.
+    Peer(Failure),
+    /// Writing here failed (out of disk, a file size limit): the partial file is gone; the run
+    /// must end with this error.
+    Local(Error),
+}
 
 /// A failed exchange with the server.
 #[derive(Debug, Clone)]
@@ -87,20 +137,50 @@ pub struct Client {
     pub base: String,
     pub client_id: String,
     http: reqwest::Client,
+    bounds: Bounds,
 }
 
 impl Client {
-    pub fn new(url: &str, client_id: &str) -> Result<Client, Error> {
+    /// A client for the server at `url` that follows redirects only within `url`'s origin
+    /// and takes answers within `bounds`.
+    pub fn new(url: &str, client_id: &str, bounds: Bounds) -> Result<Client, Error> {
+        let base = url.trim_end_matches('/').to_string();
+        let origin = reqwest::Url::parse(&base)
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::ValidationFailed,
+                    format!("comfyui.url: {base:?}: {e}"),
+                )
+            })?
+            .origin();
+        let policy = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.url().origin() != origin {
+                let to = attempt.url().to_string();
+                attempt.error(format!(
+                    "refused a redirect to {to}: another origin than comfyui.url"
+                ))
+            } else if attempt.previous().len() > MAX_REDIRECTS {
+                attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
+            } else {
+                attempt.follow()
+            }
+        });
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
+            .redirect(policy)
             .build()
             .map_err(|e| Error::internal(format!("HTTP client: {e}")))?;
         Ok(Client {
-            base: url.trim_end_matches('/').to_string(),
+            base,
             client_id: client_id.to_string(),
             http,
+            bounds,
         })
+    }
+
+    pub fn bounds(&self) -> Bounds {
+        self.bounds
     }
 
     fn url(&self, path: &str) -> String {
@@ -113,13 +193,21 @@ impl Client {
     }
 
     /// Strict health: `GET /system_stats` answers 200 with `system` and `devices`, and
-    /// `GET /object_info` answers 200 with an object. Returns both bodies; anything else is
+    /// `GET /object_info` answers 200 with an object. Returns both bodies; a body over
+    /// [`Bounds::json_bytes`] is `COMFYUI_BAD_RESPONSE` (the server answered), anything else
     /// `COMFYUI_UNAVAILABLE`.
     pub async fn health(&self) -> Result<(Value, Value), Error> {
-        let stats: Value = self
-            .get_json("/system_stats")
+        let unhealthy = |(f, over): (Failure, bool)| {
+            if over {
+                f.error
+            } else {
+                self.unavailable(f.error.message)
+            }
+        };
+        let stats = self
+            .get_json_bounded("/system_stats")
             .await
-            .map_err(|f| self.unavailable(f.error.message))?;
+            .map_err(unhealthy)?;
         if !stats.get("system").is_some_and(Value::is_object)
             || !stats.get("devices").is_some_and(Value::is_array)
         {
@@ -128,37 +216,89 @@ impl Client {
             );
         }
         let info = self
-            .get_json("/object_info")
+            .get_json_bounded("/object_info")
             .await
-            .map_err(|f| self.unavailable(f.error.message))?;
+            .map_err(unhealthy)?;
         if !info.is_object() {
             return Err(self.unavailable("GET /object_info body is not an object".into()));
         }
         Ok((stats, info))
     }
 
+    /// `GET /object_info/<class>`: whether the server has loaded the node class.
+    pub async fn has_class(&self, class: &str) -> Fallible<bool> {
+        let v = self.get_json(&format!("/object_info/{class}")).await?;
+        Ok(v.get(class).is_some())
+    }
+
     async fn get_json(&self, path: &str) -> Fallible<Value> {
+        self.get_json_bounded(path).await.map_err(|(f, _)| f)
+    }
+
+    /// `GET path` as JSON; the flag of a failure says it was a body over the bound.
+    async fn get_json_bounded(&self, path: &str) -> Result<Value, (Failure, bool)> {
+        let what = format!("GET {path}");
         let resp = self
             .http
             .get(self.url(path))
             .send()
             .await
-            .map_err(|e| Failure::transient(format!("GET {path} failed ({e})")))?;
+            .map_err(|e| (not_sent(&what, &e), false))?;
         let status = resp.status();
         if !status.is_success() {
-            let f = format!("GET {path} answered {status}");
-            return Err(Failure::status(status, f, ErrorKind::ComfyuiBadResponse));
+            let f = format!("{what} answered {status}");
+            return Err((
+                Failure::status(status, f, ErrorKind::ComfyuiBadResponse),
+                false,
+            ));
         }
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| Failure::transient(format!("GET {path}: body cut ({e})")))?;
+        let bytes = self.json_body(resp, &what).await?;
         serde_json::from_slice(&bytes).map_err(|e| {
-            Failure::answer(
+            let f = Failure::answer(
                 ErrorKind::ComfyuiBadResponse,
-                format!("GET {path}: body is not JSON ({e})"),
-            )
+                format!("{what}: body is not JSON ({e})"),
+            );
+            (f, false)
         })
+    }
+
+    /// The body of a JSON answer, at most [`Bounds::json_bytes`]: refused from its
+    /// `Content-Length` when that says more, else dropped (and the connection with it) as soon
+    /// as the bytes read pass the bound. The flag of a failure says it was over the bound.
+    async fn json_body(
+        &self,
+        mut resp: reqwest::Response,
+        what: &str,
+    ) -> Result<Vec<u8>, (Failure, bool)> {
+        let limit = self.bounds.json_bytes;
+        let over = || {
+            let f = Failure::answer(
+                ErrorKind::ComfyuiBadResponse,
+                format!(
+                    "{what}: the answer is larger than limits.max_comfyui_json_bytes = {limit} bytes"
+                ),
+            );
+            (f, true)
+        };
+        if resp.content_length().is_some_and(|n| n > limit) {
+            return Err(over());
+        }
+        let mut body = Vec::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(c)) => {
+                    if (body.len() + c.len()) as u64 > limit {
+                        return Err(over());
+                    }
+                    body.extend_from_slice(&c);
+                }
+                Ok(None) => return Ok(body),
+                Err(e) => {
+                    let f = Failure::transient(format!("{what}: body cut ({e})"));
+                    return Err((f, false));
+                }
+            }
+        }
     }
 
     /// `POST /upload/image` (multipart `image`, `overwrite=true`, `type=input`): returns the
@@ -193,9 +333,13 @@ impl Client {
             .body(body)
             .send()
             .await
-            .map_err(|e| Failure::transient(format!("POST /upload/image failed ({e})")))?;
+            .map_err(|e| not_sent("POST /upload/image", &e))?;
         let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
+        let bytes = self
+            .json_body(resp, "POST /upload/image")
+            .await
+            .map_err(|(f, _)| f)?;
+        let text = String::from_utf8_lossy(&bytes);
         if !status.is_success() {
             let f = format!("POST /upload/image answered {status}: {}", clip(&text));
             return Err(Failure::status(status, f, ErrorKind::ComfyuiBadResponse));
@@ -222,6 +366,7 @@ impl Client {
         });
         let resp = match self.http.post(self.url("/prompt")).json(&body).send().await {
             Ok(r) => r,
+            Err(e) if e.is_redirect() => return Err(not_sent("POST /prompt", &e)),
             Err(e) if e.is_connect() => {
                 return Err(Failure::transient(format!(
                     "POST /prompt: cannot connect ({e})"
@@ -230,9 +375,15 @@ impl Client {
             Err(e) => return Ok(Posted::Lost(format!("POST /prompt: no answer ({e})"))),
         };
         let status = resp.status();
-        let bytes = match resp.bytes().await {
+        let bytes = match self.json_body(resp, "POST /prompt").await {
             Ok(b) => b,
-            Err(e) => return Ok(Posted::Lost(format!("POST /prompt: answer cut ({e})"))),
+            Err((f, true)) => return Err(f),
+            Err((f, false)) => {
+                return Ok(Posted::Lost(format!(
+                    "POST /prompt: answer cut ({})",
+                    f.error.message
+                )))
+            }
         };
         let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if status.is_success() {
@@ -289,10 +440,35 @@ impl Client {
         Ok(listed("queue_running") || listed("queue_pending"))
     }
 
-    /// Streams `GET /view?filename=&subfolder=&type=` into `dest` (through a temp name, renamed
-    /// when complete); returns the bytes written.
-    pub async fn view_to_file(&self, f: &super::outputs::OutputFile, dest: &Path) -> Fallible<u64> {
+    /// Streams `GET /view?filename=&subfolder=&type=` into `dest` (through `<dest>.part`,
+    /// renamed when complete); returns the bytes written. The file may have at most
+    /// [`Bounds::file_bytes`] bytes and take at most `budget` (what is left of the run's
+    /// bound, lowered by what arrives); an `image`'s header must show its size within the first
+    /// [`HEADER_WINDOW`] bytes, at most [`Bounds::frame_pixels`] pixels, before more is
+    /// written. Whatever stops the fetch (a bound, the peer, a local write error, the caller's
+    /// timeout dropping the future) removes the partial file.
+    pub async fn view_to_file(
+        &self,
+        f: &super::outputs::OutputFile,
+        dest: &Path,
+        image: bool,
+        budget: &mut u64,
+    ) -> Result<u64, FetchError> {
         let what = format!("GET /view {}", f.filename);
+        let peer =
+            |msg: String| FetchError::Peer(Failure::answer(ErrorKind::ComfyuiBadResponse, msg));
+        let file_limit = self.bounds.file_bytes;
+        let over_file = |n: u64| {
+            peer(format!(
+                "{what}: {n} bytes or more, over limits.max_comfyui_file_bytes = {file_limit} bytes"
+            ))
+        };
+        let over_run = |n: u64| {
+            peer(format!(
+                "{what}: {n} bytes or more, over what is left of this run's bound for ComfyUI files ({} bytes; per frame 8 bytes a pixel of the larger of the render and the start picture, plus 1 MiB)",
+                *budget
+            ))
+        };
         let mut resp = self
             .http
             .get(self.url("/view"))
@@ -303,35 +479,97 @@ impl Client {
             ])
             .send()
             .await
-            .map_err(|e| Failure::transient(format!("{what} failed ({e})")))?;
+            .map_err(|e| FetchError::Peer(not_sent(&what, &e)))?;
         let status = resp.status();
         if !status.is_success() {
             let m = format!("{what} answered {status}");
-            return Err(Failure::status(status, m, ErrorKind::ComfyuiOutputsMissing));
+            return Err(FetchError::Peer(Failure::status(
+                status,
+                m,
+                ErrorKind::ComfyuiOutputsMissing,
+            )));
         }
-        let tmp = dest.with_extension("part");
-        let io = |e: std::io::Error| {
-            Failure::answer(ErrorKind::Internal, format!("{}: {e}", tmp.display()))
-        };
-        let mut out = tokio::fs::File::create(&tmp).await.map_err(io)?;
-        let mut n = 0u64;
-        loop {
-            match resp.chunk().await {
-                Ok(Some(c)) => {
-                    out.write_all(&c).await.map_err(io)?;
-                    n += c.len() as u64;
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    let _ = tokio::fs::remove_file(&tmp).await;
-                    return Err(Failure::transient(format!("{what}: body cut ({e})")));
-                }
+        if let Some(n) = resp.content_length() {
+            if n > file_limit {
+                return Err(over_file(n));
+            }
+            if n > *budget {
+                return Err(over_run(n));
             }
         }
-        out.flush().await.map_err(io)?;
+        let part = dest.with_extension("part");
+        let partial = Partial::new(part.clone());
+        let local =
+            |e: std::io::Error| FetchError::Local(Error::at_path(ErrorKind::Internal, &part, e));
+        let mut out = tokio::fs::File::create(&part).await.map_err(local)?;
+        // The first bytes of an image, kept until its header has shown the size.
+        let mut head: Option<Vec<u8>> = image.then(Vec::new);
+        let mut n = 0u64;
+        loop {
+            let c = match resp.chunk().await {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
+                Err(e) => {
+                    let f = Failure::transient(format!("{what}: body cut ({e})"));
+                    return Err(FetchError::Peer(f));
+                }
+            };
+            let total = n + c.len() as u64;
+            if total > file_limit {
+                return Err(over_file(total));
+            }
+            if total > *budget {
+                return Err(over_run(total));
+            }
+            if let Some(h) = &mut head {
+                h.extend_from_slice(&c[..c.len().min(HEADER_WINDOW - h.len().min(HEADER_WINDOW))]);
+                match self.frame_header(h) {
+                    Ok(true) => head = None,
+                    Ok(false) => {}
+                    Err(why) => return Err(peer(format!("{what}: {why}"))),
+                }
+            }
+            out.write_all(&c).await.map_err(local)?;
+            n = total;
+        }
+        if let Some(h) = &head {
+            let why = match picture::header_size(h) {
+                HeaderSize::NotAnImage(why) => why,
+                _ => "not an image: it ends before its header does".into(),
+            };
+            return Err(peer(format!("{what}: {why}")));
+        }
+        out.flush().await.map_err(local)?;
+        out.sync_all().await.map_err(local)?;
         drop(out);
-        tokio::fs::rename(&tmp, dest).await.map_err(io)?;
+        tokio::fs::rename(&part, dest).await.map_err(local)?;
+        partial.kept();
+        *budget -= n;
         Ok(n)
+    }
+
+    /// Checks an image's first bytes: `Ok(true)` once its header shows a size within
+    /// [`Bounds::frame_pixels`], `Ok(false)` while more bytes are needed, the reason for too
+    /// many pixels, for bytes that are no image vidax reads, or for no size within
+    /// [`HEADER_WINDOW`] bytes.
+    fn frame_header(&self, head: &[u8]) -> Result<bool, String> {
+        match picture::header_size(head) {
+            HeaderSize::Known(w, h) => {
+                let pixels = u64::from(w) * u64::from(h);
+                let max = self.bounds.frame_pixels;
+                if pixels == 0 || pixels > max {
+                    return Err(format!(
+                        "the frame is {w}x{h} = {pixels} pixels, outside 1 to limits.max_image_pixels = {max}"
+                    ));
+                }
+                Ok(true)
+            }
+            HeaderSize::NeedMore if head.len() >= HEADER_WINDOW => Err(format!(
+                "no image header within its first {HEADER_WINDOW} bytes"
+            )),
+            HeaderSize::NeedMore => Ok(false),
+            HeaderSize::NotAnImage(why) => Err(why),
+        }
     }
 
     /// Opens `/ws?clientId=<id>` (events go only to the client that submitted, so this comes
@@ -342,7 +580,12 @@ impl Client {
             .replacen("http://", "ws://", 1)
             .replacen("https://", "wss://", 1);
         let url = format!("{ws_url}/ws?clientId={}", self.client_id);
-        match tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(url)).await {
+        let max = usize::try_from(self.bounds.json_bytes).unwrap_or(usize::MAX);
+        let mut config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
+        config.max_message_size = Some(max);
+        config.max_frame_size = Some(config.max_frame_size.unwrap_or(max).min(max));
+        let connect = tokio_tungstenite::connect_async_with_config(url, Some(config), false);
+        match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
             Ok(Ok((ws, _))) => Some(ws),
             Ok(Err(e)) => {
                 tracing::warn!(
@@ -389,6 +632,49 @@ pub fn classify(text: &str, prompt_id: &str) -> Option<WsEvent> {
         "execution_success" | "execution_error" | "execution_interrupted" => WsEvent::Finished,
         _ => WsEvent::Other,
     })
+}
+
+/// A request that got no usable answer: a refused cross-origin redirect is the server's
+/// answer (it will not change), anything else (no connection, a reset, a TLS failure)
+/// transient. The message carries the error's causes (reqwest's own says little).
+fn not_sent(what: &str, e: &reqwest::Error) -> Failure {
+    let mut why = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        why = format!("{why}: {s}");
+        source = s.source();
+    }
+    if e.is_redirect() {
+        return Failure::answer(
+            ErrorKind::ComfyuiBadResponse,
+            format!("{what}: {why}; inputs and graphs go to comfyui.url only"),
+        );
+    }
+    Failure::transient(format!("{what} failed ({why})"))
+}
+
+/// A file being written, removed when dropped unless [`Partial::kept`].
+struct Partial {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Partial {
+    fn new(path: PathBuf) -> Partial {
+        Partial { path, keep: false }
+    }
+
+    fn kept(mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 fn clip(s: &str) -> String {

@@ -12,23 +12,46 @@ use crate::error::{Error, Result};
 
 /// Strict health, blocking (for commands outside a run, such as `va doctor`):
 /// `GET /system_stats` must answer 200 with a body that has `system` and `devices`, and
-/// `GET /object_info` must answer 200. Anything else is COMFYUI_UNAVAILABLE. Returns the
+/// `GET /object_info` must answer 200. Anything else is COMFYUI_UNAVAILABLE (a body over the
+/// default `limits.max_comfyui_json_bytes`: COMFYUI_BAD_RESPONSE). Returns the
 /// `/system_stats` body.
 pub fn health(url: &str, timeout: Duration) -> Result<serde_json::Value> {
-    off_runtime(|| health_blocking(url, timeout))
+    blocking(url, timeout, |c| async move {
+        c.health().await.map(|(stats, _)| stats)
+    })
 }
 
-fn health_blocking(url: &str, timeout: Duration) -> Result<serde_json::Value> {
-    let rt = runtime()?;
-    let client = client::Client::new(url, "vidax-health")?;
-    rt.block_on(async {
-        match tokio::time::timeout(timeout, client.health()).await {
-            Ok(r) => r.map(|(stats, _)| stats),
-            Err(_) => Err(Error::new(
-                crate::error::ErrorKind::ComfyuiUnavailable,
-                format!("ComfyUI at {}: no answer within {timeout:?}", client.base),
-            )),
-        }
+/// Whether the server at `url` has loaded the node `class` (`GET /object_info/<class>`),
+/// blocking; `false` for any failure.
+pub fn has_class(url: &str, class: &str, timeout: Duration) -> bool {
+    blocking(url, timeout, |c| async move {
+        c.has_class(class).await.map_err(|f| f.error)
+    })
+    .unwrap_or(false)
+}
+
+/// Runs `f` on a fresh client (the default bounds) for `url` within `timeout`, blocking.
+fn blocking<T: Send, F>(
+    url: &str,
+    timeout: Duration,
+    f: impl FnOnce(client::Client) -> F + Send,
+) -> Result<T>
+where
+    F: std::future::Future<Output = Result<T>>,
+{
+    off_runtime(|| {
+        let rt = runtime()?;
+        let client = client::Client::new(url, "vidax-health", client::Bounds::default())?;
+        let base = client.base.clone();
+        rt.block_on(async {
+            match tokio::time::timeout(timeout, f(client)).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::new(
+                    crate::error::ErrorKind::ComfyuiUnavailable,
+                    format!("ComfyUI at {base}: no answer within {timeout:?}"),
+                )),
+            }
+        })
     })
 }
 

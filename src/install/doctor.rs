@@ -312,18 +312,7 @@ fn comfy_server(url: &str, checks: &mut Vec<Check>, hints: &mut Vec<String>) {
         format!("ComfyUI {version} at {url}"),
     ));
     let base = url.trim_end_matches('/');
-    let has_node = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .ok()
-        .and_then(|c| {
-            c.get(format!("{base}/object_info/VIDAX_Wav2Lip"))
-                .send()
-                .ok()
-        })
-        .filter(|r| r.status().is_success())
-        .and_then(|r| r.json::<serde_json::Value>().ok())
-        .is_some_and(|v| v.get("VIDAX_Wav2Lip").is_some());
+    let has_node = crate::comfy::has_class(base, "VIDAX_Wav2Lip", Duration::from_secs(10));
     checks.push(Check::required(
         "comfyui",
         "node VIDAX_Wav2Lip loaded",

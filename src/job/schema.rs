@@ -14,7 +14,7 @@ use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::files::path_json;
 use crate::timeline::{seconds_from_f64, Extend, MotionMode, Rational, Rounding};
 
@@ -424,17 +424,32 @@ impl Default for Output {
     }
 }
 
-/// Guards against hostile inputs.
+/// Guards against hostile inputs and peers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Limits {
-    /// Largest decoded image (width × height) accepted for start and end images.
+    /// Largest decoded image (width × height) accepted for start and end images, start-video
+    /// frames and the frames ComfyUI returns.
     pub max_image_pixels: u64,
+    /// Largest JSON body taken from ComfyUI (`/system_stats`, `/object_info`, `/history`,
+    /// `/queue`, `/prompt`, `/upload/image`) and largest `/ws` message.
+    pub max_comfyui_json_bytes: u64,
+    /// Largest file taken from ComfyUI's `/view` (a frame or a video).
+    pub max_comfyui_file_bytes: u64,
 }
+
+/// `limits.max_comfyui_json_bytes` by default: 64 MiB. A recorded `/object_info` of ComfyUI
+/// 0.3.64 with its own nodes only (496 classes) is 505,830 bytes; node packs add some 10 kB a
+/// class at most, and `LoadImage`-like nodes list the input folder's file names.
+pub const DEFAULT_MAX_COMFYUI_JSON_BYTES: u64 = 64 << 20;
+/// `limits.max_comfyui_file_bytes` by default: 2 GiB (an hour of 1080p H.264 at 4 Mb/s).
+pub const DEFAULT_MAX_COMFYUI_FILE_BYTES: u64 = 2 << 30;
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_image_pixels: 64_000_000,
+            max_comfyui_json_bytes: DEFAULT_MAX_COMFYUI_JSON_BYTES,
+            max_comfyui_file_bytes: DEFAULT_MAX_COMFYUI_FILE_BYTES,
         }
     }
 }
@@ -547,21 +562,13 @@ impl Job {
         v
     }
 
-    /// Checks that every input is an existing file. Validation itself does not touch the file
-    /// system; a run calls this before its first phase.
+    /// Checks that every input is an existing regular file (`INPUT_NOT_FOUND` saying what it is
+    /// otherwise: missing, a symlink loop, a folder, a FIFO, a socket, a device). Validation
+    /// itself does not touch the file system; a run calls this before its first phase.
     pub fn check_inputs(&self) -> Result<()> {
         for (field, path) in self.inputs() {
-            if !path.is_file() {
-                let reason = if path.is_dir() {
-                    "is a folder, not a file"
-                } else {
-                    "not found"
-                };
-                return Err(Error::new(
-                    ErrorKind::InputNotFound,
-                    format!("{field}: {}: {reason}", path.display()),
-                ));
-            }
+            crate::media::check_regular_file(path)
+                .map_err(|e| Error::new(e.kind, format!("{field}: {}", e.message)))?;
         }
         Ok(())
     }

@@ -85,7 +85,14 @@ pub const SCHEMA: &[(&str, &[&str])] = &[
     ("lipsync", &["enable", "provider", "allow_passthrough"]),
     ("encode", &["preset", "crf", "audio_bitrate", "threads"]),
     ("output", &["final_name"]),
-    ("limits", &["max_image_pixels"]),
+    (
+        "limits",
+        &[
+            "max_image_pixels",
+            "max_comfyui_json_bytes",
+            "max_comfyui_file_bytes",
+        ],
+    ),
 ];
 
 /// Largest integer a JSON reader using doubles (JavaScript) holds exactly: 2^53.
@@ -94,6 +101,10 @@ pub const MAX_SEED: u64 = 1 << 53;
 pub const MAX_BUFFER_SECONDS: f64 = 3600.0;
 /// Highest frame rate accepted.
 pub const MAX_FPS: u64 = 240;
+/// The range of `limits.max_comfyui_json_bytes` and `limits.max_comfyui_file_bytes`:
+/// 1 KiB to 1 TiB.
+pub const MIN_COMFYUI_BYTES: u64 = 1 << 10;
+pub const MAX_COMFYUI_BYTES: u64 = 1 << 40;
 
 /// Validates `v` and builds the job; relative input paths are resolved against `base_dir`
 /// (made absolute first). On failure, every problem found, sorted by path.
@@ -252,6 +263,20 @@ impl Walk {
                     d.max_image_pixels,
                     4,
                     1_000_000_000,
+                ),
+                max_comfyui_json_bytes: self.int(
+                    &o,
+                    "max_comfyui_json_bytes",
+                    d.max_comfyui_json_bytes,
+                    MIN_COMFYUI_BYTES,
+                    MAX_COMFYUI_BYTES,
+                ),
+                max_comfyui_file_bytes: self.int(
+                    &o,
+                    "max_comfyui_file_bytes",
+                    d.max_comfyui_file_bytes,
+                    MIN_COMFYUI_BYTES,
+                    MAX_COMFYUI_BYTES,
                 ),
             }
         };
@@ -1084,6 +1109,8 @@ mod tests {
             ("comfyui.chunk_size", 1, 100_000),
             ("determinism.seed", 0, MAX_SEED),
             ("limits.max_image_pixels", 4, 1_000_000_000),
+            ("limits.max_comfyui_json_bytes", 1024, 1 << 40),
+            ("limits.max_comfyui_file_bytes", 1024, 1 << 40),
         ];
         for &(path, min, max) in cases {
             accepts(path, json!(min));

@@ -41,22 +41,40 @@ pub fn restore_default_sigpipe() {
     ffi::restore_default_sigpipe();
 }
 
-/// The checks every input file gets before a decoder sees it: it exists, is a regular file,
-/// can be opened, and is not empty.
-pub fn check_input_file(path: &Path) -> Result<()> {
-    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => {
-            Error::at_path(ErrorKind::InputNotFound, path, "no such file")
-        }
-        _ => Error::at_path(ErrorKind::InputNotFound, path, e),
+/// Checks that `path` names a regular file (symlinks followed) and says what it is otherwise:
+/// missing, a symlink loop, a directory, a FIFO, a socket, a device (`INPUT_NOT_FOUND`, the
+/// message naming the path). Nothing is opened: a FIFO must not block the check.
+pub fn check_regular_file(path: &Path) -> Result<std::fs::Metadata> {
+    use std::os::unix::fs::FileTypeExt;
+    let meta = std::fs::metadata(path).map_err(|e| {
+        let reason = match e.kind() {
+            std::io::ErrorKind::NotFound => "no such file".to_string(),
+            _ if e.raw_os_error() == Some(libc::ELOOP) => "is a symlink loop".to_string(),
+            _ => e.to_string(),
+        };
+        Error::at_path(ErrorKind::InputNotFound, path, reason)
     })?;
-    if meta.is_dir() {
-        return Err(Error::at_path(
-            ErrorKind::InputNotFound,
-            path,
-            "is a directory, not a file",
-        ));
-    }
+    let t = meta.file_type();
+    let what = if t.is_file() {
+        return Ok(meta);
+    } else if t.is_dir() {
+        "is a folder, not a file"
+    } else if t.is_fifo() {
+        "is a FIFO, not a regular file"
+    } else if t.is_socket() {
+        "is a socket, not a regular file"
+    } else if t.is_block_device() || t.is_char_device() {
+        "is a device, not a regular file"
+    } else {
+        "is not a regular file"
+    };
+    Err(Error::at_path(ErrorKind::InputNotFound, path, what))
+}
+
+/// The checks every input file gets before a decoder sees it: it is a regular file
+/// ([`check_regular_file`]), can be opened, and is not empty.
+pub fn check_input_file(path: &Path) -> Result<()> {
+    let meta = check_regular_file(path)?;
     std::fs::File::open(path).map_err(|e| {
         Error::at_path(
             ErrorKind::InputNotFound,

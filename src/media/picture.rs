@@ -323,6 +323,9 @@ impl ImageLoader {
     }
 }
 
+/// The formats vidax decodes, for messages.
+const READ_FORMATS: &str = "PNG, JPEG, WebP, BMP, TIFF";
+
 /// Opens `path` as an image reader with its format guessed from the content.
 fn open_reader(path: &Path) -> Result<image::ImageReader<std::io::BufReader<std::fs::File>>> {
     super::check_input_file(path)?;
@@ -330,14 +333,34 @@ fn open_reader(path: &Path) -> Result<image::ImageReader<std::io::BufReader<std:
         .map_err(|e| Error::at_path(ErrorKind::InputNotFound, path, e))?
         .with_guessed_format()
         .map_err(|e| Error::at_path(ErrorKind::UnsupportedFormat, path, e))?;
-    if reader.format().is_none() {
-        return Err(Error::at_path(
+    match reader.format() {
+        None => Err(Error::at_path(
             ErrorKind::UnsupportedFormat,
             path,
-            "is not an image format vidax reads (PNG, JPEG, WebP, BMP, TIFF)",
-        ));
+            format!("is not an image format vidax reads ({READ_FORMATS})"),
+        )),
+        Some(f) if !f.reading_enabled() => Err(Error::at_path(
+            ErrorKind::UnsupportedFormat,
+            path,
+            format!("is a {f:?} image; vidax reads {READ_FORMATS}"),
+        )),
+        Some(_) => Ok(reader),
     }
-    Ok(reader)
+}
+
+/// Whether `path` is meant as a still image: its content starts like an image format the
+/// `image` crate knows (read by vidax or not), or, when the content is like no image, its name
+/// ends like one. A GIF counts as an animation, which libavformat reads as a video. A file that
+/// passes is judged as an image only: a broken or unsupported one gets an image error, never
+/// a video one.
+pub fn is_meant_as_image(path: &Path) -> Result<bool> {
+    super::check_input_file(path)?;
+    // `ImageReader::open` takes the format from the name; the content's guess wins over it.
+    let guessed = image::ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(|e| Error::at_path(ErrorKind::InputNotFound, path, e))?
+        .format();
+    Ok(!matches!(guessed, None | Some(image::ImageFormat::Gif)))
 }
 
 fn header_error(path: &Path) -> impl Fn(image::ImageError) -> Error + '_ {
@@ -390,6 +413,53 @@ pub fn image_dimensions(path: &Path) -> Result<(u32, u32)> {
     use image::ImageDecoder;
     let (decoder, orientation) = open_decoder(path)?;
     Ok(upright_size(decoder.dimensions(), orientation))
+}
+
+/// What the first bytes of an image file tell about its stored size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderSize {
+    /// Width and height as stored (before any EXIF turn).
+    Known(u32, u32),
+    /// The header is not complete yet.
+    NeedMore,
+    /// The bytes are no image vidax reads (the reason).
+    NotAnImage(String),
+}
+
+const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+
+/// The stored size an image file declares in its first bytes, for a check while the file
+/// arrives. A PNG's `IHDR` (bytes 8–24) is read directly: ComfyUI's frames are PNGs, whose
+/// text chunks (the prompt and workflow) may come before anything else a decoder reads.
+/// Other formats go through the `image` crate's header reader, which may need more bytes.
+pub fn header_size(head: &[u8]) -> HeaderSize {
+    let n = head.len().min(PNG_SIGNATURE.len());
+    if head[..n] == PNG_SIGNATURE[..n] {
+        if head.len() < 24 {
+            return HeaderSize::NeedMore;
+        }
+        if &head[12..16] != b"IHDR" {
+            return HeaderSize::NotAnImage("a PNG whose first chunk is not IHDR".into());
+        }
+        let be = |i: usize| u32::from_be_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
+        return HeaderSize::Known(be(16), be(20));
+    }
+    if head.len() < 16 {
+        return HeaderSize::NeedMore;
+    }
+    let format = match image::guess_format(head) {
+        Ok(f) if f.reading_enabled() => f,
+        Ok(f) => {
+            return HeaderSize::NotAnImage(format!("a {f:?} image; vidax reads {READ_FORMATS}"))
+        }
+        Err(_) => {
+            return HeaderSize::NotAnImage(format!("not an image ({READ_FORMATS})"));
+        }
+    };
+    match image::ImageReader::with_format(std::io::Cursor::new(head), format).into_dimensions() {
+        Ok((w, h)) => HeaderSize::Known(w, h),
+        Err(_) => HeaderSize::NeedMore,
+    }
 }
 
 /// Refuses a picture (`what`: "image", "video frame") of `w`×`h` that is empty or has more
@@ -603,6 +673,41 @@ pub fn load_image(path: &Path, max_pixels: u64, bg: [u8; 3]) -> Result<Planes> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_size_reads_the_png_ihdr_and_other_headers_as_they_arrive() {
+        let mut png = Vec::new();
+        image::RgbImage::new(33, 17)
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        for cut in [0, 5, 8, 23] {
+            assert_eq!(
+                header_size(&png[..cut]),
+                HeaderSize::NeedMore,
+                "{cut} bytes"
+            );
+        }
+        assert_eq!(header_size(&png[..24]), HeaderSize::Known(33, 17));
+        // A header claiming 20000x20000: known from 24 bytes, nothing else needed.
+        let mut big = png[..24].to_vec();
+        big[16..20].copy_from_slice(&20000u32.to_be_bytes());
+        big[20..24].copy_from_slice(&20000u32.to_be_bytes());
+        assert_eq!(header_size(&big), HeaderSize::Known(20000, 20000));
+        let mut bmp = Vec::new();
+        image::RgbImage::new(7, 5)
+            .write_to(&mut std::io::Cursor::new(&mut bmp), image::ImageFormat::Bmp)
+            .unwrap();
+        assert_eq!(header_size(&bmp[..10]), HeaderSize::NeedMore);
+        assert_eq!(header_size(&bmp), HeaderSize::Known(7, 5));
+        assert!(matches!(
+            header_size(b"<html>not a frame at all</html>"),
+            HeaderSize::NotAnImage(_)
+        ));
+        assert!(matches!(
+            header_size(b"GIF89a\x01\x00\x01\x00\x00\x00\x00\x00\x00\x00"),
+            HeaderSize::NotAnImage(m) if m.contains("Gif")
+        ));
+    }
 
     #[test]
     fn mapped_conversion_matches_the_image_conversion() {

@@ -22,11 +22,13 @@ pub struct StartProbe {
     pub height: u32,
 }
 
-/// Classifies a start file by its content: an image the `image` crate recognises, else a
-/// file with a video stream libavformat reads.
+/// Classifies a start file by its content: a still image (see
+/// [`super::picture::is_meant_as_image`]: its errors are image errors), else a file with a
+/// video stream libavformat reads.
 pub fn probe_start(path: &Path) -> Result<StartProbe> {
     super::check_input_file(path)?;
-    if let Ok((width, height)) = super::picture::image_dimensions(path) {
+    if super::picture::is_meant_as_image(path)? {
+        let (width, height) = super::picture::image_dimensions(path)?;
         return Ok(StartProbe {
             kind: StartKind::Image,
             width,

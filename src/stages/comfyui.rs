@@ -212,7 +212,10 @@ fn copy_into(src: &Path, dir: &Path, name: &str) -> Result<bool> {
         return Ok(false);
     }
     let tmp = dir.join(format!(".{name}.partial"));
-    std::fs::copy(src, &tmp).at(ErrorKind::Internal, &tmp)?;
+    if let Err(e) = std::fs::copy(src, &tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::at_path(ErrorKind::Internal, &tmp, e));
+    }
     std::fs::rename(&tmp, &dest).at(ErrorKind::Internal, &dest)?;
     Ok(true)
 }
@@ -277,6 +280,10 @@ struct Runner<'a> {
     prompt_ids: Vec<String>,
     attempts: Vec<Value>,
     bar: Option<indicatif::ProgressBar>,
+    /// What ComfyUI's files may still add up to in this run ([`file_budget`]).
+    budget: u64,
+    /// A local failure while fetching (out of disk): the run ends with it.
+    fatal: Option<Error>,
 }
 
 /// Runs the stage. `Err` only for a server that is not there (`COMFYUI_UNAVAILABLE`), the
@@ -293,9 +300,13 @@ fn run_blocking(input: &Input, m: &mut Manifest) -> Result<Outcome> {
     let rt = crate::comfy::runtime()?;
     let timeout = Duration::from_secs(input.job.comfyui.timeout_seconds.max(1));
     let deadline = Instant::now() + timeout;
-    let client = Client::new(&input.job.comfyui.url, &format!("vidax-{}", input.run_id))?;
+    let client = Client::new(
+        &input.job.comfyui.url,
+        &format!("vidax-{}", input.run_id),
+        client::Bounds::of(&input.job.limits),
+    )?;
     let result = rt.block_on(async {
-        let (stats, info) = tokio::time::timeout_at(
+        let health = tokio::time::timeout_at(
             deadline.min(Instant::now() + client::REQUEST_TIMEOUT),
             crate::interrupt::unless_stopped(client.health()),
         )
@@ -305,7 +316,13 @@ fn run_blocking(input: &Input, m: &mut Manifest) -> Result<Outcome> {
                 ErrorKind::ComfyuiUnavailable,
                 format!("ComfyUI at {}: no answer to the health check", client.base),
             )
-        })??;
+        })?;
+        // An answer over a bound: the server answered, the run degrades (after the record).
+        let (stats, info, over) = match health {
+            Ok((stats, info)) => (stats, info, None),
+            Err(e) if e.kind == ErrorKind::ComfyuiBadResponse => (Value::Null, Value::Null, Some(e)),
+            Err(e) => return Err(e),
+        };
         m.phase_field("comfyui", "system_stats", stats["system"].clone());
         let previous = m.comfyui["workflows"].clone();
         // A resumed run keeps the earlier attempt's prompts (a reused workflow's prompt id
@@ -330,6 +347,9 @@ fn run_blocking(input: &Input, m: &mut Manifest) -> Result<Outcome> {
             "frames_received": null, "output": null, "outputs": {}, "workflows": {},
             "attempts": [], "failure": null, "action": null,
         });
+        if let Some(e) = over {
+            return Ok(unusable_health(input, m, e));
+        }
         if workflows.is_empty() {
             m.comfyui["action"] = "no workflow for this job: nothing asked of ComfyUI".into();
             return Ok(Outcome::default());
@@ -343,6 +363,8 @@ fn run_blocking(input: &Input, m: &mut Manifest) -> Result<Outcome> {
             prompt_ids,
             attempts,
             bar: None,
+            budget: file_budget(input, workflows.len()),
+            fatal: None,
         };
         // A stop (SIGINT/SIGTERM, the supervisor) ends every wait of the stage at once.
         let waits = crate::interrupt::unless_stopped(runner.run_all(&workflows, m));
@@ -435,6 +457,9 @@ impl Runner<'_> {
                 }
                 Err(d) => {
                     m.comfyui["workflows"][w.id.as_str()] = json!({"status": "failed", "reason": d.reason.code(), "message": d.message});
+                    if let Some(e) = self.fatal.take() {
+                        return Err(e);
+                    }
                     return Ok(self.degrade(m, outcome, d));
                 }
             }
@@ -688,10 +713,7 @@ impl Runner<'_> {
             if outs.images.is_empty() {
                 if let (Some(v), true) = (outs.videos.first(), chunk_count == 1) {
                     let rel = "comfyui/comfyui_video.mp4";
-                    self.client
-                        .view_to_file(v, &workdir.join(rel))
-                        .await
-                        .map_err(|f| Degraded::from_failure(f, summary.clone()))?;
+                    self.fetch(v, &workdir.join(rel), None, &summary).await?;
                     // Checked here, not in the encode: a short video is a delivery problem.
                     if let Err(e) = super::compose::visual_video(
                         self.input.job,
@@ -722,10 +744,7 @@ impl Runner<'_> {
             let take = outs.images.len().min(c.frames as usize);
             for (k, f) in outs.images.iter().take(take).enumerate() {
                 let dest = dir.join(format!("{:06}.png", c.start + k as u64 + 1));
-                self.client
-                    .view_to_file(f, &dest)
-                    .await
-                    .map_err(|f| Degraded::from_failure(f, summary.clone()))?;
+                self.fetch(f, &dest, Some(&dir), &summary).await?;
                 received += 1;
             }
             if (outs.images.len() as u64) < c.frames {
@@ -764,6 +783,43 @@ impl Runner<'_> {
             "status": "completed", "dir": rel_dir, "frames": if video.is_some() { Value::Null } else { received.into() },
             "video": video, "chunk_size": size, "chunk_count": chunk_count,
         }))
+    }
+
+    /// Fetches one output file to `dest` within the run's bounds: a frame (`frames_dir` given:
+    /// an image, checked from its header) or a video. What the server sent wrong degrades the
+    /// workflow; a local write failure (out of disk) also removes `frames_dir`, whose frames
+    /// cannot be used without the missing ones, and is kept in [`Runner::fatal`] so the run
+    /// ends with it.
+    async fn fetch(
+        &mut self,
+        f: &outputs::OutputFile,
+        dest: &Path,
+        frames_dir: Option<&Path>,
+        summary: &Value,
+    ) -> std::result::Result<u64, Degraded> {
+        let image = frames_dir.is_some();
+        match self
+            .client
+            .view_to_file(f, dest, image, &mut self.budget)
+            .await
+        {
+            Ok(n) => Ok(n),
+            Err(client::FetchError::Peer(failure)) => {
+                Err(Degraded::from_failure(failure, summary.clone()))
+            }
+            Err(client::FetchError::Local(e)) => {
+                if let Some(dir) = frames_dir {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+                let d = Degraded {
+                    reason: e.kind,
+                    message: e.message.clone(),
+                    details: Value::Null,
+                };
+                self.fatal = Some(e);
+                Err(d)
+            }
+        }
     }
 
     /// Submits chunk `ci` of `w` and waits for its history entry, with retries of transient
@@ -950,6 +1006,71 @@ impl Runner<'_> {
         });
         bar.set_length(max);
         bar.set_position(value);
+    }
+}
+
+/// Bytes one frame may take toward the run's bound for ComfyUI files: 8 bytes a pixel
+/// (16-bit RGBA, stored uncompressed; room for 8-bit frames at twice the width and height) of
+/// the larger of the render and the start picture, plus 1 MiB for the prompt and workflow
+/// ComfyUI writes into each PNG.
+fn frame_bytes(render: (u32, u32), source: (u32, u32)) -> u64 {
+    let pixels = |(w, h): (u32, u32)| u64::from(w) * u64::from(h);
+    8 * pixels(render).max(pixels(source)) + (1 << 20)
+}
+
+/// What the ComfyUI files of one run may add up to: [`frame_bytes`] for every frame each
+/// workflow returns (a video counts against it too).
+fn file_budget(input: &Input, workflows: usize) -> u64 {
+    let p = input.prepared;
+    frame_bytes(p.render, p.source_size)
+        .saturating_mul(p.frames.main_frames())
+        .saturating_mul(workflows as u64)
+}
+
+/// The health check answered, but over a bound (`COMFYUI_BAD_RESPONSE`): the run goes on
+/// from the fallback, degraded, with the limit named in the warning.
+fn unusable_health(input: &Input, m: &mut Manifest, e: Error) -> Outcome {
+    tracing::warn!(stage = "comfyui", code = e.code(), "{}", e.message);
+    let action = if input.job.start.is_image() {
+        "the main segment comes from the local motion fallback"
+    } else {
+        "the main segment comes from the start video"
+    };
+    m.comfyui["failure"] = json!({"code": e.code(), "message": e.message});
+    m.comfyui["action"] = action.into();
+    m.add_warning(format!("{}: {} ({action})", e.code(), e.message));
+    Outcome {
+        degraded_reason: Some(e.code().to_string()),
+        ..Outcome::default()
+    }
+}
+
+/// Whether the encode failed on a frame ComfyUI sent (it decodes no further than its
+/// header): the run then encodes from the fallback instead ([`fall_back_from_frames`]).
+pub fn frames_unusable(e: &Error, visual: Option<&Visual>) -> bool {
+    e.kind == ErrorKind::ComfyuiBadResponse && matches!(visual, Some(Visual::Frames { .. }))
+}
+
+/// Records that ComfyUI's frames could not be used (`e`) and that the main segment comes
+/// from the fallback: the local motion (`motion_meta` given) or the start video.
+pub fn fall_back_from_frames(m: &mut Manifest, e: &Error, motion_meta: Option<Value>) {
+    let action = match &motion_meta {
+        Some(_) => "the main segment comes from the local motion fallback",
+        None => "the main segment comes from the start video",
+    };
+    tracing::warn!(stage = "encode", code = e.code(), "{}", e.message);
+    m.comfyui["failure"] = json!({"code": e.code(), "message": e.message});
+    m.comfyui["action"] = action.into();
+    m.add_warning(format!("{}: {} ({action})", e.code(), e.message));
+    m.motion_meta = motion_meta.unwrap_or(Value::Null);
+    if let Some(d) = &mut m.video_source_detail {
+        d.comfyui_output = None;
+        if d.lipsync == crate::record::manifest::LipsyncSource::InsideComfy {
+            d.lipsync = crate::record::manifest::LipsyncSource::Off;
+        }
+        d.degraded = true;
+        d.degraded_reason
+            .get_or_insert_with(|| e.code().to_string());
     }
 }
 

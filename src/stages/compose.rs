@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::job::{EndImageFit, Job};
 use crate::media;
 use crate::media::ahead::Ahead;
@@ -91,7 +91,14 @@ impl FramesMain {
             || Ok((ImageLoader::default(), None::<Renderer>)),
             move |(loader, renderer), i, reused: Option<Yuv420>| {
                 let path = dir.join(format!("{:06}.png", i + 1));
-                let planes = loader.load(&path, max_pixels, bg)?;
+                // A frame that cannot be used is ComfyUI's fault: the run falls back
+                // (`comfyui::frames_unusable`).
+                let planes = loader.load(&path, max_pixels, bg).map_err(|e| {
+                    Error::new(
+                        ErrorKind::ComfyuiBadResponse,
+                        format!("ComfyUI frame {}", e.message),
+                    )
+                })?;
                 let mut frame = reused.unwrap_or_else(|| Yuv420::new(out.0, out.1));
                 render_fitted(renderer, planes, out, bgc, &mut frame);
                 Ok(frame)

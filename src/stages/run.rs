@@ -553,12 +553,7 @@ fn run_phases(
     }
     // The motion fallback renders a start image only; a start video is shown without zoom.
     if is_image && visual.is_none() {
-        manifest.motion_meta = serde_json::json!({
-            "source": "local", "mode": job.motion.mode, "strength": job.motion.strength,
-            "frame_count": prepared.frames.main_frames(), "fps": prepared.frames.fps.to_string(),
-            "centre": centre.map(|c| [c.0, c.1]),
-            "renderer": "vidax sub-pixel window resampler",
-        });
+        manifest.motion_meta = local_motion_meta(job, &prepared, centre);
     } else if !is_image {
         manifest.motion_meta = serde_json::Value::Null;
     }
@@ -578,11 +573,21 @@ fn run_phases(
 
     let partial = partial_path(workdir, &job.output.final_name);
     let encoded = phase(manifest, workdir, "encode", |m| {
-        let compositor = Compositor::for_run(job, &prepared, visual.as_ref(), centre)?;
-        let report =
+        let encode = |visual: Option<&comfyui::Visual>| {
+            let compositor = Compositor::for_run(job, &prepared, visual, centre)?;
             encode_with(job, &prepared, compositor, &partial, opts.progress).inspect_err(|_| {
                 let _ = std::fs::remove_file(&partial);
-            })?;
+            })
+        };
+        let report = match encode(visual.as_ref()) {
+            // A ComfyUI frame that does not decode: the fallback instead, degraded.
+            Err(e) if comfyui::frames_unusable(&e, visual.as_ref()) => {
+                let fallback = is_image.then(|| local_motion_meta(job, &prepared, centre));
+                comfyui::fall_back_from_frames(m, &e, fallback);
+                encode(None)?
+            }
+            r => r?,
+        };
         m.phase_field(
             "encode",
             "report",
@@ -605,6 +610,20 @@ fn run_phases(
         "final written"
     );
     Ok(())
+}
+
+/// `motion_meta` of a start image rendered by the local motion fallback.
+fn local_motion_meta(
+    job: &Job,
+    prepared: &prepare::Prepared,
+    centre: Option<(f64, f64)>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "source": "local", "mode": job.motion.mode, "strength": job.motion.strength,
+        "frame_count": prepared.frames.main_frames(), "fps": prepared.frames.fps.to_string(),
+        "centre": centre.map(|c| [c.0, c.1]),
+        "renderer": "vidax sub-pixel window resampler",
+    })
 }
 
 /// The A/V delta the rounding allows: half a frame for `round`, under one frame otherwise.

@@ -107,6 +107,12 @@ pub struct Server {
 impl Server {
     /// Starts a server on an ephemeral port in its own thread and runtime.
     pub fn start(cfg: Config) -> Server {
+        Server::start_wrapped(cfg, |r| r)
+    }
+
+    /// [`Server::start`] with its router passed through `wrap` (a test's own misbehaviour
+    /// layered over the recorded answers).
+    pub fn start_wrapped(cfg: Config, wrap: impl FnOnce(Router) -> Router) -> Server {
         let state = Arc::new(ServerState {
             cfg,
             ..ServerState::default()
@@ -114,17 +120,10 @@ impl Server {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let app = router(state.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let l = tokio::net::TcpListener::from_std(listener).unwrap();
-                let _ = axum::serve(l, app).await;
-            });
+        let app = wrap(router(state.clone()));
+        in_thread(move || async move {
+            let l = tokio::net::TcpListener::from_std(listener).unwrap();
+            let _ = axum::serve(l, app).await;
         });
         Server { url, state }
     }
@@ -148,6 +147,22 @@ impl Server {
     pub fn graphs(&self) -> Vec<Value> {
         self.state.graphs.lock().unwrap().clone()
     }
+}
+
+/// Runs the future `serve` makes on a two-worker tokio runtime in a thread of its own (a test
+/// server's life: until the test process ends).
+pub fn in_thread<F>(serve: impl FnOnce() -> F + Send + 'static)
+where
+    F: std::future::Future<Output = ()>,
+{
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(serve());
+    });
 }
 
 fn router(state: Arc<ServerState>) -> Router {

@@ -108,6 +108,23 @@ impl Sandbox {
     }
 }
 
+/// The first line `child` writes to its (piped) stdout, waited for at most `within`; `None`
+/// when none came.
+pub fn first_stdout_line(
+    child: &mut std::process::Child,
+    within: std::time::Duration,
+) -> Option<String> {
+    use std::io::BufRead;
+    let stdout = child.stdout.take()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    rx.recv_timeout(within).ok()
+}
+
 pub fn read_json(p: &Path) -> Value {
     let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: not JSON: {e}", p.display()))
