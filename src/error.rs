@@ -160,6 +160,13 @@ impl Error {
         Error::new(kind, format!("{}: {}", path.display(), reason))
     }
 
+    /// The same error about the file `path`: its message prefixed with the path, the code
+    /// and the hint kept (for an error raised where the file was not known).
+    pub fn for_path(mut self, path: &Path) -> Self {
+        self.message = format!("{}: {}", path.display(), self.message);
+        self
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::Internal, message)
     }
@@ -233,6 +240,14 @@ mod tests {
                 k.exit_code()
             );
         }
+    }
+
+    #[test]
+    fn for_path_names_the_file_and_keeps_code_and_hint() {
+        let e = Error::new(ErrorKind::Internal, "no memory")
+            .with_hint("free some")
+            .for_path(Path::new("/in/a.png"));
+        assert_eq!(e.to_string(), "INTERNAL: /in/a.png: no memory (free some)");
     }
 
     #[test]

@@ -601,9 +601,7 @@ pub fn decode_image(path: &Path, max_pixels: u64) -> Result<Decoded> {
             format!("cannot decode image ({e})"),
         )
     };
-    let no_memory = |e: Error| {
-        Error::at_path(ErrorKind::Internal, path, e.message).with_hint(e.hint.unwrap_or_default())
-    };
+    let no_memory = |e: Error| e.for_path(path);
     // Read straight into a buffer of the sample type, so it is the only copy.
     fn read<T: bytemuck::Pod + Clone + Default>(
         decoder: impl ImageDecoder,
@@ -667,7 +665,7 @@ pub fn decode_image(path: &Path, max_pixels: u64) -> Result<Decoded> {
 pub fn load_image(path: &Path, max_pixels: u64, bg: [u8; 3]) -> Result<Planes> {
     decode_image(path, max_pixels)?
         .to_planes(bg)
-        .map_err(|e| Error::at_path(e.kind, path, e.message))
+        .map_err(|e| e.for_path(path))
 }
 
 #[cfg(test)]

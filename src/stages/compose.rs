@@ -341,7 +341,7 @@ impl Compositor {
                 let tightest =
                     crop_window(1.0 + job.motion.strength, src.0, src.1, out.0, out.1, None).w;
                 let renderer = Renderer::from_decoded(&start, bg, out.0, out.1, bgc, tightest)
-                    .map_err(|e| Error::at_path(e.kind, job.start.path(), e.message))?;
+                    .map_err(|e| e.for_path(job.start.path()))?;
                 Main::Image {
                     renderer,
                     curve,
@@ -388,7 +388,7 @@ fn end_hold(
             let end = picture::decode_image(path, job.limits.max_image_pixels)?;
             let win = fit_window(job.end_image_fit, end.size(), out);
             let mut r = Renderer::from_decoded(&end, bg, out.0, out.1, bgc, win.w)
-                .map_err(|e| Error::at_path(e.kind, path, e.message))?;
+                .map_err(|e| e.for_path(path))?;
             let mut frame = Yuv420::new(out.0, out.1);
             r.render(&win, &mut frame);
             Some(frame)
