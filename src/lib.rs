@@ -23,6 +23,7 @@ pub mod install;
 pub mod interrupt;
 pub mod job;
 pub mod media;
+pub mod progress;
 pub mod record;
 pub mod stages;
 pub mod timeline;

@@ -573,12 +573,12 @@ fn resume_after_a_failed_encode_reuses_the_fetched_frames() {
     let sb = Sandbox::new();
     let srv = Server::start(Config::default());
     let job_path = job(&sb, &srv, json!({}));
-    // An end image whose header is fine but whose pixels are cut off: the preflight (header
-    // only) passes, the encode fails when it decodes the picture.
-    let end = sb.join("end.png");
-    let good = std::fs::read(&end).unwrap();
-    std::fs::write(&end, &good[..good.len() - 20]).unwrap();
+    // The encode cannot write its output (a folder where its partial file goes), after
+    // ComfyUI's part completed. (A cut-off end image no longer gets this far: the preflight
+    // decodes the pictures, issue 15.)
     let wd = sb.join("run");
+    let blocker = wd.join(".final.mp4.partial");
+    std::fs::create_dir_all(&blocker).unwrap();
     let out = run(&sb, &job_path, &wd, false);
     assert!(!out.status.success());
     let m = manifest(&wd);
@@ -591,7 +591,7 @@ fn resume_after_a_failed_encode_reuses_the_fetched_frames() {
     );
     let posts = srv.posts();
     assert_eq!(posts, 2);
-    std::fs::write(&end, &good).unwrap();
+    std::fs::remove_dir(&blocker).unwrap();
     let out = run(&sb, &job_path, &wd, true);
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert_eq!(srv.posts(), posts, "ComfyUI was not asked again");

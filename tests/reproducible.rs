@@ -185,7 +185,14 @@ fn long_job_from_a_frames_folder_is_byte_identical() {
             bitrate: 192_000,
         };
         let out = wd.join("final.mp4");
-        encode_mp4(&out, &video, Box::new(comp), &audio, &|_| {}).unwrap();
+        encode_mp4(
+            &out,
+            &video,
+            Box::new(comp),
+            &audio,
+            &vidax::progress::Silent,
+        )
+        .unwrap();
         out
     };
     let (a, b) = (render("f1"), render("f2"));

@@ -1,6 +1,7 @@
 //! `va status` and `va logs`: read a run's records back.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use clap::Args;
 
@@ -10,19 +11,28 @@ use crate::record::{events, registry, workdir, Manifest};
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
-    /// A run id (or unique prefix) from the registry, a workdir, or a job id of `va serve`.
+    /// A run id (or unique prefix) from the registry, a workdir, or a job id of va serve;
+    /// without one, the runs in the registry, newest first.
     pub run: Option<PathBuf>,
+    /// How many runs to list, newest first (0: all).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub limit: usize,
+    /// JSON on stdout: the run's manifest, or the list of runs (newest first).
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Args, Debug)]
 pub struct LogsArgs {
-    /// A run id (or unique prefix), a workdir, or a job id of `va serve`.
+    /// A run id (or unique prefix), a workdir, or a job id of va serve.
     pub run: PathBuf,
-    /// Keep printing new events as they arrive (Ctrl-C to stop).
+    /// Keep printing new events until the run ends; a run not started yet is waited for
+    /// (see --wait).
     #[arg(long)]
     pub follow: bool,
+    /// With --follow: how long to wait for a run that has not started yet.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub wait: u64,
     /// Print the raw JSON lines.
     #[arg(long)]
     pub json: bool,
@@ -59,7 +69,7 @@ fn workdir_of(run: &Path) -> Result<PathBuf> {
 
 pub fn status(a: StatusArgs) -> Result<i32> {
     let Some(run) = a.run else {
-        return list(a.json);
+        return list(a.json, a.limit);
     };
     let wd = workdir_of(&run)?;
     let m = workdir::observe(&wd, &state_dir())?;
@@ -111,11 +121,16 @@ pub fn status(a: StatusArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// The registered runs, each checked against its workdir's lock (a `running` entry whose
-/// lock is free is a run that died: it shows, and is recorded, as `interrupted`).
-fn list(json: bool) -> Result<i32> {
+/// The registered runs, newest first, each checked against its workdir's lock (a `running`
+/// entry whose lock is free is a run that died: it shows, and is recorded, as `interrupted`).
+fn list(json: bool, limit: usize) -> Result<i32> {
     let state = state_dir();
     let mut runs = registry::list(&state)?;
+    // Newest first: the registry keeps registration order.
+    runs.reverse();
+    if limit > 0 {
+        runs.truncate(limit);
+    }
     for r in &mut runs {
         workdir::check_alive(&state, r);
     }
@@ -130,7 +145,7 @@ fn list(json: bool) -> Result<i32> {
         println!("no runs registered in {}", state.display());
         return Ok(0);
     }
-    for r in runs.iter().rev().take(20) {
+    for r in &runs {
         let outcome = match (&r.final_path, &r.error) {
             (Some(f), _) if r.degraded => format!("{} (degraded)", f.display()),
             (Some(f), _) => f.display().to_string(),
@@ -149,8 +164,12 @@ fn list(json: bool) -> Result<i32> {
 }
 
 pub fn logs(a: LogsArgs) -> Result<i32> {
-    let workdir = workdir_of(&a.run)?;
-    let path = events::events_path(&workdir);
+    let wd = if a.follow {
+        wait_for_run(&a.run, Duration::from_secs(a.wait))?
+    } else {
+        workdir_of(&a.run)?
+    };
+    let path = events::events_path(&wd);
     let render = |v: &serde_json::Value| {
         if a.json {
             v.to_string()
@@ -160,7 +179,11 @@ pub fn logs(a: LogsArgs) -> Result<i32> {
     };
     let mut out = std::io::stdout().lock();
     if a.follow {
-        events::follow_with(&path, &mut out, render, || false)?;
+        // Ends once the run ended (the last read after that covers every event written
+        // before it): its manifest says so, or its workdir lock is free (it died).
+        let state = state_dir();
+        let ended = || workdir::observe(&wd, &state).is_ok_and(|m| m.run_status.is_terminal());
+        events::follow_with(&path, &mut out, render, ended)?;
         return Ok(0);
     }
     use std::io::Write;
@@ -170,4 +193,31 @@ pub fn logs(a: LogsArgs) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// The workdir of `run` once it has started (its manifest exists), polling up to `wait`.
+fn wait_for_run(run: &Path, wait: Duration) -> Result<PathBuf> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let found = workdir_of(run);
+        if let Ok(w) = &found {
+            if Manifest::path(w).exists() {
+                return Ok(w.clone());
+            }
+        }
+        if Instant::now() >= deadline {
+            return match found {
+                Ok(w) => Err(Error::at_path(
+                    ErrorKind::InputNotFound,
+                    &w,
+                    format!("the run has not started after {} s", wait.as_secs()),
+                )),
+                Err(e) => Err(e.with_hint(format!(
+                    "waited {} s for it to start; va logs --wait SECONDS waits longer",
+                    wait.as_secs()
+                ))),
+            };
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

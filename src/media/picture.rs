@@ -384,14 +384,68 @@ fn upright_size((w, h): (u32, u32), o: image::metadata::Orientation) -> (u32, u3
 
 /// A decoder for `path` (header read) and the picture's EXIF orientation.
 fn open_decoder(path: &Path) -> Result<(impl image::ImageDecoder, image::metadata::Orientation)> {
+    try_open_decoder(path)?.map_err(header_error(path))
+}
+
+/// [`open_decoder`], with the `image` crate's own error kept (the inner `Err`) for a file
+/// that is an image format it knows: an unsupported variant may be FFmpeg's to read.
+#[allow(
+    clippy::type_complexity,
+    reason = "the decoder type is opaque; naming the pair would not make it clearer"
+)]
+fn try_open_decoder(
+    path: &Path,
+) -> Result<
+    std::result::Result<
+        (impl image::ImageDecoder, image::metadata::Orientation),
+        image::ImageError,
+    >,
+> {
     use image::ImageDecoder;
-    let mut decoder = open_reader(path)?
-        .into_decoder()
-        .map_err(header_error(path))?;
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
-    Ok((decoder, orientation))
+    Ok(open_reader(path)?.into_decoder().map(|mut decoder| {
+        let orientation = decoder
+            .orientation()
+            .unwrap_or(image::metadata::Orientation::NoTransforms);
+        (decoder, orientation)
+    }))
+}
+
+/// Whether FFmpeg should try an image the `image` crate gave up on: it knows the format but
+/// not this variant of it (a TIFF in YCbCr, …).
+fn ffmpeg_fallback(e: &image::ImageError) -> bool {
+    matches!(e, image::ImageError::Unsupported(_))
+}
+
+/// Decodes the whole picture (as [`load_image`] does) and drops it: a truncated or corrupt
+/// file is refused before a run starts, never drawn as a grey picture.
+pub fn check_decodes(path: &Path, max_pixels: u64) -> Result<()> {
+    decode_image(path, max_pixels).map(|_| ())
+}
+
+/// A JPEG decoded strictly: zune-jpeg (the `image` crate's decoder) fills missing or corrupt
+/// data with grey in its lenient mode, which the `image` crate uses; in strict mode it reports
+/// it. The only strict complaint about an intact picture (stray bytes between headers) is let
+/// through.
+fn check_jpeg(path: &Path, (w, h): (u32, u32)) -> Result<()> {
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::at_path(ErrorKind::InputNotFound, path, e))?;
+    let options = zune_core::options::DecoderOptions::default()
+        .set_strict_mode(true)
+        .set_max_width(w.max(1) as usize)
+        .set_max_height(h.max(1) as usize);
+    let mut d = zune_jpeg::JpegDecoder::new_with_options(
+        zune_core::bytestream::ZCursor::new(bytes.as_slice()),
+        options,
+    );
+    match d.decode() {
+        Ok(_) => Ok(()),
+        Err(e) if e.to_string().contains("Extra bytes between headers") => Ok(()),
+        Err(e) => Err(Error::at_path(
+            ErrorKind::UnsupportedFormat,
+            path,
+            format!("is a damaged JPEG: its decoder reports missing or corrupt data ({e})"),
+        )),
+    }
 }
 
 /// Caps what decoding a `w`×`h` picture may allocate (from the header: a bomb stops there).
@@ -408,11 +462,18 @@ fn limit_decoder(
     decoder.set_limits(limits).map_err(header_error(path))
 }
 
-/// Reads only the header: the upright (width, height), EXIF orientation applied.
+/// Reads only the header: the upright (width, height), EXIF orientation applied. An image the
+/// `image` crate recognises but cannot read (a YCbCr TIFF) is read by FFmpeg's image
+/// decoders instead.
 pub fn image_dimensions(path: &Path) -> Result<(u32, u32)> {
     use image::ImageDecoder;
-    let (decoder, orientation) = open_decoder(path)?;
-    Ok(upright_size(decoder.dimensions(), orientation))
+    match try_open_decoder(path)? {
+        Ok((decoder, orientation)) => Ok(upright_size(decoder.dimensions(), orientation)),
+        Err(e) if ffmpeg_fallback(&e) => {
+            super::decode::still_image_size(path)?.ok_or_else(|| header_error(path)(e))
+        }
+        Err(e) => Err(header_error(path)(e)),
+    }
 }
 
 /// What the first bytes of an image file tell about its stored size.
@@ -582,26 +643,41 @@ pub(crate) fn out_of_memory(bytes: usize) -> Error {
     .with_hint("free memory, or lower limits.max_image_pixels so that such inputs are refused")
 }
 
-/// Decodes an image, refusing it from its header when it exceeds `max_pixels`. The pixel
+/// Decodes an image, refusing it from its header when it exceeds `max_pixels`, and when its
+/// decoder reports missing or corrupt data (a JPEG is decoded strictly first). The pixel
 /// buffer is allocated here, fallibly: an image the machine has no memory for is `INTERNAL`
-/// naming the file, never an abort.
+/// naming the file, never an abort. A variant the `image` crate cannot read (a YCbCr TIFF)
+/// is read by FFmpeg's image decoders.
 pub fn decode_image(path: &Path, max_pixels: u64) -> Result<Decoded> {
     use image::{ColorType as C, DynamicImage as D, ImageBuffer, ImageDecoder};
     let (w, h) = image_dimensions(path)?;
     check_pixels(path, "image", (w, h), max_pixels)?;
-    let (mut decoder, orientation) = open_decoder(path)?;
+    if open_reader(path)?.format() == Some(image::ImageFormat::Jpeg) {
+        check_jpeg(path, (w.max(h), w.max(h)))?;
+    }
+    let bad_size = || {
+        Error::at_path(
+            ErrorKind::UnsupportedFormat,
+            path,
+            "decoded size does not match the header",
+        )
+    };
+    let from_ffmpeg = || -> Result<Decoded> {
+        let (w, h, rgba) = super::decode::still_image_rgba(path, max_pixels)?.ok_or_else(|| {
+            Error::at_path(ErrorKind::UnsupportedFormat, path, "cannot decode image")
+        })?;
+        let img = ImageBuffer::from_raw(w, h, rgba).ok_or_else(bad_size)?;
+        Ok(Decoded::from_image(D::ImageRgba8(img)))
+    };
+    let (mut decoder, orientation) = match try_open_decoder(path)? {
+        Ok(d) => d,
+        Err(e) if ffmpeg_fallback(&e) => return from_ffmpeg(),
+        Err(e) => return Err(header_error(path)(e)),
+    };
     let (sw, sh) = decoder.dimensions();
     limit_decoder(&mut decoder, path, (sw, sh), max_pixels)?;
     let color = decoder.color_type();
     let bytes = usize::try_from(decoder.total_bytes()).unwrap_or(usize::MAX);
-    let broken = |e: image::ImageError| {
-        Error::at_path(
-            ErrorKind::UnsupportedFormat,
-            path,
-            format!("cannot decode image ({e})"),
-        )
-    };
-    let no_memory = |e: Error| e.for_path(path);
     // Read straight into a buffer of the sample type, so it is the only copy.
     fn read<T: bytemuck::Pod + Clone + Default>(
         decoder: impl ImageDecoder,
@@ -612,56 +688,57 @@ pub fn decode_image(path: &Path, max_pixels: u64) -> Result<Decoded> {
             .read_image(bytemuck::cast_slice_mut(&mut buf))
             .map(|()| buf))
     }
-    let bad_size = || {
-        Error::at_path(
-            ErrorKind::UnsupportedFormat,
-            path,
-            "decoded size does not match the header",
-        )
+    let named = |e: Error| e.for_path(path);
+    let read =
+        match color {
+            C::L8 | C::La8 | C::Rgb8 | C::Rgba8 => {
+                read::<u8>(decoder, bytes)
+                    .map_err(named)?
+                    .map(|buf| match color {
+                        C::L8 => ImageBuffer::from_raw(sw, sh, buf).map(D::ImageLuma8),
+                        C::La8 => ImageBuffer::from_raw(sw, sh, buf).map(D::ImageLumaA8),
+                        C::Rgb8 => ImageBuffer::from_raw(sw, sh, buf).map(D::ImageRgb8),
+                        _ => ImageBuffer::from_raw(sw, sh, buf).map(D::ImageRgba8),
+                    })
+            }
+            C::L16 | C::La16 | C::Rgb16 | C::Rgba16 => read::<u16>(decoder, bytes)
+                .map_err(named)?
+                .map(|buf| match color {
+                    C::L16 => ImageBuffer::from_raw(sw, sh, buf).map(D::ImageLuma16),
+                    C::La16 => ImageBuffer::from_raw(sw, sh, buf).map(D::ImageLumaA16),
+                    C::Rgb16 => ImageBuffer::from_raw(sw, sh, buf).map(D::ImageRgb16),
+                    _ => ImageBuffer::from_raw(sw, sh, buf).map(D::ImageRgba16),
+                }),
+            C::Rgb32F | C::Rgba32F => {
+                read::<f32>(decoder, bytes)
+                    .map_err(named)?
+                    .map(|buf| match color {
+                        C::Rgb32F => ImageBuffer::from_raw(sw, sh, buf).map(D::ImageRgb32F),
+                        _ => ImageBuffer::from_raw(sw, sh, buf).map(D::ImageRgba32F),
+                    })
+            }
+            // A format newer than this code: the crate's own path (not bounded by us).
+            _ => D::from_decoder(decoder).map(Some),
+        };
+    let mut img = match read {
+        Ok(Some(img)) => img,
+        Ok(None) => return Err(bad_size()),
+        Err(e) if ffmpeg_fallback(&e) => return from_ffmpeg(),
+        Err(e) => {
+            return Err(Error::at_path(
+                ErrorKind::UnsupportedFormat,
+                path,
+                format!("cannot decode image ({e})"),
+            ))
+        }
     };
-    let mut img = match color {
-        C::L8 | C::La8 | C::Rgb8 | C::Rgba8 => {
-            let buf = read::<u8>(decoder, bytes)
-                .map_err(no_memory)?
-                .map_err(broken)?;
-            match color {
-                C::L8 => ImageBuffer::from_raw(sw, sh, buf).map(D::ImageLuma8),
-                C::La8 => ImageBuffer::from_raw(sw, sh, buf).map(D::ImageLumaA8),
-                C::Rgb8 => ImageBuffer::from_raw(sw, sh, buf).map(D::ImageRgb8),
-                _ => ImageBuffer::from_raw(sw, sh, buf).map(D::ImageRgba8),
-            }
-        }
-        C::L16 | C::La16 | C::Rgb16 | C::Rgba16 => {
-            let buf = read::<u16>(decoder, bytes)
-                .map_err(no_memory)?
-                .map_err(broken)?;
-            match color {
-                C::L16 => ImageBuffer::from_raw(sw, sh, buf).map(D::ImageLuma16),
-                C::La16 => ImageBuffer::from_raw(sw, sh, buf).map(D::ImageLumaA16),
-                C::Rgb16 => ImageBuffer::from_raw(sw, sh, buf).map(D::ImageRgb16),
-                _ => ImageBuffer::from_raw(sw, sh, buf).map(D::ImageRgba16),
-            }
-        }
-        C::Rgb32F | C::Rgba32F => {
-            let buf = read::<f32>(decoder, bytes)
-                .map_err(no_memory)?
-                .map_err(broken)?;
-            match color {
-                C::Rgb32F => ImageBuffer::from_raw(sw, sh, buf).map(D::ImageRgb32F),
-                _ => ImageBuffer::from_raw(sw, sh, buf).map(D::ImageRgba32F),
-            }
-        }
-        // A format newer than this code: the crate's own path (not bounded by us).
-        _ => Some(D::from_decoder(decoder).map_err(broken)?),
-    }
-    .ok_or_else(bad_size)?;
     img.apply_orientation(orientation);
     Ok(Decoded { img })
 }
 
-/// Loads an image as full-size planes, refusing it from its header when it exceeds
-/// `max_pixels` (for pictures of about the render size; a start image of any size goes
-/// through [`decode_image`] and the renderer's row-by-row shrink).
+/// Loads an image as full-size Y'CbCr planes (alpha composited over `bg`), with the checks
+/// of [`decode_image`] (for pictures of about the render size; a start image of any size
+/// goes through [`decode_image`] and the renderer's row-by-row shrink).
 pub fn load_image(path: &Path, max_pixels: u64, bg: [u8; 3]) -> Result<Planes> {
     decode_image(path, max_pixels)?
         .to_planes(bg)

@@ -80,7 +80,8 @@ pub struct Input<'a> {
     pub face: Option<FaceMeta>,
     pub seed: u64,
     pub run_id: &'a str,
-    pub progress: bool,
+    /// Where ComfyUI's step progress is reported (the CLI draws it).
+    pub progress: crate::progress::Reporter,
     pub resume: bool,
 }
 
@@ -279,7 +280,6 @@ struct Runner<'a> {
     params: GraphParams,
     prompt_ids: Vec<String>,
     attempts: Vec<Value>,
-    bar: Option<indicatif::ProgressBar>,
     /// What ComfyUI's files may still add up to in this run ([`file_budget`]).
     budget: u64,
     /// A local failure while fetching (out of disk): the run ends with it.
@@ -362,7 +362,6 @@ fn run_blocking(input: &Input, m: &mut Manifest) -> Result<Outcome> {
             previous,
             prompt_ids,
             attempts,
-            bar: None,
             budget: file_budget(input, workflows.len()),
             fatal: None,
         };
@@ -464,9 +463,6 @@ impl Runner<'_> {
                 }
             }
         }
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
-        }
         Ok(outcome)
     }
 
@@ -544,9 +540,6 @@ impl Runner<'_> {
         });
         m.comfyui["action"] = action.clone().into();
         m.add_warning(format!("{}: {} ({action})", d.reason.code(), d.message));
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
-        }
         outcome.degraded_reason = Some(d.reason.code().to_string());
         // A lip-sync that failed is not inside the picture.
         if outcome.visual.is_none() {
@@ -991,21 +984,9 @@ impl Runner<'_> {
     }
 
     fn progress(&mut self, value: u64, max: u64) {
-        use std::io::IsTerminal;
-        if !self.input.progress || !std::io::stderr().is_terminal() || max == 0 {
-            return;
+        if max > 0 {
+            self.input.progress.comfyui(value, max);
         }
-        let bar = self.bar.get_or_insert_with(|| {
-            let b = indicatif::ProgressBar::new(max);
-            if let Ok(s) = indicatif::ProgressStyle::with_template(
-                "comfyui {bar:40} {pos}/{len} {percent}% eta {eta}",
-            ) {
-                b.set_style(s);
-            }
-            b
-        });
-        bar.set_length(max);
-        bar.set_position(value);
     }
 }
 

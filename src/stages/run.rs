@@ -36,8 +36,11 @@ pub struct RunOptions {
     /// The job file, for the registry and the `--resume` hint (`None`: the run's own
     /// `job.json`).
     pub job_file: Option<PathBuf>,
-    /// Draw a progress bar (only when stderr is a terminal).
-    pub progress: bool,
+    /// Where the run reports its phases and the encode's progress (the CLI draws it).
+    pub progress: crate::progress::Reporter,
+    /// The run id to use for a new run (the CLI names the default workdir after it, the API
+    /// uses its job id); `None`: a fresh one. A resumed run keeps its manifest's id.
+    pub run_id: Option<String>,
     /// The process's event log: pointed at the workdir once the run holds it.
     pub events: Option<EventLog>,
 }
@@ -51,7 +54,16 @@ pub struct RunOutcome {
     pub manifest: Manifest,
 }
 
-fn new_run_id() -> String {
+/// A new run id, `YYYYMMDD-HHMMSS-xxxxxxxx` (UTC, then 8 hex digits of a hash of the clock's
+/// nanoseconds, the process id and a per-process counter: unique within a process, and
+/// across processes short of a 1 in 4·10⁹ collision in the same second). One id names a run
+/// everywhere: the manifest, the registry, the CLI's default workdir (`workdir/<id>`) and the
+/// API's job id.
+pub fn new_run_id() -> String {
+    use sha2::{Digest, Sha256};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -64,10 +76,9 @@ fn new_run_id() -> String {
             .ok()
         })
         .unwrap_or_else(|| now.as_secs().to_string());
-    format!(
-        "{stamp}-{:05x}",
-        (now.subsec_nanos() ^ std::process::id().rotate_left(13)) & 0xfffff
-    )
+    let digest = Sha256::digest(format!("{}-{}-{n}", now.as_nanos(), std::process::id()));
+    let hex: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{stamp}-{hex}")
 }
 
 pub(crate) fn random_seed() -> u64 {
@@ -114,6 +125,7 @@ pub fn run_job(job: &Job, opts: &RunOptions) -> Result<RunOutcome> {
     registry::upsert(&opts.state_dir, entry.clone())?;
 
     let _span = tracing::info_span!("run", run_id = %run_id).entered();
+    opts.progress.run_started(&run_id, workdir);
     let result =
         crate::interrupt::check().and_then(|()| run_phases(job, opts, &mut manifest, &final_path));
     let result = match result {
@@ -202,7 +214,9 @@ fn claim(opts: &RunOptions, lock: &WorkdirLock) -> Result<Manifest> {
         return Ok(m);
     }
     if !manifest_path.exists() {
-        return Ok(Manifest::new(new_run_id()));
+        return Ok(Manifest::new(
+            opts.run_id.clone().unwrap_or_else(new_run_id),
+        ));
     }
     let held_by = match &earlier {
         Some(m) => format!("run {} ({})", m.run_id, m.run_status),
@@ -286,6 +300,14 @@ fn resumable_prepare(job: &Job, opts: &RunOptions, m: &Manifest) -> Option<prepa
     let wav = opts.workdir.join("prepare").join("audio_padded.wav");
     let reader = hound::WavReader::open(&wav).ok()?;
     let rate = a.output_rate;
+    // The same delivery rate and loudness as the job asks for now.
+    let loudness = |l: &crate::job::Loudness| (l.target_lufs, l.true_peak_db);
+    if rate != job.encode.audio_rate.output_rate(a.rate)
+        || job.encode.loudness.as_ref().map(loudness)
+            != m.loudness.map(|r| (r.target_lufs, r.true_peak_ceiling_db))
+    {
+        return None;
+    }
     let (pre_s, post_s) = (job.pre_seconds(), job.post_seconds());
     let same = reader.spec().sample_rate == rate
         && u64::from(reader.duration()) == a.total_samples
@@ -365,25 +387,40 @@ pub fn preflight(job: &Job) -> Result<()> {
     let max = job.limits.max_image_pixels;
     if start.kind == media::probe::StartKind::Image {
         media::picture::check_pixels(job.start.path(), "image", (start.width, start.height), max)?;
+        // A truncated or corrupt picture is refused here, before ComfyUI or the encode
+        // could draw it as grey.
+        media::picture::check_decodes(job.start.path(), max)?;
     }
     if let Some(end) = &job.end_image {
         media::picture::check_pixels(end, "image", media::picture::image_dimensions(end)?, max)?;
+        media::picture::check_decodes(end, max)?;
     }
-    media::audio::AudioInput::open(&job.audio)?;
+    let audio = media::audio::AudioInput::open(&job.audio)?;
+    // With `encode.audio_rate: "source"` the delivery rate is known only now.
+    let rate = job.encode.audio_rate.output_rate(audio.info().rate);
+    if let Some(why) = crate::timeline::timescale_problem(rate, job.fps()) {
+        return Err(Error::new(
+            ErrorKind::ValidationFailed,
+            format!("determinism.fps: {why}"),
+        ));
+    }
     Ok(())
 }
 
 fn phase<T>(
     m: &mut Manifest,
-    workdir: &Path,
+    opts: &RunOptions,
     name: &str,
     f: impl FnOnce(&mut Manifest) -> Result<T>,
 ) -> Result<T> {
+    use crate::progress::PhaseChange;
+    let workdir = &opts.workdir;
     // A stop requested meanwhile is honoured between phases too (not only in the waits).
     crate::interrupt::check()?;
     m.phase_start(name);
     m.save(workdir)?;
     tracing::info!(stage = name, "phase started");
+    opts.progress.phase(name, PhaseChange::Started);
     let started = std::time::Instant::now();
     let out = f(m);
     m.phase_field(name, "duration_seconds", started.elapsed().as_secs_f64());
@@ -397,13 +434,23 @@ fn phase<T>(
     );
     m.save(workdir)?;
     tracing::info!(stage = name, ok = out.is_ok(), "phase ended");
+    opts.progress.phase(
+        name,
+        match &out {
+            Ok(_) => PhaseChange::Completed,
+            Err(e) if e.kind.is_stop() => PhaseChange::Interrupted,
+            Err(_) => PhaseChange::Failed,
+        },
+    );
     out
 }
 
-fn skip(m: &mut Manifest, workdir: &Path, name: &str, reason: &str) -> Result<()> {
+fn skip(m: &mut Manifest, opts: &RunOptions, name: &str, reason: &str) -> Result<()> {
     m.phase_field(name, "reason", reason);
     m.phase_end(name, PhaseStatus::Skipped);
-    m.save(workdir)
+    opts.progress
+        .phase(name, crate::progress::PhaseChange::Skipped);
+    m.save(&opts.workdir)
 }
 
 fn run_phases(
@@ -441,7 +488,7 @@ fn run_phases(
             );
             p
         }
-        None => phase(manifest, workdir, "prepare", |m| {
+        None => phase(manifest, opts, "prepare", |m| {
             prepare::prepare(job, workdir, m)
         })?,
     };
@@ -449,7 +496,7 @@ fn run_phases(
     let is_image = matches!(job.start, StartKind::Image(_));
     let ids = comfyui::workflow_ids(job);
     let face = if job.comfyui.enable && is_image && ids.iter().any(|i| i == comfyui::FACEPROBE) {
-        let meta = phase(manifest, workdir, "faceprobe", |m| {
+        let meta = phase(manifest, opts, "faceprobe", |m| {
             let meta =
                 faceprobe::faceprobe(job.start.path(), job.limits.max_image_pixels, workdir)?;
             m.face_meta = meta.to_json();
@@ -460,7 +507,7 @@ fn run_phases(
     } else {
         skip(
             manifest,
-            workdir,
+            opts,
             "faceprobe",
             "only for a start image whose workflows include vidax_faceprobe",
         )?;
@@ -469,7 +516,7 @@ fn run_phases(
     let centre = face.map(|f| f.centre);
     let mut comfy = comfyui::Outcome::default();
     if job.comfyui.enable {
-        comfy = phase(manifest, workdir, "comfyui", |m| {
+        comfy = phase(manifest, opts, "comfyui", |m| {
             let input = comfyui::Input {
                 job,
                 prepared: &prepared,
@@ -478,7 +525,7 @@ fn run_phases(
                 face,
                 seed: seed.unwrap_or(0),
                 run_id: &m.run_id.clone(),
-                progress: opts.progress,
+                progress: opts.progress.clone(),
                 resume: opts.resume,
             };
             comfyui::run(&input, m)
@@ -486,7 +533,7 @@ fn run_phases(
     } else {
         skip(
             manifest,
-            workdir,
+            opts,
             "comfyui",
             "comfyui.enable=false (diagnostic path)",
         )?;
@@ -505,14 +552,14 @@ fn run_phases(
                 "reason": "lipsync.enable=false"});
             skip(
                 manifest,
-                workdir,
+                opts,
                 "lipsync",
                 &format!("lipsync.enable=false: provider {id:?} ignored"),
             )?;
         }
         (None, enable) => skip(
             manifest,
-            workdir,
+            opts,
             "lipsync",
             if enable {
                 "no external provider (lip-sync inside ComfyUI)"
@@ -521,7 +568,7 @@ fn run_phases(
             },
         )?,
         (Some(id), true) => {
-            let out = phase(manifest, workdir, "lipsync", |m| {
+            let out = phase(manifest, opts, "lipsync", |m| {
                 Ok(external_lipsync(
                     job,
                     opts,
@@ -572,10 +619,10 @@ fn run_phases(
     manifest.save(workdir)?;
 
     let partial = partial_path(workdir, &job.output.final_name);
-    let encoded = phase(manifest, workdir, "encode", |m| {
+    let encoded = phase(manifest, opts, "encode", |m| {
         let encode = |visual: Option<&comfyui::Visual>| {
             let compositor = Compositor::for_run(job, &prepared, visual, centre)?;
-            encode_with(job, &prepared, compositor, &partial, opts.progress).inspect_err(|_| {
+            encode_with(job, &prepared, compositor, &partial, &*opts.progress).inspect_err(|_| {
                 let _ = std::fs::remove_file(&partial);
             })
         };
@@ -597,7 +644,7 @@ fn run_phases(
         Ok(report)
     })?;
 
-    phase(manifest, workdir, "finalize", |m| {
+    phase(manifest, opts, "finalize", |m| {
         let result = finalize(&partial, final_path, &prepared, job.determinism.rounding, m);
         if result.is_err() {
             let _ = std::fs::remove_file(&partial);
@@ -649,6 +696,7 @@ fn finalize(
         audio_seconds: Some(prepared.audio.duration().to_f64()),
         video_packets_only: true,
         max_av_delta_frames: Some(max_delta(rounding)),
+        audio_required: true,
     };
     let report = media::verify::verify(partial, &expect)?;
     m.verify = serde_json::to_value(&report).unwrap_or_default();
@@ -689,7 +737,7 @@ fn encode_with(
     prepared: &prepare::Prepared,
     compositor: Compositor,
     out: &Path,
-    progress: bool,
+    progress: &dyn crate::progress::Progress,
 ) -> Result<media::encode::EncodeReport> {
     let (w, h) = prepared.render;
     let fps = prepared.frames.fps;
@@ -714,17 +762,8 @@ fn encode_with(
         wav: prepared.wav.clone(),
         bitrate: job.encode.audio_bitrate,
     };
-    let bar = progress_bar(progress, video.frames);
     let producer = Box::new(StopAware(compositor));
-    let report = media::encode::encode_mp4(out, &video, producer, &audio, &|n| {
-        if let Some(b) = &bar {
-            b.set_position(n);
-        }
-    });
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
-    report
+    media::encode::encode_mp4(out, &video, producer, &audio, progress)
 }
 
 /// The compositor, ending the encode at the next frame once a stop is requested (the encode
@@ -769,7 +808,7 @@ fn external_lipsync(
     std::fs::create_dir_all(&dir).map_err(|e| Error::at_path(ErrorKind::Internal, &dir, e))?;
     let input = dir.join("input.mp4");
     let compositor = Compositor::for_run(job, prepared, visual, centre)?;
-    encode_with(job, prepared, compositor, &input, false)?;
+    encode_with(job, prepared, compositor, &input, &crate::progress::Silent)?;
     lipsync::run_provider(&provider, &input, &prepared.wav, &output)?;
     super::compose::visual_video(job, prepared, &output).map_err(|e| {
         Error::new(
@@ -779,18 +818,4 @@ fn external_lipsync(
     })?;
     m.lipsync_meta["status"] = "completed".into();
     Ok(comfyui::Visual::Video(output))
-}
-
-fn progress_bar(enabled: bool, frames: u64) -> Option<indicatif::ProgressBar> {
-    use std::io::IsTerminal;
-    if !enabled || !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let bar = indicatif::ProgressBar::new(frames);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "encode {bar:40} {pos}/{len} frames {percent}% eta {eta}",
-    ) {
-        bar.set_style(style);
-    }
-    Some(bar)
 }
