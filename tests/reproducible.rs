@@ -167,6 +167,7 @@ fn long_job_from_a_frames_folder_is_byte_identical() {
         let visual = Visual::Frames {
             dir: frames.clone(),
             count,
+            zoom: None,
         };
         let comp = Compositor::for_run(&job, &p, Some(&visual), None).unwrap();
         let fps = p.frames.fps;

@@ -181,6 +181,7 @@ fn compositor(j: &job::Job, p: &prepare::Prepared, frames: Option<&Path>) -> Res
             let visual = Visual::Frames {
                 dir: dir.to_path_buf(),
                 count,
+                zoom: None,
             };
             Compositor::for_run(j, p, Some(&visual), None)
         }

@@ -143,11 +143,12 @@ pub struct Determinism {
     pub seed_policy: SeedPolicy,
 }
 
-/// How the ComfyUI seed is chosen.
+/// How the ComfyUI seed is chosen. Not given: `fixed` when the job has a seed, `random` when
+/// it has none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SeedPolicy {
-    /// `determinism.seed` is used for every attempt (and is required).
+    /// `determinism.seed` is used for every attempt (and is required when named explicitly).
     Fixed,
     /// One seed is drawn per run and recorded in the manifest; a given seed is ignored.
     Random,

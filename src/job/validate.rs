@@ -347,17 +347,20 @@ impl Walk {
         let fps = self.fps(&o);
         let rounding = self.choice(&o, "rounding", crate::timeline::Rounding::Round);
         let seed = self.opt_int(&o, "seed", 0, MAX_SEED);
-        let seed_policy = self.choice(&o, "seed_policy", SeedPolicy::Fixed);
-        // Only when the policy really is `fixed`: a broken object or policy is its own problem.
-        let fixed = match o.get("seed_policy") {
-            None => o.map.is_some() || root.get("determinism").is_none(),
-            Some(v) => v == "fixed",
+        // The policy follows the seed unless it is given: `fixed` with a seed, `random`
+        // (drawn per run and recorded) without one.
+        let default_policy = if o.given("seed").is_some() {
+            SeedPolicy::Fixed
+        } else {
+            SeedPolicy::Random
         };
-        if fixed && seed_policy == SeedPolicy::Fixed && o.given("seed").is_none() {
+        let seed_policy = self.choice(&o, "seed_policy", default_policy);
+        // Only an explicit `fixed` needs a seed; a broken seed is its own problem.
+        if o.get("seed_policy").is_some_and(|v| v == "fixed") && o.given("seed").is_none() {
             self.push(
                 o.child("seed"),
                 "is required when determinism.seed_policy is \"fixed\" \
-                 (give a seed, or use seed_policy \"random\")",
+                 (give a seed, or leave seed_policy out to draw one per run)",
             );
         }
         Some(Determinism {
@@ -1444,7 +1447,23 @@ mod tests {
 
     #[test]
     fn seed_rules() {
-        let ps = problems(json!({"audio": "a.wav", "start_image": "i.png"}));
+        // No seed: the policy is random (a seed is drawn per run); a seed makes it fixed.
+        let j = ok(json!({"audio": "a.wav", "start_image": "i.png"}));
+        assert_eq!(
+            (j.determinism.seed, j.determinism.seed_policy),
+            (None, SeedPolicy::Random)
+        );
+        let j =
+            ok(json!({"audio": "a.wav", "start_image": "i.png", "determinism": {"seed": null}}));
+        assert_eq!(j.determinism.seed_policy, SeedPolicy::Random);
+        let j = ok(json!({"audio": "a.wav", "start_image": "i.png", "determinism": {"seed": 5}}));
+        assert_eq!(
+            (j.determinism.seed, j.determinism.seed_policy),
+            (Some(5), SeedPolicy::Fixed)
+        );
+        // Only an explicit `fixed` needs a seed.
+        let ps = problems(json!({"audio": "a.wav", "start_image": "i.png",
+            "determinism": {"seed_policy": "fixed"}}));
         assert_eq!(ps.len(), 1);
         assert!(
             ps[0].starts_with("determinism.seed: is required when"),

@@ -5,11 +5,13 @@
 //!   [`loudness`]: EBU R128 measurement, gain and true-peak limiter (no FFmpeg);
 //! - [`picture`]: image loading and the Y'CbCr working form; [`render`]: sub-pixel windows;
 //! - [`video`]: start videos (timestamps, orientation, decoding to [`picture::Planes`]);
-//! - [`encode`]: the one-pass H.264/AAC MP4; [`verify`]: the read-back;
+//! - [`encode`]: the one-pass H.264/AAC MP4; [`clip`]: the lossless clip ComfyUI reads;
+//!   [`verify`]: the read-back;
 //! - [`ffi`]: the native av_log bridge and the few raw libav calls (the only `unsafe`).
 
 pub mod ahead;
 pub mod audio;
+pub mod clip;
 pub mod decode;
 pub mod encode;
 mod ffi;

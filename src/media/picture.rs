@@ -31,6 +31,34 @@ impl Yuv420 {
     }
 }
 
+impl Yuv420 {
+    /// Interleaved 8-bit R'G'B' (`width·height·3` bytes) of this frame: the inverse of the
+    /// BT.709 limited-range conversion, each chroma sample covering its 2×2 block (so that
+    /// converting back and averaging the block gives the chroma sample again), rounded and
+    /// clamped. What a frame the engine renders looks like to a program that reads RGB.
+    pub fn to_rgb8(&self, out: &mut Vec<u8>) {
+        const KR: f32 = 0.2126;
+        const KB: f32 = 0.0722;
+        const KG: f32 = 1.0 - KR - KB;
+        let (w, h) = (self.width as usize, self.height as usize);
+        out.clear();
+        out.reserve(w * h * 3);
+        let q = |v: f32| (v * 255.0).round().clamp(0.0, 255.0) as u8;
+        for y in 0..h {
+            for x in 0..w {
+                let c = (y / 2) * (w / 2) + x / 2;
+                let luma = (f32::from(self.y[y * w + x]) - 16.0) / 219.0;
+                let pb = (f32::from(self.u[c]) - 128.0) / 224.0;
+                let pr = (f32::from(self.v[c]) - 128.0) / 224.0;
+                let r = luma + 1.5748 * pr;
+                let b = luma + 1.8556 * pb;
+                let g = (luma - KR * r - KB * b) / KG;
+                out.extend_from_slice(&[q(r), q(g), q(b)]);
+            }
+        }
+    }
+}
+
 /// A background colour as limited-range BT.709 Y'CbCr.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct YuvColor {
@@ -745,9 +773,58 @@ pub fn load_image(path: &Path, max_pixels: u64, bg: [u8; 3]) -> Result<Planes> {
         .map_err(|e| e.for_path(path))
 }
 
+/// Loads an image as upright RGBA8 (EXIF orientation applied), with the checks of
+/// [`decode_image`].
+pub fn load_rgba8(path: &Path, max_pixels: u64) -> Result<image::RgbaImage> {
+    Ok(decode_image(path, max_pixels)?.img.into_rgba8())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rgb_of_a_frame_converts_back_to_the_same_frame() {
+        // Colours through the BT.709 conversion to 4:2:0 (2×2 blocks of one colour, as the
+        // staged clip's frames are after rendering), to RGB and back.
+        let colours = [
+            [0u8, 0, 0],
+            [255, 255, 255],
+            [200, 150, 120],
+            [10, 240, 30],
+            [90, 20, 250],
+        ];
+        let (w, h) = (2 * colours.len() as u32, 2);
+        let mut f = Yuv420::new(w, h);
+        for (i, c) in colours.iter().enumerate() {
+            let yc = YuvColor::from_rgb(f32::from(c[0]), f32::from(c[1]), f32::from(c[2]));
+            for (x, y) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+                f.y[y * w as usize + 2 * i + x] = yc.y.round() as u8;
+            }
+            f.u[i] = yc.cb.round() as u8;
+            f.v[i] = yc.cr.round() as u8;
+        }
+        let mut rgb = Vec::new();
+        f.to_rgb8(&mut rgb);
+        assert_eq!(rgb.len(), (w * h * 3) as usize);
+        for (i, c) in colours.iter().enumerate() {
+            let px = &rgb[6 * i..6 * i + 3];
+            for k in 0..3 {
+                assert!(
+                    (i32::from(px[k]) - i32::from(c[k])).abs() <= 3,
+                    "{c:?} -> {px:?}"
+                );
+            }
+        }
+        let rgba: Vec<u8> = rgb
+            .chunks(3)
+            .flat_map(|p| [p[0], p[1], p[2], 255])
+            .collect();
+        let back = Planes::from_rgba8(w, h, &rgba, [0; 3]);
+        for (a, b) in back.y.iter().zip(&f.y) {
+            assert!((a - f32::from(*b)).abs() <= 0.6, "{a} vs {b}");
+        }
+    }
 
     #[test]
     fn header_size_reads_the_png_ihdr_and_other_headers_as_they_arrive() {

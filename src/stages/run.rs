@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::job::{Job, SeedPolicy, StartKind};
+use crate::job::{Job, OnNoFace, SeedPolicy, StartKind};
 use crate::media;
 use crate::record::manifest::{
     ErrorRecord, LipsyncSource, Manifest, PhaseStatus, Seeds, StartSource, VideoSourceDetail,
@@ -23,6 +23,8 @@ use crate::record::{EventLog, RunStatus};
 use crate::timeline::Rounding;
 
 use super::compose::Compositor;
+use super::faceprobe::FaceMeta;
+use super::staging::{self, Staged};
 use super::{comfyui, faceprobe, lipsync, prepare};
 
 pub use crate::record::workdir::partial_path;
@@ -445,6 +447,101 @@ fn phase<T>(
     out
 }
 
+/// The `faceprobe` phase (SPEC §6): when the job's ComfyUI workflows lip-sync or zoom (or
+/// name `vidax_faceprobe`), stages the pictures the Wav2Lip graphs get and runs the face check on
+/// them; skipped otherwise. No face with `on_no_face=error` fails the run here
+/// (`COMFYUI_FACE_NOT_FOUND`), before the long GPU job. `--resume` reuses a completed check
+/// whose staged pictures are intact.
+fn face_phase(
+    job: &Job,
+    opts: &RunOptions,
+    prepared: &prepare::Prepared,
+    seed: u64,
+    manifest: &mut Manifest,
+) -> Result<(Option<FaceMeta>, Option<Staged>)> {
+    let workdir = &opts.workdir;
+    if !comfyui::needs_face_check(job, &opts.state_dir) {
+        skip(
+            manifest,
+            opts,
+            "faceprobe",
+            "no lip-sync or motion workflow in ComfyUI (the face check runs only before one)",
+        )?;
+        return Ok((None, None));
+    }
+    let earlier = (opts.resume && manifest.phase_completed("faceprobe"))
+        .then(|| serde_json::from_value::<FaceMeta>(manifest.face_meta.clone()).ok())
+        .flatten();
+    let (meta, staged) = phase(manifest, opts, "faceprobe", |m| {
+        let staged = staging::stage(job, prepared, workdir, opts.resume)?;
+        let rel = |p: &Path| p.strip_prefix(workdir).unwrap_or(p).display().to_string();
+        let staged_file = staged
+            .still
+            .as_ref()
+            .map(|s| &s.0)
+            .or(staged.clip.as_ref().map(|c| &c.0));
+        m.phase_field("faceprobe", "staged", staged_file.map(|p| rel(p)));
+        if let Some(meta) = earlier {
+            tracing::info!(stage = "faceprobe", "resume: the face check already ran");
+            m.phase_field("faceprobe", "reused", true);
+            return Ok((meta, staged));
+        }
+        let input = comfyui::Input {
+            job,
+            prepared,
+            workdir,
+            state_dir: &opts.state_dir,
+            face: None,
+            staged: Some(&staged),
+            seed,
+            run_id: &m.run_id.clone(),
+            progress: opts.progress.clone(),
+            resume: opts.resume,
+        };
+        let meta = match comfyui::face_check(&input, &staged.probes, m)? {
+            comfyui::FaceCheck::Reports(r) => faceprobe::from_reports(r, &staged.probes, workdir),
+            comfyui::FaceCheck::Failed(why) => {
+                tracing::warn!(stage = "faceprobe", "face check failed: {why}");
+                m.add_warning(format!(
+                    "face check: {why}; the size heuristic stands in (face_meta.method: size_heuristic)"
+                ));
+                faceprobe::fallback(&staged, workdir, &why)
+                    .ok_or_else(|| faceprobe::no_face_error(None, &staged, job.start.path()))?
+            }
+        };
+        if meta.source == "comfyui" && meta.report.method != "s3fd" {
+            // The node had no detector and said so: recorded, and said again here.
+            m.add_warning(format!(
+                "face check: VIDAX_FaceProbe used {} ({}): the face box is not a detected face",
+                meta.report.method,
+                meta.report
+                    .fallback_reason
+                    .as_deref()
+                    .unwrap_or("no reason given")
+            ));
+        }
+        m.face_meta = serde_json::to_value(&meta).unwrap_or_default();
+        m.phase_field("faceprobe", "method", meta.report.method.clone());
+        m.phase_field("faceprobe", "found", meta.found());
+        faceprobe::write(&meta, workdir)?;
+        m.phase_field("faceprobe", "face_meta", "faceprobe/face_meta.json");
+        // No face fails the run only where a lip-sync was asked for; the zoom alone then
+        // centres on the picture.
+        if !meta.found()
+            && job.comfyui.wav2lip.on_no_face == OnNoFace::Error
+            && comfyui::lipsyncs(job, &opts.state_dir)
+        {
+            return Err(faceprobe::no_face_error(
+                Some(&meta),
+                &staged,
+                job.start.path(),
+            ));
+        }
+        Ok((meta, staged))
+    })?;
+    Ok((Some(meta), Some(staged)))
+}
+
 fn skip(m: &mut Manifest, opts: &RunOptions, name: &str, reason: &str) -> Result<()> {
     m.phase_field(name, "reason", reason);
     m.phase_end(name, PhaseStatus::Skipped);
@@ -494,26 +591,12 @@ fn run_phases(
     };
 
     let is_image = matches!(job.start, StartKind::Image(_));
-    let ids = comfyui::workflow_ids(job);
-    let face = if job.comfyui.enable && is_image && ids.iter().any(|i| i == comfyui::FACEPROBE) {
-        let meta = phase(manifest, opts, "faceprobe", |m| {
-            let meta =
-                faceprobe::faceprobe(job.start.path(), job.limits.max_image_pixels, workdir)?;
-            m.face_meta = meta.to_json();
-            m.phase_field("faceprobe", "face_meta", "faceprobe/face_meta.json");
-            Ok(meta)
-        })?;
-        Some(meta)
-    } else {
-        skip(
-            manifest,
-            opts,
-            "faceprobe",
-            "only for a start image whose workflows include vidax_faceprobe",
-        )?;
-        None
-    };
-    let centre = face.map(|f| f.centre);
+    let (face, staged) = face_phase(job, opts, &prepared, seed.unwrap_or(0), manifest)?;
+    // The local motion fallback zooms about the face found, in the start image's pixels.
+    let centre = face
+        .as_ref()
+        .filter(|f| f.found())
+        .and_then(|f| f.centre_in(prepared.source_size));
     let mut comfy = comfyui::Outcome::default();
     if job.comfyui.enable {
         comfy = phase(manifest, opts, "comfyui", |m| {
@@ -522,7 +605,8 @@ fn run_phases(
                 prepared: &prepared,
                 workdir,
                 state_dir: &opts.state_dir,
-                face,
+                face: face.as_ref(),
+                staged: staged.as_ref(),
                 seed: seed.unwrap_or(0),
                 run_id: &m.run_id.clone(),
                 progress: opts.progress.clone(),
@@ -599,7 +683,21 @@ fn run_phases(
         }
     }
     // The motion fallback renders a start image only; a start video is shown without zoom.
-    if is_image && visual.is_none() {
+    // Frames of the lip-synced still get the same zoom in the render.
+    if let Some(comfyui::Visual::Frames {
+        zoom: Some(z),
+        count,
+        ..
+    }) = &visual
+    {
+        manifest.motion_meta = serde_json::json!({
+            "source": "local", "over": "comfyui frames", "workflow_id": comfy.workflow_id,
+            "mode": job.motion.mode, "strength": job.motion.strength,
+            "frame_count": count, "fps": prepared.frames.fps.to_string(),
+            "centre": z.centre.map(|c| [c.0, c.1]),
+            "renderer": "vidax sub-pixel window resampler",
+        });
+    } else if is_image && visual.is_none() {
         manifest.motion_meta = local_motion_meta(job, &prepared, centre);
     } else if !is_image {
         manifest.motion_meta = serde_json::Value::Null;
@@ -727,6 +825,8 @@ fn finalize(
         _ => Error::at_path(ErrorKind::Internal, final_path, e),
     })?;
     let _ = std::fs::remove_file(partial);
+    // The read-back was of the temporary file; the record names the file it now is.
+    m.verify["file"] = final_path.display().to_string().into();
     m.final_path = Some(final_path.to_path_buf());
     Ok(())
 }

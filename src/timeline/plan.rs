@@ -228,6 +228,17 @@ impl FramePlan {
         self.target_frames.saturating_sub(self.hold_frames)
     }
 
+    /// The samples (at `rate`) that frame `i` covers: from `floor(i·rate/fps)` up to
+    /// `floor((i+1)·rate/fps)`, half-open. Consecutive frames' ranges tile the programme.
+    pub fn frame_samples(&self, i: u64, rate: u32) -> Range<u64> {
+        let at = |k: u64| {
+            let q = (u128::from(k) * u128::from(rate) * u128::from(self.fps.den()))
+                / u128::from(self.fps.num().max(1));
+            u64::try_from(q).unwrap_or(u64::MAX)
+        };
+        at(i)..at(i.saturating_add(1))
+    }
+
     /// The source of output frame `i`: `Main(i)` for `i < main_frames()`, else the end hold.
     /// Indices past the picture get the last frame's source (the picture holds its end).
     pub fn source(&self, i: u64) -> FrameSource {
@@ -347,6 +358,25 @@ mod tests {
         (60000, 1001),
         (60, 1),
     ];
+
+    #[test]
+    fn frame_sample_ranges_tile_the_programme() {
+        let plan = FramePlan {
+            fps: r(30000, 1001),
+            target_frames: 100,
+            hold_frames: 0,
+        };
+        // 48000 Hz at 30000/1001 fps: 1601.6 samples per frame.
+        assert_eq!(plan.frame_samples(0, 48_000), 0..1601);
+        assert_eq!(plan.frame_samples(1, 48_000), 1601..3203);
+        let mut end = 0;
+        for i in 0..100 {
+            let s = plan.frame_samples(i, 48_000);
+            assert_eq!(s.start, end);
+            end = s.end;
+        }
+        assert_eq!(end, 160_160);
+    }
 
     #[test]
     fn samples_for_rounds_as_named() {
