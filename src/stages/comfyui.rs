@@ -500,7 +500,7 @@ async fn connect<'a>(
     let checks = futures_util::future::join_all(clients.iter().map(|c| {
         tokio::time::timeout_at(
             deadline.min(Instant::now() + client::REQUEST_TIMEOUT),
-            c.health(),
+            crate::interrupt::unless_stopped(c.health()),
         )
     }))
     .await;
@@ -624,7 +624,9 @@ fn run_blocking(input: &Input, m: &mut Manifest) -> Result<Outcome> {
             rec(m).action = Some("no workflow for this job: nothing asked of ComfyUI".into());
             return Ok(Outcome::default());
         }
-        match tokio::time::timeout_at(deadline, runner.run_all(&workflows, m)).await {
+        // A stop (SIGINT/SIGTERM, the supervisor) ends every wait of the stage at once.
+        let waits = crate::interrupt::unless_stopped(runner.run_all(&workflows, m));
+        match tokio::time::timeout_at(deadline, waits).await {
             Ok(r) => {
                 runner.record(m);
                 r
@@ -667,7 +669,8 @@ fn face_check_blocking(
         if let Some(e) = over {
             return Ok(FaceCheck::Failed(e.message));
         }
-        let r = tokio::time::timeout_at(deadline, runner.face_check(probes)).await;
+        let waits = crate::interrupt::unless_stopped(runner.face_check(probes));
+        let r = tokio::time::timeout_at(deadline, waits).await;
         m.phase_field("faceprobe", "prompt_ids", json!(runner.prompt_ids));
         m.phase_field(
             "faceprobe",
