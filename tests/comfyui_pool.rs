@@ -111,9 +111,11 @@ fn chunk_starts(srv: &Server) -> Vec<u64> {
     v
 }
 
+/// A server that runs one prompt at a time (as ComfyUI does), each for `run_ms`.
 fn slow(run_ms: u64) -> Config {
     Config {
         run_ms,
+        serial: true,
         ..Config::default()
     }
 }
@@ -163,13 +165,21 @@ fn two_servers_share_the_chunks_by_queue_depth_and_the_faster_takes_more() {
     // Each chunk ran once, on one server (no retry was needed), and the record says where.
     let mut all: Vec<u64> = f.iter().chain(&s).copied().collect();
     all.sort_unstable();
-    let starts: Vec<u64> = chunks.iter().map(|c| c["start"].as_u64().unwrap()).collect();
+    let starts: Vec<u64> = chunks
+        .iter()
+        .map(|c| c["start"].as_u64().unwrap())
+        .collect();
     assert_eq!(all, starts);
     assert_eq!(delivered_by(&chunks, &fast.url), f.len());
     assert_eq!(delivered_by(&chunks, &slow.url), s.len());
     assert!(fast.max_executions() <= 1 && slow.max_executions() <= 1);
     // Several in flight at once: the slow server held two of ours (one running, one queued).
-    assert_eq!(slow.state.max_queued.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(
+        slow.state
+            .max_queued
+            .load(std::sync::atomic::Ordering::SeqCst),
+        2
+    );
     let eps = m["comfyui"]["endpoints"].as_array().unwrap();
     assert_eq!(eps.len(), 2);
     assert_eq!(eps[0]["url"], fast.url.as_str());
@@ -240,9 +250,8 @@ fn a_server_killed_mid_run_has_its_chunks_redone_elsewhere() {
     let sb = Sandbox::new();
     // It takes the face check and two chunks, then dies before either chunk finishes.
     let dying = Server::start(Config {
-        run_ms: 300,
         die_after_posts: Some(3),
-        ..Config::default()
+        ..slow(300)
     });
     let other = Server::start(slow(20));
     let job = job(&sb, json!([dying.url, other.url]), json!({}));
@@ -326,8 +335,14 @@ fn resume_after_an_interruption_submits_only_the_missing_chunks() {
         if m.as_ref().is_some_and(|m| completed(m).len() >= 3) {
             break;
         }
-        assert!(t0.elapsed().as_secs() < 120, "the run never got three chunks done");
-        assert!(child.try_wait().unwrap().is_none(), "the run ended too early");
+        assert!(
+            t0.elapsed().as_secs() < 120,
+            "the run never got three chunks done"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended too early"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     child.kill().unwrap();

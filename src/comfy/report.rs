@@ -365,7 +365,11 @@ mod tests {
         assert_eq!(t.frames, 3);
         assert_eq!(
             t.outcome,
-            [FrameOutcome::Silent, FrameOutcome::Synced, FrameOutcome::NoFace]
+            [
+                FrameOutcome::Silent,
+                FrameOutcome::Synced,
+                FrameOutcome::NoFace
+            ]
         );
         assert_eq!(t.boxes, [None, Some([5, 6, 7, 8]), None]);
         assert_eq!((t.synced, t.silent, t.no_face), (1, 1, 1));

@@ -491,7 +491,9 @@ impl Walk {
                 let mut out = Vec::new();
                 for (i, v) in a.iter().enumerate() {
                     match v {
-                        Value::String(s) => out.push((format!("{path}[{i}]"), s.trim().to_string())),
+                        Value::String(s) => {
+                            out.push((format!("{path}[{i}]"), s.trim().to_string()))
+                        }
                         other => self.push(
                             format!("{path}[{i}]"),
                             format!("must be a string (got {})", kind(other)),
@@ -507,7 +509,10 @@ impl Walk {
             Some(other) => {
                 self.push(
                     path,
-                    format!("must be a string or an array of strings (got {})", kind(other)),
+                    format!(
+                        "must be a string or an array of strings (got {})",
+                        kind(other)
+                    ),
                 );
                 return default.to_vec();
             }
@@ -516,10 +521,10 @@ impl Walk {
         for (at, u) in listed {
             if let Err(m) = check_url(&u) {
                 self.push(at, m);
-            } else if out
-                .iter()
-                .any(|x| x.trim_end_matches('/').eq_ignore_ascii_case(u.trim_end_matches('/')))
-            {
+            } else if out.iter().any(|x| {
+                x.trim_end_matches('/')
+                    .eq_ignore_ascii_case(u.trim_end_matches('/'))
+            }) {
                 self.push(at, format!("lists {} twice", quoted(&u)));
             } else {
                 out.push(u);

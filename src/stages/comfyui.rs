@@ -1076,8 +1076,10 @@ impl Runner<'_> {
             }
             .into(),
         );
-        r.outputs
-            .insert(w.id.clone(), wr.video.clone().unwrap_or_else(|| dir.clone()));
+        r.outputs.insert(
+            w.id.clone(),
+            wr.video.clone().unwrap_or_else(|| dir.clone()),
+        );
         if let Kind::Motion = w.kind {
             m.motion_meta = json!({
                 "source": "comfyui", "workflow_id": w.id, "frames_dir": dir,
@@ -1346,7 +1348,10 @@ impl Runner<'_> {
         if sink.video.is_none() && sink.received != main {
             return Err(Degraded {
                 reason: ErrorKind::ComfyuiOutputsMissing.code(),
-                message: format!("workflow {}: received {} of {main} frames", w.id, sink.received),
+                message: format!(
+                    "workflow {}: received {} of {main} frames",
+                    w.id, sink.received
+                ),
                 details: Value::Null,
             });
         }
@@ -1379,8 +1384,11 @@ impl Runner<'_> {
             let Some(pc) = prev.chunks.get(ci) else {
                 continue;
             };
-            let on_disk = (0..c.frames)
-                .all(|k| sink.dir.join(format!("{:06}.png", c.start + k + 1)).is_file());
+            let on_disk = (0..c.frames).all(|k| {
+                sink.dir
+                    .join(format!("{:06}.png", c.start + k + 1))
+                    .is_file()
+            });
             if pc.status != "completed" || pc.start != c.start || pc.frames != c.frames || !on_disk
             {
                 continue;
@@ -1736,10 +1744,7 @@ impl Runner<'_> {
                 ) {
                     return Err(Degraded {
                         reason: ErrorKind::ComfyuiOutputsMissing.code(),
-                        message: format!(
-                            "workflow {} ({label}): video output {}",
-                            w.id, e.message
-                        ),
+                        message: format!("workflow {} ({label}): video output {}", w.id, e.message),
                         details: summary,
                     });
                 }
