@@ -195,6 +195,28 @@ fn two_servers_share_the_chunks_by_queue_depth_and_the_faster_takes_more() {
 }
 
 #[test]
+fn a_server_whose_queue_is_long_with_other_work_gets_the_first_chunks_last() {
+    let sb = Sandbox::new();
+    // The first of the pool, and faster, but five prompts of someone else wait there.
+    let busy = Server::start(Config {
+        foreign_queue: 5,
+        ..slow(20)
+    });
+    let idle = Server::start(slow(100));
+    let job = job(&sb, json!([busy.url, idle.url]), json!({}));
+    let wd = sb.join("run");
+    let out = run(&sb, &job, &wd, false);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let m = manifest(&wd);
+    let chunks = assert_chunks_cover(&m, main_frames(&m));
+    // The shortest queue first: the first two chunks went to the idle server.
+    assert_eq!(chunks[0]["endpoint"], idle.url.as_str(), "{chunks:?}");
+    assert_eq!(chunks[1]["endpoint"], idle.url.as_str(), "{chunks:?}");
+    assert_eq!(chunk_starts(&idle)[..2], [0, 3]);
+    assert_final_in_order(&wd);
+}
+
+#[test]
 fn three_servers_a_comma_separated_url_and_one_that_is_down() {
     let sb = Sandbox::new();
     let fast = Server::start(slow(10));

@@ -94,6 +94,9 @@ pub struct Config {
     /// One prompt executes at a time, as in ComfyUI (one GPU): the others wait in the queue
     /// (`queue_pending`). Off: every prompt runs at once.
     pub serial: bool,
+    /// `/queue` lists this many prompts of another client as pending (other users' load;
+    /// they never run).
+    pub foreign_queue: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -1027,9 +1030,14 @@ async fn queue(State(s): State<Arc<ServerState>>) -> Json<Value> {
     // Serial: the one executing runs, the others wait; otherwise all run.
     let (running, pending): (Vec<_>, Vec<_>) =
         waiting.partition(|(id, _)| !s.cfg.serial || now.as_deref() == Some(id.as_str()));
+    let mut pending: Vec<Value> = pending.into_iter().map(item).collect();
+    for k in 0..s.cfg.foreign_queue {
+        let id = format!("{k:08x}-f0f0-4000-8000-000000000000");
+        pending.push(json!([1000 + k, id, {}, {"client_id": "someone-else"}, []]));
+    }
     Json(json!({
         "queue_running": running.into_iter().map(item).collect::<Vec<_>>(),
-        "queue_pending": pending.into_iter().map(item).collect::<Vec<_>>(),
+        "queue_pending": pending,
     }))
 }
 
