@@ -453,7 +453,7 @@ fn write_speech(path: &Path, seconds: f64) -> Result<()> {
 
 /// A ComfyUI-like frames folder: `count` PNGs (`000001.png`…) of the start picture with a
 /// moving mouth and film grain, so that they compress and decode like photographs.
-fn write_frames(dir: &Path, w: u32, h: u32, count: u64) -> Result<()> {
+pub(crate) fn write_frames(dir: &Path, w: u32, h: u32, count: u64) -> Result<()> {
     use image::codecs::png::{CompressionType, FilterType, PngEncoder};
     std::fs::create_dir_all(dir).at(ErrorKind::Internal, dir)?;
     if frame_count(dir) >= count {

@@ -14,6 +14,7 @@ pub mod encode;
 mod ffi;
 pub(crate) use ffi::{open_input, open_output};
 pub mod picture;
+pub mod pngread;
 pub mod probe;
 pub mod render;
 pub mod resample;
