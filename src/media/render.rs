@@ -549,6 +549,12 @@ fn bilinear_plane(
     }
 }
 
+/// The least shrink of the source worth its resampling: a source that the tightest window
+/// would minify by less (a picture staged for ComfyUI at the size the zoom needs, rounded up
+/// to whole pixels) is kept as it is, and the bilinear fast path minifies it that little
+/// (its widest window stays within [`BILINEAR_MAX_STEP`] for every zoom strength up to 0.23).
+const PRESCALE_MIN: f64 = 1.01;
+
 /// Renders windows of one source picture into 4:2:0 frames.
 ///
 /// The source is kept in a working form chosen once: luma at a resolution where the tightest
@@ -679,8 +685,9 @@ impl Renderer {
     pub fn set_source(&mut self, src: &Planes, min_window_w: f64) {
         let (sw, sh) = (src.width as usize, src.height as usize);
         let factor = (min_window_w / f64::from(self.out_w)).max(1.0);
+        let factor = if factor > PRESCALE_MIN { factor } else { 1.0 };
         let bg = self.bg;
-        (self.luma_w, self.luma_h) = if factor > 1.0 + 1e-9 {
+        (self.luma_w, self.luma_h) = if factor > PRESCALE_MIN {
             shrink_into(
                 &src.y,
                 sw,
@@ -746,7 +753,8 @@ impl Renderer {
     /// float rounding.
     pub fn set_source_rgb8(&mut self, px: &Rgb8, bg: [u8; 3], min_window_w: f64) {
         let factor = (min_window_w / f64::from(self.out_w)).max(1.0);
-        if factor > 1.0 + 1e-9 {
+        let factor = if factor > PRESCALE_MIN { factor } else { 1.0 };
+        if factor > PRESCALE_MIN {
             let mut planes = std::mem::take(&mut self.work.planes);
             planes.fill_from_rgb8(px, bg);
             self.set_source(&planes, min_window_w);

@@ -542,6 +542,7 @@ mod timing {
                     w.parse().unwrap(),
                     h.parse().unwrap(),
                     12,
+                    None,
                 )
                 .unwrap();
                 (tmp.path().to_path_buf(), 12)
