@@ -18,6 +18,7 @@ pub mod error;
 pub mod install;
 pub mod job;
 pub mod media;
+pub mod progress;
 pub mod record;
 pub mod stages;
 pub mod timeline;

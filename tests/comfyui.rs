@@ -148,16 +148,17 @@ fn produce_takes_the_main_segment_from_comfyui_frames_in_order_and_holds_the_end
     assert_eq!(count_video_frames(&final_path), target);
     let frames = frames_of(&final_path);
     assert_eq!(frames.len() as u64, target);
+    // The lip-synced still's frames, zoomed by the engine (the barcode survives a 10 % zoom).
     for (i, (index, tag)) in frames.iter().enumerate() {
         if (i as u64) < main {
             assert_eq!(*index, i as u64, "frame {i} shows ComfyUI frame {index}");
-            assert!(close(*tag, Tag::MouthBlend.colour()), "frame {i}: {tag:?}");
+            assert!(close(*tag, Tag::Wav2Lip.colour()), "frame {i}: {tag:?}");
         } else {
             assert!(close(*tag, END), "hold frame {i}: {tag:?}");
         }
     }
     let c = &m["comfyui"];
-    assert_eq!(c["workflow_id"], "vidax_lipsync_mouthblend");
+    assert_eq!(c["workflow_id"], "vidax_wav2lip_image_audio");
     assert!(c["prompt_id"].as_str().is_some_and(|p| p.len() == 36));
     assert_eq!(c["chunk_count"], 1);
     assert_eq!(c["chunk_size"], main);
@@ -174,41 +175,66 @@ fn produce_takes_the_main_segment_from_comfyui_frames_in_order_and_holds_the_end
         ),
         (
             Some("start_image"),
-            Some("vidax_lipsync_mouthblend"),
+            Some("vidax_wav2lip_image_audio"),
             Some("frames"),
             Some("inside_comfy"),
             Some(false)
         )
     );
+    // The face from the face check (the server's detector: the centre half), not from the
+    // image size; the engine zooms about its centre.
+    let f = &m["face_meta"];
+    assert_eq!(f["face_box"], json!({"x": 16, "y": 12, "w": 32, "h": 24}));
     assert_eq!(
-        m["face_meta"]["face_box"],
-        json!({"x": 8, "y": 0, "w": 48, "h": 48})
+        (&f["method"], &f["source"]),
+        (&json!("s3fd"), &json!("comfyui"))
     );
     assert!(wd.join("faceprobe/face_meta.json").is_file());
     assert!(wd.join("faceprobe/debug/face_crop.png").is_file());
-    assert_eq!(m["motion_meta"]["source"], "comfyui");
-    assert_eq!(m["lipsync_meta"]["where"], "inside_comfy");
-    // Motion and mouth-blend frames on disk, one per main frame; graphs and histories saved.
-    for d in ["motion/frames", "mouthblend/frames"] {
-        assert!(wd.join(d).join(format!("{main:06}.png")).is_file(), "{d}");
-        assert!(
-            !wd.join(d).join(format!("{:06}.png", main + 1)).exists(),
-            "{d}"
-        );
+    assert_eq!(m["phases"]["faceprobe"]["status"], "completed");
+    assert_eq!(
+        (&m["motion_meta"]["source"], &m["motion_meta"]["centre"]),
+        (&json!("local"), &json!([32.0, 24.0]))
+    );
+    // The node's report and vidax's own check.
+    let l = &m["lipsync_meta"];
+    assert_eq!(l["where"], "inside_comfy");
+    assert_eq!(l["workflow_id"], "vidax_wav2lip_image_audio");
+    assert_eq!(
+        (&l["report"], &l["synced"], &l["frames_sent"]),
+        (&json!("node"), &json!(main), &json!(main))
+    );
+    assert_eq!(l["box_summary"]["x1"], json!([16, 16]));
+    // 0.5 s of silence, then 1 s of tone: main frames 12..=37 (each [j/25, (j+1)/25) s)
+    // have sound.
+    assert_eq!(l["check"]["speech_frames"], 26);
+    assert_eq!(l["check"]["frames_changed"], 26);
+    assert_eq!(l["check"]["regions"]["reported_box"], 26);
+    assert_eq!(l["verdict"], "lip_synced");
+    assert!(wd.join(l["report_file"].as_str().unwrap()).is_file());
+    for d in ["frames", "comfyui/staged"] {
+        assert!(wd.join(d).is_dir(), "{d}");
     }
+    assert!(wd.join(format!("frames/{main:06}.png")).is_file());
+    assert!(!wd.join(format!("frames/{:06}.png", main + 1)).exists());
     for f in [
-        "vidax_motion_chunks.graph.json",
-        "vidax_lipsync_mouthblend.history.json",
+        "vidax_facecheck.graph.json",
+        "vidax_facecheck.history.json",
+        "vidax_wav2lip_image_audio.history.json",
     ] {
         assert!(wd.join("comfyui").join(f).is_file(), "{f}");
     }
-    // ComfyUI was asked for the main segment only, with the uploaded inputs' names.
+    // The face check first, then the lip-sync of the staged still for the main segment only.
     let graphs = srv.graphs();
     assert_eq!(graphs.len(), 2);
-    let blend = &graphs[1];
-    assert_eq!(blend["4"]["inputs"]["amount"], main);
-    assert_eq!(blend["6"]["class_type"], "VIDAX_Wav2Lip");
-    assert_eq!(blend["7"]["inputs"]["mouth_w"], 24);
+    assert_eq!(graphs[0]["2"]["class_type"], "VIDAX_FaceProbe");
+    let sync = &graphs[1];
+    assert_eq!(sync["2"]["inputs"]["amount"], main);
+    assert_eq!(sync["4"]["class_type"], "VIDAX_Wav2Lip");
+    assert_eq!(
+        graphs[0]["1"]["inputs"]["image"],
+        sync["1"]["inputs"]["image"]
+    );
     let uploads: Vec<String> = srv.state.uploads.lock().unwrap().keys().cloned().collect();
     assert!(
         uploads
@@ -219,7 +245,7 @@ fn produce_takes_the_main_segment_from_comfyui_frames_in_order_and_holds_the_end
     assert!(
         uploads
             .iter()
-            .any(|n| n.starts_with("vidax_start_") && n.ends_with(".png")),
+            .any(|n| n.starts_with("vidax_still_") && n.ends_with(".png")),
         "{uploads:?}"
     );
     assert_eq!(srv.max_executions(), 1);
@@ -305,10 +331,19 @@ fn a_dropped_first_post_is_looked_up_not_submitted_twice() {
         json!({}),
     );
     assert!(r.out.status.success(), "{}", stderr_of(&r.out));
-    assert_eq!(r.srv.posts(), 1, "the prompt was posted once");
+    // The first POST is the face check's: its answer is lost, it is not posted again.
+    assert_eq!(r.srv.posts(), 2, "each graph was posted once");
     assert_eq!(r.srv.max_executions(), 1);
     let m = manifest(&r.wd);
     assert_eq!(m["video_source_detail"]["degraded"], false);
+    assert_eq!(
+        m["phases"]["faceprobe"]["prompt_ids"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(m["face_meta"]["method"], "s3fd");
     assert_eq!(m["comfyui"]["prompt_ids"].as_array().unwrap().len(), 1);
     // The answer really was lost, and the client looked instead of posting again.
     let log = std::fs::read_to_string(r.wd.join("logs/events.jsonl")).unwrap();
@@ -326,10 +361,12 @@ fn a_prompt_that_vanishes_from_the_queue_is_retried_under_a_new_id() {
         json!({}),
     );
     assert!(r.out.status.success(), "{}", stderr_of(&r.out));
-    assert_eq!(r.srv.posts(), 2);
+    // The first prompt (the face check) vanishes and is posted again; then the lip-sync.
+    assert_eq!(r.srv.posts(), 3);
     assert_eq!(r.srv.max_executions(), 1);
     let m = manifest(&r.wd);
-    let attempts = m["comfyui"]["attempts"].as_array().unwrap();
+    assert_eq!(m["comfyui"]["attempts"].as_array().unwrap().len(), 1);
+    let attempts = m["phases"]["faceprobe"]["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 2);
     assert!(
         attempts[0]["result"].as_str().unwrap().contains("vanished"),
@@ -407,8 +444,14 @@ fn a_run_time_error_degrades_to_the_motion_frames_and_logs_the_history() {
         runtime_error_class: Some("VIDAX_Wav2Lip".into()),
         ..Config::default()
     });
+    // The seed's workflows stay selectable: face check, motion chunks, mouth blend.
+    let job = job(
+        &sb,
+        &srv,
+        json!({"workflow_ids": ["vidax_faceprobe", "vidax_motion_chunks", "vidax_lipsync_mouthblend"]}),
+    );
     let wd = sb.join("run");
-    let out = produce(&sb, &srv, &wd);
+    let out = run(&sb, &job, &wd, false);
     assert!(out.status.success(), "{}", stderr_of(&out));
     let m = manifest(&wd);
     assert_degraded(&m, "COMFYUI_BAD_RESPONSE");
@@ -434,7 +477,7 @@ fn a_run_time_error_degrades_to_the_motion_frames_and_logs_the_history() {
         "vidax_motion_chunks"
     );
     let (main, _) = main_and_hold(&m);
-    let frames = frames_of(&wd.join("fertig.mp4"));
+    let frames = frames_of(&wd.join("final.mp4"));
     for (i, (index, tag)) in frames.iter().take(main as usize).enumerate() {
         assert_eq!(*index, i as u64);
         assert!(close(*tag, Tag::Motion.colour()), "frame {i}: {tag:?}");
@@ -465,7 +508,7 @@ fn a_missing_node_is_named_before_anything_is_submitted() {
         .as_str()
         .unwrap()
         .contains("VIDAX_Wav2Lip not installed: run va install, then restart ComfyUI"));
-    // The motion graph ran; the mouth-blend graph was never posted.
+    // Only the face check was posted; the lip-sync graph was stopped by the preflight.
     assert_eq!(srv.posts(), 1);
     assert!(stderr_of(&out).contains("finished degraded"));
 }
@@ -573,12 +616,12 @@ fn resume_after_a_failed_encode_reuses_the_fetched_frames() {
     let sb = Sandbox::new();
     let srv = Server::start(Config::default());
     let job_path = job(&sb, &srv, json!({}));
-    // An end image whose header is fine but whose pixels are cut off: the preflight (header
-    // only) passes, the encode fails when it decodes the picture.
-    let end = sb.join("end.png");
-    let good = std::fs::read(&end).unwrap();
-    std::fs::write(&end, &good[..good.len() - 20]).unwrap();
+    // The encode cannot write its output (a folder where its partial file goes), after
+    // ComfyUI's part completed. (A cut-off end image no longer gets this far: the preflight
+    // decodes the pictures, issue 15.)
     let wd = sb.join("run");
+    let blocker = wd.join(".final.mp4.partial");
+    std::fs::create_dir_all(&blocker).unwrap();
     let out = run(&sb, &job_path, &wd, false);
     assert!(!out.status.success());
     let m = manifest(&wd);
@@ -591,28 +634,39 @@ fn resume_after_a_failed_encode_reuses_the_fetched_frames() {
     );
     let posts = srv.posts();
     assert_eq!(posts, 2);
-    std::fs::write(&end, &good).unwrap();
+    std::fs::remove_dir(&blocker).unwrap();
     let out = run(&sb, &job_path, &wd, true);
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert_eq!(srv.posts(), posts, "ComfyUI was not asked again");
     let m = manifest(&wd);
     assert_eq!(
-        m["comfyui"]["workflows"]["vidax_lipsync_mouthblend"]["reused"],
+        m["comfyui"]["workflows"]["vidax_wav2lip_image_audio"]["reused"],
         true
     );
+    // The face check of the first attempt stands, and so does its lip-sync record.
+    assert_eq!(m["phases"]["faceprobe"]["reused"], true);
+    assert_eq!(m["face_meta"]["method"], "s3fd");
+    assert_eq!(m["lipsync_meta"]["verdict"], "lip_synced");
     assert_eq!(
         m["comfyui"]["prompt_ids"].as_array().unwrap().len(),
-        2,
+        1,
         "kept from the first attempt"
     );
-    assert_eq!(m["comfyui"]["workflow_id"], "vidax_lipsync_mouthblend");
+    assert_eq!(
+        m["phases"]["faceprobe"]["prompt_ids"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(m["comfyui"]["workflow_id"], "vidax_wav2lip_image_audio");
     assert_eq!(m["video_source_detail"]["lipsync"], "inside_comfy");
     let (main, _) = main_and_hold(&m);
     let frames = frames_of(&wd.join("final.mp4"));
     for (i, (index, tag)) in frames.iter().enumerate() {
         if (i as u64) < main {
             assert_eq!(*index, i as u64);
-            assert!(close(*tag, Tag::MouthBlend.colour()));
+            assert!(close(*tag, Tag::Wav2Lip.colour()));
         } else {
             assert!(close(*tag, END));
         }
@@ -658,8 +712,16 @@ fn an_external_command_provider_makes_the_main_segment() {
     assert_eq!(m["video_source_detail"]["degraded"], false);
     assert_eq!(m["lipsync_meta"]["status"], "completed");
     assert!(wd.join("lipsync/output.mp4").is_file());
-    // No lip-sync graph in ComfyUI: the motion chunks are the base video the provider got.
+    // No lip-sync graph in ComfyUI: the motion chunks are the base video the provider got,
+    // zoomed about the face the face check found (the server's: the centre half).
     assert_eq!(m["comfyui"]["workflow_ids"], json!(["vidax_motion_chunks"]));
+    let graphs = srv.graphs();
+    assert_eq!(graphs[0]["2"]["class_type"], "VIDAX_FaceProbe");
+    let motion = &graphs[1]["2"]["inputs"];
+    assert_eq!(
+        (&motion["centre_x"], &motion["centre_y"]),
+        (&json!(32.0), &json!(24.0))
+    );
     let (main, _) = main_and_hold(&m);
     let frames = frames_of(&wd.join("final.mp4"));
     for (i, (index, tag)) in frames.iter().take(main as usize).enumerate() {
@@ -742,23 +804,70 @@ fn a_start_video_goes_through_vhs_loadvideo_and_wav2lip_frame_for_frame() {
     assert!(out.status.success(), "{}", stderr_of(&out));
     let m = manifest(&wd);
     let (main, _) = main_and_hold(&m);
-    let g = &srv.graphs()[0];
+    let graphs = srv.graphs();
+    assert_eq!(graphs.len(), 2);
+    // The face check over the first, middle and last main frame.
+    let check = graphs[0].as_object().unwrap();
+    assert_eq!(check.len(), 6);
+    assert!(graphs[0]["5"]["inputs"]["image"]
+        .as_str()
+        .unwrap()
+        .starts_with("vidax_frame_"));
+    let probes: Vec<&Value> = m["face_meta"]["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
+    assert_eq!(
+        probes
+            .iter()
+            .map(|p| p["frame"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [0, main / 2, main - 1]
+    );
+    // The staged clip of exactly the main segment, read at its own rate and size.
+    let g = &graphs[1];
     let load = &g["1"]["inputs"];
     assert_eq!(g["1"]["class_type"], "VHS_LoadVideo");
-    assert_eq!(load["frame_load_cap"], main);
     assert_eq!(
         (
-            load["custom_width"].as_u64(),
-            load["custom_height"].as_u64()
+            &load["force_rate"],
+            &load["custom_width"],
+            &load["custom_height"]
         ),
-        (Some(64), Some(48))
+        (&json!(0), &json!(0), &json!(0))
     );
-    assert_eq!(load["force_rate"], 25.0);
-    assert!(load["video"].as_str().unwrap().starts_with("vidax_start_"));
+    assert_eq!(
+        (&load["frame_load_cap"], &load["skip_first_frames"]),
+        (&json!(main), &json!(0))
+    );
+    let name = load["video"].as_str().unwrap();
+    assert!(
+        name.starts_with("vidax_clip_") && name.ends_with(".mov"),
+        "{name}"
+    );
+    assert_eq!(
+        *srv.state.video_frames.lock().unwrap(),
+        [(0..main).collect::<Vec<u64>>()],
+        "ComfyUI got the start video's frames 0..main in order"
+    );
     let v = &m["video_source_detail"];
     assert_eq!(v["start_source"], "start_video");
     assert_eq!(v["comfyui_workflow_id"], "vidax_wav2lip_video_audio");
     assert_eq!(v["lipsync"], "inside_comfy");
+    assert_eq!(v["degraded"], false);
+    let l = &m["lipsync_meta"];
+    assert_eq!(
+        (&l["workflow_id"], &l["report"], &l["synced"], &l["verdict"]),
+        (
+            &json!("vidax_wav2lip_video_audio"),
+            &json!("node"),
+            &json!(main),
+            &json!("lip_synced")
+        )
+    );
+    assert_eq!(l["check"]["frames_changed"], l["check"]["speech_frames"]);
+    assert_eq!(l["check"]["speech_frames"], 26);
     for (i, (index, tag)) in frames_of(&wd.join("final.mp4")).iter().enumerate() {
         if (i as u64) < main {
             assert_eq!(*index, i as u64);
@@ -767,6 +876,328 @@ fn a_start_video_goes_through_vhs_loadvideo_and_wav2lip_frame_for_frame() {
             assert!(close(*tag, END), "hold frame {i}");
         }
     }
+}
+
+/// A `frames`-frame 64×48 clip at 25 fps whose frame `k` carries barcode `k`.
+fn barcode_clip(sb: &Sandbox, frames: u64) -> PathBuf {
+    let clip = sb.join("clip.mp4");
+    let pngs: Vec<Vec<u8>> = (0..frames)
+        .map(|k| comfy_server::frame_png(k, W, H, Tag::Still))
+        .collect();
+    std::fs::write(&clip, comfy_server::mp4_of(&pngs, 25.0)).unwrap();
+    clip
+}
+
+#[test]
+fn a_short_start_video_reaches_comfyui_extended_by_pingpong_frame_for_frame() {
+    // A 3-frame clip and 1.6 s of speech: 40 main frames, the clip played 0 1 2 1 0 1 2 1 …
+    let sb = Sandbox::new();
+    let srv = Server::start(Config::default());
+    let audio = sb.join("voice.wav");
+    write_wav(&audio, 16_000, 1, 25_600);
+    let clip = barcode_clip(&sb, 3);
+    let job = sb.write_job(
+        "job.json",
+        &json!({
+            "audio": audio, "start_video": clip,
+            "video": {"extend": "pingpong"},
+            "comfyui": {"enable": true, "url": srv.url, "poll_interval_ms": 50},
+            "lipsync": {"enable": true},
+        }),
+    );
+    let wd = sb.join("run");
+    let out = run(&sb, &job, &wd, false);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let m = manifest(&wd);
+    assert_eq!(main_and_hold(&m), (40, 40));
+    let pingpong: Vec<u64> = (0..40).map(|i| [0, 1, 2, 1][i % 4]).collect();
+    assert_eq!(*srv.state.video_frames.lock().unwrap(), [pingpong]);
+    // The count was checked before submitting: the clip holds exactly the main segment.
+    assert_eq!(count_video_frames(&wd.join("comfyui/staged/main.mov")), 40);
+    // The face check saw main frames 0, 20 and 39: clip frames 0, 0 and 1.
+    for (p, want) in m["face_meta"]["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip([0, 0, 1])
+    {
+        let img = image::open(wd.join(p["file"].as_str().unwrap()))
+            .unwrap()
+            .to_rgb8();
+        assert_eq!(read_frame(img.as_raw(), W, H).0, want, "{p}");
+    }
+    assert_eq!(m["video_source_detail"]["degraded"], false);
+    assert_eq!(m["lipsync_meta"]["verdict"], "lip_synced");
+}
+
+#[test]
+fn a_lip_sync_that_returns_unchanged_frames_is_degraded_lipsync_no_effect() {
+    // The node claims every frame synced and returns them as they came (issue 11's bug).
+    let r = run_wav2lip(
+        Config {
+            wav2lip_identity: true,
+            ..Config::default()
+        },
+        json!({}),
+    );
+    assert!(r.out.status.success(), "{}", stderr_of(&r.out));
+    let m = manifest(&r.wd);
+    assert_degraded(&m, "LIPSYNC_NO_EFFECT");
+    let v = &m["video_source_detail"];
+    assert_eq!(
+        v["lipsync"], "off",
+        "no inside_comfy for a lip-sync that changed nothing"
+    );
+    let l = &m["lipsync_meta"];
+    assert_eq!(l["verdict"], "no_effect");
+    assert_eq!(l["synced"], 38, "what the node claims");
+    let c = &l["check"];
+    assert_eq!(
+        (
+            &c["speech_frames"],
+            &c["frames_changed"],
+            &c["frames_unchanged"],
+            &c["synced_unchanged"]
+        ),
+        (&json!(26), &json!(0), &json!(26), &json!(26))
+    );
+    let msg = m["comfyui"]["failure"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("changed the face region in 0 of 26 speech frames")
+            && msg.contains("the node reports 38 of 38 frames lip-synced"),
+        "{msg}"
+    );
+    assert_eq!(
+        m["comfyui"]["workflows"]["vidax_wav2lip_image_audio"]["status"],
+        "no_effect"
+    );
+    assert!(stderr_of(&r.out).contains("finished degraded"));
+    // The final's main segment is the local motion fallback (the start image's colour).
+    let frames = frames_of(&r.wd.join("final.mp4"));
+    assert!(close(frames[20].1, [200, 150, 120]), "{:?}", frames[20]);
+}
+
+#[test]
+fn a_start_video_lip_sync_that_changes_nothing_is_degraded_too() {
+    let sb = Sandbox::new();
+    let srv = Server::start(Config {
+        wav2lip_identity: true,
+        ..Config::default()
+    });
+    let (audio, _, _) = inputs(&sb);
+    let clip = barcode_clip(&sb, 60);
+    let job = sb.write_job(
+        "job.json",
+        &json!({
+            "audio": audio, "start_video": clip, "buffer": {"pre_seconds": 0.5},
+            "comfyui": {"enable": true, "url": srv.url, "poll_interval_ms": 50},
+            "lipsync": {"enable": true},
+        }),
+    );
+    let wd = sb.join("run");
+    let out = run(&sb, &job, &wd, false);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let m = manifest(&wd);
+    assert_degraded(&m, "LIPSYNC_NO_EFFECT");
+    assert_eq!(m["video_source_detail"]["lipsync"], "off");
+    assert_eq!(m["lipsync_meta"]["check"]["frames_changed"], 0);
+    // The start video itself is the fallback: its barcodes, not ComfyUI's tag.
+    let frames = frames_of(&wd.join("final.mp4"));
+    assert_eq!(frames[30].0, 30);
+    assert!(close(frames[30].1, Tag::Still.colour()), "{:?}", frames[30]);
+}
+
+#[test]
+fn no_face_fails_at_once_with_on_no_face_error() {
+    let r = run_wav2lip(
+        Config {
+            no_face: true,
+            ..Config::default()
+        },
+        json!({"wav2lip": {"on_no_face": "error"}}),
+    );
+    assert_eq!(r.out.status.code(), Some(33), "{}", stderr_of(&r.out));
+    let err = stderr_of(&r.out);
+    assert!(
+        err.contains("COMFYUI_FACE_NOT_FOUND") && err.contains("no face found"),
+        "{err}"
+    );
+    // Only the face check was sent: no long GPU job.
+    assert_eq!(r.srv.posts(), 1);
+    let m = manifest(&r.wd);
+    assert_eq!(m["error"]["code"], "COMFYUI_FACE_NOT_FOUND");
+    assert_eq!(m["face_meta"]["found"], false);
+    assert_eq!(m["phases"]["faceprobe"]["status"], "failed");
+    assert_eq!(m["phases"]["comfyui"]["status"], "pending");
+}
+
+#[test]
+fn no_face_skips_the_lip_sync_graph_with_passthrough() {
+    let r = run_wav2lip(
+        Config {
+            no_face: true,
+            ..Config::default()
+        },
+        json!({}),
+    );
+    assert!(r.out.status.success(), "{}", stderr_of(&r.out));
+    assert_eq!(r.srv.posts(), 1, "the lip-sync graph was not sent");
+    let m = manifest(&r.wd);
+    assert_degraded(&m, "COMFYUI_FACE_NOT_FOUND");
+    assert!(m["comfyui"]["failure"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("no face found in comfyui/staged/still.png"));
+    assert_eq!(
+        m["comfyui"]["workflows"]["vidax_wav2lip_image_audio"]["status"],
+        "skipped"
+    );
+    assert_eq!(m["video_source_detail"]["lipsync"], "off");
+    assert_eq!(m["motion_meta"]["source"], "local");
+}
+
+#[test]
+fn a_face_check_without_reports_falls_back_to_the_size_heuristic_on_record() {
+    let r = run_wav2lip(
+        Config {
+            no_reports: true,
+            ..Config::default()
+        },
+        json!({}),
+    );
+    assert!(r.out.status.success(), "{}", stderr_of(&r.out));
+    let m = manifest(&r.wd);
+    let f = &m["face_meta"];
+    assert_eq!(
+        (&f["method"], &f["source"]),
+        (&json!("size_heuristic"), &json!("local"))
+    );
+    assert!(f["fallback_reason"]
+        .as_str()
+        .unwrap()
+        .contains("sent no vidax_face report"));
+    assert!(m["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|w| w.as_str().unwrap().contains("the size heuristic stands in")));
+    // Without the node's report the check compares inside the face box, and the frames did
+    // change there.
+    let l = &m["lipsync_meta"];
+    assert_eq!(
+        (&l["report"], &l["synced"]),
+        (&json!("missing"), &Value::Null)
+    );
+    assert_eq!(l["check"]["regions"]["face_box"], 26);
+    assert_eq!(l["verdict"], "lip_synced");
+    assert_eq!(m["video_source_detail"]["degraded"], false);
+}
+
+#[test]
+fn a_face_probe_without_its_detector_says_so_in_the_record() {
+    // The node's recorded fallback (a 512×512 picture): the run goes on, on record.
+    let r = run_wav2lip(
+        Config {
+            face_fallback: true,
+            ..Config::default()
+        },
+        json!({}),
+    );
+    assert!(r.out.status.success(), "{}", stderr_of(&r.out));
+    let m = manifest(&r.wd);
+    let f = &m["face_meta"];
+    assert_eq!(
+        (&f["method"], &f["source"]),
+        (&json!("size_heuristic"), &json!("comfyui"))
+    );
+    assert!(f["fallback_reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("VIDAX_PACK_MISSING"));
+    assert_eq!(m["phases"]["faceprobe"]["method"], "size_heuristic");
+    assert!(m["warnings"].as_array().unwrap().iter().any(|w| w
+        .as_str()
+        .unwrap()
+        .contains("VIDAX_FaceProbe used size_heuristic")));
+}
+
+#[test]
+fn the_mouth_blend_follows_the_boxes_wav2lip_reports() {
+    let sb = Sandbox::new();
+    let srv = Server::start(Config::default());
+    let job = job(
+        &sb,
+        &srv,
+        json!({"workflow_ids": ["vidax_faceprobe", "vidax_motion_chunks", "vidax_lipsync_mouthblend"]}),
+    );
+    let wd = sb.join("run");
+    let out = run(&sb, &job, &wd, false);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let graphs = srv.graphs();
+    assert_eq!(graphs.len(), 3, "face check, motion, mouth blend");
+    let blend = &graphs[2]["7"]["inputs"];
+    assert_eq!(blend["lipsync_report"], json!(["6", 1]));
+    // The mouth ROI and centre from the detected face (its lower half), not the image size.
+    assert_eq!(
+        (
+            &blend["mouth_x"],
+            &blend["mouth_y"],
+            &blend["mouth_w"],
+            &blend["mouth_h"]
+        ),
+        (&json!(16), &json!(24), &json!(32), &json!(12))
+    );
+    assert_eq!(
+        (&blend["centre_x"], &blend["centre_y"]),
+        (&json!(32.0), &json!(24.0))
+    );
+    let m = manifest(&wd);
+    assert_eq!(m["video_source_detail"]["lipsync"], "inside_comfy");
+    let l = &m["lipsync_meta"];
+    assert_eq!(
+        (&l["workflow_id"], &l["frames_dir"], &l["verdict"]),
+        (
+            &json!("vidax_lipsync_mouthblend"),
+            &json!("mouthblend/frames"),
+            &json!("lip_synced")
+        )
+    );
+    assert_eq!(l["check"]["regions"]["reported_box"], 26);
+}
+
+#[test]
+fn a_job_without_a_seed_runs_and_records_the_seed_it_drew() {
+    let sb = Sandbox::new();
+    let srv = Server::start(Config::default());
+    write_template(
+        &sb,
+        "seeded",
+        r#"{"1": {"class_type": "LoadImage", "inputs": {"image": "{{start_image}}"}},
+            "2": {"class_type": "RepeatImageBatch", "inputs": {"image": ["1", 0], "amount": "{{frames}}"}},
+            "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "seed_{{seed}}"}}}"#,
+    );
+    let job = job(&sb, &srv, json!({"workflow_ids": ["seeded"]}));
+    let mut j = read_json(&job);
+    j.as_object_mut().unwrap().remove("determinism");
+    let job = sb.write_job("job.json", &j);
+    let wd = sb.join("run");
+    let out = run(&sb, &job, &wd, false);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let m = manifest(&wd);
+    assert_eq!(m["seeds"]["policy"], "random");
+    let seed = m["seeds"]["value"]
+        .as_u64()
+        .expect("a drawn seed on record");
+    assert_eq!(m["effective_params"]["determinism"]["seed"], seed);
+    // The job as run (job.json) keeps the job's own: no seed.
+    assert_eq!(
+        read_json(&wd.join("job.json"))["determinism"]["seed"],
+        Value::Null
+    );
+    assert_eq!(
+        srv.graphs()[0]["3"]["inputs"]["filename_prefix"],
+        format!("seed_{seed}")
+    );
 }
 
 #[test]
@@ -800,8 +1231,13 @@ fn a_video_output_under_gifs_becomes_the_main_segment() {
 
 #[test]
 fn a_start_image_too_small_for_a_face_box_is_comfyui_face_not_found() {
+    // Without a face probe in this ComfyUI the size heuristic stands in, and a 2×2 picture
+    // has no face box at all.
     let sb = Sandbox::new();
-    let srv = Server::start(Config::default());
+    let srv = Server::start(Config {
+        missing_classes: vec!["VIDAX_FaceProbe".into()],
+        ..Config::default()
+    });
     let job = job(&sb, &srv, json!({}));
     write_png(&sb.join("face.png"), 2, 2, [10, 10, 10]);
     let wd = sb.join("run");
@@ -829,12 +1265,14 @@ fn a_graph_comfyui_rejects_is_degraded_with_its_node_errors() {
         "{msg}"
     );
     assert!(
-        msg.contains("custom_validation_failed image - Invalid image file: vidax_start_"),
+        msg.contains("custom_validation_failed image - Invalid image file: vidax_still_"),
         "{msg}"
     );
     assert_eq!(f["details"]["node_errors"]["1"]["class_type"], "LoadImage");
-    // A 400 is not retried.
-    assert_eq!(r.srv.posts(), 1);
+    // A 400 is not retried: the face check's graph (refused the same way; the size
+    // heuristic stood in) and the lip-sync graph were posted once each.
+    assert_eq!(r.srv.posts(), 2);
+    assert_eq!(manifest(&r.wd)["face_meta"]["method"], "size_heuristic");
 }
 
 #[test]
@@ -847,7 +1285,11 @@ fn a_prompt_that_vanishes_on_every_attempt_degrades_after_the_retries() {
         json!({}),
     );
     assert!(r.out.status.success(), "{}", stderr_of(&r.out));
-    assert_eq!(r.srv.posts(), 3, "comfyui.retry.attempts");
+    assert_eq!(
+        r.srv.posts(),
+        6,
+        "comfyui.retry.attempts for the face check, then the lip-sync"
+    );
     assert_eq!(r.srv.max_executions(), 0);
     let m = manifest(&r.wd);
     assert_degraded(&m, "COMFYUI_BAD_RESPONSE");

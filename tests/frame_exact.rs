@@ -129,12 +129,26 @@ fn case(fps_json: &serde_json::Value, fps_num: u64, fps_den: u64, audio: Audio, 
     let workdir = sb.join("wd");
     let (final_path, manifest) = sb.run_ok(&job_path, &workdir);
 
-    // The test's own arithmetic (SPEC §4), in integers.
-    let r = u128::from(rate);
+    // The test's own arithmetic (SPEC §4), in integers. The programme is delivered at
+    // 48 kHz (encode.audio_rate's default): N_in samples at R Hz become round(N_in·48000/R),
+    // and the buffers are counted at 48 kHz.
+    let out_rate: u32 = 48_000;
+    let r = u128::from(out_rate);
+    let n_in_out = round_half_up(u128::from(n_in) * r, u128::from(rate));
     let pre = round_half_up(u128::from(b.pre_ms) * r, 1000);
     let post = round_half_up(u128::from(b.post_ms) * r, 1000);
-    let n = pre + u128::from(n_in) + post;
+    let n = pre + n_in_out + post;
     let target = round_half_up(n * u128::from(fps_num), r * u128::from(fps_den));
+    // The frame count is the one the source rate gives: resampling does not move it.
+    let src = u128::from(rate);
+    let n_src = round_half_up(u128::from(b.pre_ms) * src, 1000)
+        + u128::from(n_in)
+        + round_half_up(u128::from(b.post_ms) * src, 1000);
+    assert_eq!(
+        target,
+        round_half_up(n_src * u128::from(fps_num), src * u128::from(fps_den)),
+        "frames at the source rate"
+    );
     let hold = if b.end_image && b.post_ms > 0 {
         round_half_up(
             u128::from(b.post_ms) * u128::from(fps_num),
@@ -149,8 +163,12 @@ fn case(fps_json: &serde_json::Value, fps_num: u64, fps_den: u64, audio: Audio, 
     // The manifest agrees with the test's arithmetic.
     assert_eq!(manifest["audio"]["rate"], rate, "manifest audio.rate");
     assert_eq!(
-        manifest["audio"]["input_samples"], n_in,
-        "manifest audio.input_samples (decoded N_in)"
+        manifest["audio"]["output_rate"], out_rate,
+        "manifest audio.output_rate"
+    );
+    assert_eq!(
+        manifest["audio"]["input_samples"], n_in_out as u64,
+        "manifest audio.input_samples (decoded N_in at 48 kHz)"
     );
     assert_eq!(
         manifest["audio"]["total_samples"], n,
@@ -198,12 +216,12 @@ fn case(fps_json: &serde_json::Value, fps_num: u64, fps_den: u64, audio: Audio, 
     let a = stream(&final_path, "audio");
     assert_eq!(
         a["sample_rate"].as_str(),
-        Some(rate.to_string().as_str()),
+        Some(out_rate.to_string().as_str()),
         "audio sample rate"
     );
     assert_eq!(
         a["time_base"].as_str(),
-        Some(format!("1/{rate}").as_str()),
+        Some(format!("1/{out_rate}").as_str()),
         "audio time base"
     );
     assert_eq!(
@@ -316,9 +334,10 @@ fn check_rounding(cases: &[(u64, &str, u64)]) {
             );
             assert_eq!(m["target_frames"], want, "{name}: manifest target_frames");
             assert_eq!(count_video_frames(&fin), want, "{name}: decoded frames");
+            // Delivered at 48 kHz: round(N_in · 48000 / 16000) = 3·N_in.
             assert_eq!(
                 stream(&fin, "audio")["duration_ts"].as_u64(),
-                Some(n_in),
+                Some(3 * n_in),
                 "{name}: audio duration_ts"
             );
         }));

@@ -259,3 +259,196 @@ fn the_pixel_limit_is_configurable_and_refuses_from_the_header() {
     let at = sb.write_job("at.json", &job(u64::from(W * H)));
     sb.run_ok(&at, &sb.join("at"));
 }
+
+// ---- issue 15: inputs at the edges ------------------------------------------------------------
+
+/// `va run` of a short job on `img`; the command's output.
+fn try_run(sb: &Sandbox, img: &Path, extra: serde_json::Value) -> std::process::Output {
+    let audio = sb.join("a.wav");
+    write_wav(&audio, 16_000, 1, 3_200);
+    let mut job = json!({
+        "audio": audio, "start_image": img,
+        "determinism": { "fps": 25, "seed": 1 },
+        "comfyui": { "enable": false },
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        job[k] = v.clone();
+    }
+    let name = img.file_name().unwrap().to_string_lossy().to_string();
+    let job = sb.write_job(&format!("{name}.json"), &job);
+    sb.va()
+        .arg("run")
+        .arg(&job)
+        .arg("--workdir")
+        .arg(sb.join(&format!("w-{name}")))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_truncated_jpeg_is_refused_naming_the_file_never_drawn_grey() {
+    let sb = Sandbox::new();
+    let img = ImageBuffer::from_fn(400, 300, |x, y| Rgb([(x % 256) as u8, (y % 256) as u8, 90]));
+    let full = sb.join("full.jpg");
+    img.save(&full).unwrap();
+    let bytes = std::fs::read(&full).unwrap();
+    assert!(bytes.len() > 6_000, "{}", bytes.len());
+    let cut = sb.join("cut.jpg");
+    std::fs::write(&cut, &bytes[..3_000]).unwrap();
+    // The header still reads: the size is known, only the picture data is missing.
+    assert!(vidax::media::picture::image_dimensions(&cut).is_ok());
+    let out = try_run(&sb, &cut, json!({}));
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(20), "{err}");
+    assert!(
+        err.contains("UNSUPPORTED_FORMAT") && err.contains("cut.jpg"),
+        "{err}"
+    );
+    assert!(!sb.join("w-cut.jpg").exists(), "refused before the workdir");
+    // And as the end image, the same.
+    let out = try_run(
+        &sb,
+        &full,
+        json!({"end_image": cut, "buffer": {"post_seconds": 0.2}}),
+    );
+    assert_eq!(out.status.code(), Some(20), "{}", stderr_of(&out));
+    // The intact one renders.
+    let out = try_run(&sb, &full, json!({}));
+    assert!(out.status.success(), "{}", stderr_of(&out));
+}
+
+#[test]
+fn a_truncated_png_is_refused_too() {
+    let sb = Sandbox::new();
+    let img = ImageBuffer::from_fn(300, 200, |x, y| {
+        Rgb([(x * 7 % 256) as u8, (y * 3 % 256) as u8, 9])
+    });
+    let full = sb.join("full.png");
+    img.save(&full).unwrap();
+    let bytes = std::fs::read(&full).unwrap();
+    let cut = sb.join("cut.png");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let out = try_run(&sb, &cut, json!({}));
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(20), "{err}");
+    assert!(err.contains("cut.png"), "{err}");
+}
+
+#[test]
+fn a_ycbcr_tiff_as_ffmpeg_writes_it_is_an_image() {
+    let sb = Sandbox::new();
+    let src = sb.join("q.png");
+    image::RgbImage::from_fn(W * 4, H * 4, |x, y| Rgb(QUADS[quad(x, y, W * 4, H * 4)]))
+        .save(&src)
+        .unwrap();
+    let tiff = sb.join("frame.tiff");
+    let made = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(&src)
+        .args(["-pix_fmt", "yuv420p"])
+        .arg(&tiff)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    assert_eq!(pix_fmt(&tiff), "yuv420p", "the fixture is a YCbCr TIFF");
+    // Through va run: an image, rendered with its quadrants.
+    assert_quadrants(&tiff, None, QUADS, 40);
+    // Through va produce: probed as an image (lip-sync defaults on for a start image; with
+    // --no-comfyui it is off, the motion renderer draws it).
+    let audio = sb.join("a.wav");
+    write_wav(&audio, 16_000, 1, 3_200);
+    let out = sb
+        .va()
+        .args(["produce", "--no-comfyui", "--audio"])
+        .arg(&audio)
+        .arg("--start")
+        .arg(&tiff)
+        .arg("--workdir")
+        .arg(sb.join("p"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let job = read_json(&sb.join("p/job.json"));
+    assert!(job["start_image"].is_string(), "{job}");
+    assert!(job["start_video"].is_null(), "{job}");
+}
+
+#[test]
+fn a_picture_thinner_than_two_pixels_fills_the_frame() {
+    let sb = Sandbox::new();
+    for (name, w, h) in [("tall.png", 1u32, 1001u32), ("wide.png", 1001, 1)] {
+        let p = sb.join(name);
+        write_solid_png(&p, w, h, [255, 255, 255]);
+        let audio = sb.join("a.wav");
+        write_wav(&audio, 16_000, 1, 3_200);
+        let job = sb.write_job(
+            &format!("{name}.json"),
+            &json!({"audio": audio, "start_image": p, "determinism": {"seed": 1},
+                    "comfyui": {"enable": false}, "motion": {"mode": "none"}}),
+        );
+        let (fin, m) = sb.run_ok(&job, &sb.join(&format!("w-{name}")));
+        let (fw, fh, rgb) = decode_first_frame(&fin);
+        assert_eq!(
+            (
+                m["render"]["width"].as_u64(),
+                m["render"]["height"].as_u64()
+            ),
+            (Some(u64::from(fw)), Some(u64::from(fh)))
+        );
+        assert!(fw == 2 || fh == 2, "{name}: {fw}x{fh}");
+        let mean = rgb.iter().map(|&v| f64::from(v)).sum::<f64>() / rgb.len() as f64;
+        assert!(
+            mean > 235.0,
+            "{name}: mean grey {mean:.1} for a white picture"
+        );
+    }
+}
+
+#[test]
+fn an_fps_whose_exact_timescale_cannot_be_written_is_refused_at_validation() {
+    let sb = Sandbox::new();
+    let img = sb.join("f.png");
+    write_face_png(&img, 64, 48);
+    let out = try_run(
+        &sb,
+        &img,
+        json!({"determinism": {"fps": "23.9761", "seed": 1}}),
+    );
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(10), "{err}");
+    assert!(
+        err.contains("determinism.fps") && err.contains("timescale"),
+        "{err}"
+    );
+    // With the input's own 22.05 kHz ("source"), the same, found when the audio is opened.
+    let audio = sb.join("a22.wav");
+    write_wav(&audio, 22_050, 1, 22_050);
+    let job = sb.write_job(
+        "src.json",
+        &json!({"audio": audio, "start_image": img,
+                "determinism": {"fps": "23.9761", "seed": 1},
+                "comfyui": {"enable": false}, "encode": {"audio_rate": "source"}}),
+    );
+    let out = sb
+        .va()
+        .arg("run")
+        .arg(&job)
+        .arg("--workdir")
+        .arg(sb.join("w2"))
+        .output()
+        .unwrap();
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(10), "{err}");
+    assert!(
+        err.contains("22050 Hz") && err.contains("timescale"),
+        "{err}"
+    );
+    assert!(!sb.join("w2").exists(), "refused before the workdir");
+    // 23.976 (the NTSC rate) renders.
+    let out = try_run(
+        &sb,
+        &img,
+        json!({"determinism": {"fps": "23.976", "seed": 1}}),
+    );
+    assert!(out.status.success(), "{}", stderr_of(&out));
+}

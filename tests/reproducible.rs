@@ -167,6 +167,7 @@ fn long_job_from_a_frames_folder_is_byte_identical() {
         let visual = Visual::Frames {
             dir: frames.clone(),
             count,
+            zoom: None,
         };
         let comp = Compositor::for_run(&job, &p, Some(&visual), None).unwrap();
         let fps = p.frames.fps;
@@ -185,7 +186,14 @@ fn long_job_from_a_frames_folder_is_byte_identical() {
             bitrate: 192_000,
         };
         let out = wd.join("final.mp4");
-        encode_mp4(&out, &video, Box::new(comp), &audio, &|_| {}).unwrap();
+        encode_mp4(
+            &out,
+            &video,
+            Box::new(comp),
+            &audio,
+            &vidax::progress::Silent,
+        )
+        .unwrap();
         out
     };
     let (a, b) = (render("f1"), render("f2"));

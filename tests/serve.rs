@@ -1063,3 +1063,23 @@ fn a_run_refused_by_va_run_reports_its_code() {
     let next = server.post("/jobs?start=true", s.small_job());
     server.wait_status(&id_of(&next), "completed");
 }
+
+#[test]
+fn a_job_without_a_seed_is_accepted_and_records_the_seed_it_drew() {
+    let s = Setup::new();
+    let server = s.start(&s.config(json!({})));
+    let mut job = s.small_job();
+    job.as_object_mut().unwrap().remove("determinism");
+    let a = server.post("/jobs", job);
+    assert_eq!(a.status, 201, "{}", a.text);
+    let id = id_of(&a);
+    let a = server.post(&format!("/jobs/{id}/start"), json!(null));
+    assert_eq!(a.status, 202, "{}", a.text);
+    server.wait_status(&id, "completed");
+    let m = server.get(&format!("/jobs/{id}/manifest")).body;
+    assert_eq!(m["seeds"]["policy"], "random");
+    let seed = m["seeds"]["value"]
+        .as_u64()
+        .expect("a drawn seed on record");
+    assert_eq!(m["effective_params"]["determinism"]["seed"], seed);
+}

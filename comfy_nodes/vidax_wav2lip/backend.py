@@ -89,10 +89,10 @@ def load_detector(mods, path, dev):
 
 
 def make_detect(mods, net, dev):
-    """``detect(uint8 RGB [B, H, W, 3])`` -> boxes, as the pack's
-    ``FaceAlignment.get_detections_for_batch`` + ``SFDDetector.detect_from_batch``: S3FD batch
-    detection, NMS 0.3, score > 0.5, the first box, clipped at 0. Wav2Lip feeds the detector RGB
-    (its BGR frames flipped); these frames are RGB already."""
+    """``detect(uint8 RGB [B, H, W, 3])`` -> ``(x1, y1, x2, y2, score)`` or None per frame, as the
+    pack's ``FaceAlignment.get_detections_for_batch`` + ``SFDDetector.detect_from_batch``: S3FD
+    batch detection, NMS 0.3, score > 0.5, the first box, clipped at 0 (the pipeline pads it).
+    Wav2Lip feeds the detector RGB (its BGR frames flipped); these frames are RGB already."""
     dev_s = str(dev)
 
     def detect(batch):
@@ -107,7 +107,7 @@ def make_detect(mods, net, dev):
                 continue
             d = np.clip(np.asarray(cand[0], dtype=np.float64), 0, None)
             x1, y1, x2, y2 = (int(v) for v in d[:4])
-            out.append((x1, y1, x2, y2))
+            out.append((x1, y1, x2, y2, float(d[4])))
         return out
 
     return detect

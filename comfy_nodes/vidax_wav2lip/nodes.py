@@ -6,6 +6,7 @@ node runs, ComfyUI's modules are looked up when they are there. Inputs and outpu
 documented in docs/COMFYUI_INTERFACE.md (the tests check the two agree).
 """
 
+import json
 import logging
 import os
 
@@ -13,7 +14,7 @@ import numpy as np
 
 from .core import audio as core_audio
 from .core import blend, faceprobe, lipsync, motion, pack
-from .core.errors import InputError
+from .core.errors import InputError, PackImportError, PackMissingError
 from .core.image import check_frames, parse_hex_colour
 
 log = logging.getLogger("vidax_wav2lip")
@@ -21,6 +22,10 @@ log = logging.getLogger("vidax_wav2lip")
 CATEGORY = "vidax"
 MAX_FRAMES = 100_000_000
 MAX_SIZE = 16384
+LIPSYNC_REPORT = "VIDAX_LIPSYNC_REPORT"  # the type of VIDAX_Wav2Lip's report output
+UI_LIPSYNC = "vidax_lipsync"  # the ui keys /history carries (docs/COMFYUI_INTERFACE.md)
+UI_FACE = "vidax_face"
+FACE_DETECT_BATCH = 8
 
 
 def to_numpy(x):
@@ -91,8 +96,11 @@ class PackRuntime:
     """The pack's detector, mel and network for the numpy pipeline, loaded on first use (a run
     whose frames are all silent loads nothing)."""
 
-    def __init__(self, paths):
+    detector_name = "s3fd"
+
+    def __init__(self, paths, detector_only=False):
         self.paths = paths
+        self.detector_only = detector_only
         self._mods = None
         self._dev = None
         self._detect = None
@@ -106,7 +114,7 @@ class PackRuntime:
 
     def _modules(self):
         if self._mods is None:
-            self._mods = pack.import_pack(self.paths.root)
+            self._mods = pack.import_pack(self.paths.root, self.detector_only)
             self._dev = self._backend().device()
             log.info("vidax_wav2lip: using %s on %s", self.paths.root, self._dev)
         return self._mods
@@ -135,10 +143,11 @@ class PackRuntime:
             pass
 
 
-def make_runtime():
+def make_runtime(detector_only=False):
     """Checks the pack (raising an error that names a missing file and the ``va install`` step)
-    and returns its lazy runtime. Tests replace this function with fakes."""
-    return PackRuntime(pack.check_pack(pack.find_pack_dir()))
+    and returns its lazy runtime; ``detector_only``: just what S3FD needs (VIDAX_FaceProbe).
+    Tests replace this function with fakes."""
+    return PackRuntime(pack.check_pack(pack.find_pack_dir(), detector_only), detector_only)
 
 
 class VIDAX_Wav2Lip:
@@ -146,11 +155,11 @@ class VIDAX_Wav2Lip:
 
     DESCRIPTION = (
         "Wav2Lip lip-sync with frames in = frames out: mel windows aligned to each frame at the given "
-        "fps, silent windows and faceless frames pass through unchanged. Needs the ComfyUI_wav2lip "
-        "pack and its weights (va install)."
+        "fps, silent windows and faceless frames pass through unchanged. Reports per frame what it did "
+        "(second output, and ui 'vidax_lipsync'). Needs the ComfyUI_wav2lip pack and its weights (va install)."
     )
-    RETURN_TYPES = ("IMAGE",)
-    RETURN_NAMES = ("images",)
+    RETURN_TYPES = ("IMAGE", LIPSYNC_REPORT)
+    RETURN_NAMES = ("images", "report")
     FUNCTION = "run"
     CATEGORY = CATEGORY
 
@@ -195,7 +204,8 @@ class VIDAX_Wav2Lip:
         log.info("VIDAX_Wav2Lip: %s", report.summary())
         if out.shape[0] != frames.shape[0]:  # the pipeline's promise, kept loud
             raise RuntimeError(f"VIDAX_Wav2Lip: {frames.shape[0]} frames in, {out.shape[0]} out")
-        return (to_output(out),)
+        ui = report.to_ui(detector=getattr(runtime, "detector_name", "unknown"))
+        return {"ui": {UI_LIPSYNC: [ui]}, "result": (to_output(out), ui)}
 
 
 def resolve_input_path(path):
@@ -263,16 +273,20 @@ class VIDAX_LoadAudio:
 
 
 class VIDAX_FaceProbe:
-    """The face box and mouth ROI from the image size (the Rust faceprobe's definition)."""
+    """The face box and mouth ROI from the pack's S3FD detector, per frame (the size heuristic
+    only as a recorded fallback when the pack or its weights are missing)."""
 
     DESCRIPTION = (
-        "Face box (largest square, centred horizontally, top-anchored) and mouth ROI (middle half, "
-        "bottom third of the box), deterministic from the image size."
+        "Detects the face in each frame with the ComfyUI_wav2lip pack's S3FD, padded exactly as "
+        "VIDAX_Wav2Lip pads the box it pastes into; mouth ROI = the box's lower half. Reports every "
+        "frame (ui 'vidax_face', face_meta); outputs describe the first face found. Without the pack "
+        "or its weights it falls back to the size heuristic and says so (method size_heuristic)."
     )
     RETURN_TYPES = ("IMAGE", "INT", "INT", "INT", "INT", "INT", "INT", "INT", "STRING")
     RETURN_NAMES = ("face_crop", "face_x", "face_y", "face_size", "mouth_x", "mouth_y", "mouth_w", "mouth_h", "face_meta")
     FUNCTION = "run"
     CATEGORY = CATEGORY
+    OUTPUT_NODE = True
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -282,11 +296,30 @@ class VIDAX_FaceProbe:
         frames = check_frames(to_numpy(image), "image")
         if frames.shape[0] == 0:
             raise InputError("image is an empty batch")
-        h, w = frames.shape[1:3]
-        meta = faceprobe.probe(w, h)
-        f, m = meta.face, meta.mouth
-        crop = np.array(frames[:1, f.y:f.y + f.h, f.x:f.x + f.w])
-        return (to_output(crop), f.x, f.y, f.w, m.x, m.y, m.w, m.h, meta.to_json())
+        n, h, w = frames.shape[:3]
+        try:
+            runtime = make_runtime(detector_only=True)
+            boxes, scores, _, _ = lipsync.detect_boxes(
+                frames, runtime.detect, None, FACE_DETECT_BATCH, on_oom=runtime.on_oom, log=log.warning
+            )
+            report = faceprobe.from_boxes(
+                w, h, [boxes[k] for k in range(n)], [scores[k] for k in range(n)],
+                method=getattr(runtime, "detector_name", "unknown"),
+            )
+        except (PackMissingError, PackImportError) as e:
+            log.warning("VIDAX_FaceProbe: no detector, using the size heuristic: %s", e)
+            report = faceprobe.from_size(w, h, n, str(e))
+        meta = report.as_dict()
+        first, k = report.first, report.first_index
+        if first is None:
+            crop, ints = frames[:1], (0, 0, 0, 0, 0, 0, 0)
+        else:
+            f, m = first.face, first.mouth
+            crop = frames[k:k + 1, f.y:f.y + f.h, f.x:f.x + f.w]
+            ints = (f.x, f.y, max(f.w, f.h), m.x, m.y, m.w, m.h)
+        log.info("VIDAX_FaceProbe: %s, %d of %d frames with a face", report.method,
+                 sum(1 for x in report.faces if x.face is not None), n)
+        return {"ui": {UI_FACE: [meta]}, "result": (to_output(np.array(crop)), *ints, json.dumps(meta))}
 
 
 class VIDAX_MotionChunk:
@@ -337,7 +370,9 @@ class VIDAX_MouthBlend:
 
     DESCRIPTION = (
         "Blends the mouth ROI of lip-synced frames (source geometry), seen through each motion frame's "
-        "crop window, into the motion frames; pixels outside the ROI stay unchanged."
+        "crop window, into the motion frames; pixels outside the ROI stay unchanged. With "
+        "lipsync_report (VIDAX_Wav2Lip's report) frame k's ROI is the lower half of the box Wav2Lip "
+        "pasted into for it; frames it did not lip-sync are left as they are."
     )
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("frames",)
@@ -357,7 +392,7 @@ class VIDAX_MouthBlend:
         }
         req.update(_motion_inputs())
         req.update(_centre_inputs())
-        return {"required": req}
+        return {"required": req, "optional": {"lipsync_report": (LIPSYNC_REPORT,)}}
 
     def run(
         self,
@@ -375,9 +410,11 @@ class VIDAX_MouthBlend:
         centre_x,
         centre_y,
         background,
+        lipsync_report=None,
     ):
         base = check_frames(to_numpy(motion_frames), "motion_frames")
         synced = check_frames(to_numpy(lipsync_frames), "lipsync_frames")
+        rois = None if lipsync_report is None else blend.rois_from_report(lipsync_report, base.shape[0])
         out = blend.mouth_blend(
             base,
             synced,
@@ -389,6 +426,7 @@ class VIDAX_MouthBlend:
             chunk_start,
             motion.centre_from_inputs(centre_x, centre_y),
             parse_hex_colour(background),
+            rois=rois,
         )
         return (to_output(out),)
 

@@ -93,20 +93,10 @@ impl JobRecord {
     }
 }
 
-/// A new job id: UTC time plus 8 hex digits; unique within the server (a counter) and across
-/// restarts (the time and the process id feed the digits).
+/// A new job id: the run id the job's run will have (`va run --run-id`), so one id names the
+/// job in the API, the manifest, the registry and `va status`/`va logs`.
 pub fn new_job_id() -> String {
-    use sha2::{Digest, Sha256};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    let digest = Sha256::digest(format!("{nanos}-{}-{n}", std::process::id()));
-    let hex: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}-{hex}", crate::record::manifest::now_compact())
+    crate::stages::run::new_run_id()
 }
 
 /// Why a job could not be queued.
@@ -390,7 +380,9 @@ impl Jobs {
             .arg("--workdir")
             .arg(&rec.workdir)
             .arg("--supervised")
-            .arg(self.lock_path(&rec.id));
+            .arg(self.lock_path(&rec.id))
+            .arg("--run-id")
+            .arg(&rec.id);
         if rec.resume {
             cmd.arg("--resume");
         }

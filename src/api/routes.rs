@@ -327,23 +327,25 @@ pub async fn produce(
                 NumberOrText::Number(n) => n.to_string(),
                 NumberOrText::Text(t) => t,
             }),
-            width: req.width,
-            height: req.height,
-            max_width: req.max_width,
-            max_height: req.max_height,
+            width: req.width.map(i64::from),
+            height: req.height.map(i64::from),
+            max_width: req.max_width.map(i64::from),
+            max_height: req.max_height.map(i64::from),
             lipsync: req.lipsync.map(|l| match l {
                 OnOff::Bool(true) => "on".into(),
                 OnOff::Bool(false) => "off".into(),
                 OnOff::Text(t) => t,
             }),
             lipsync_provider: req.lipsync_provider,
-            comfyui_chunk_size: req.comfyui_chunk_size,
+            comfyui_chunk_size: req.comfyui_chunk_size.map(i64::from),
+            // The server to use (default http://127.0.0.1:8188), e.g. a remote GPU box.
+            comfyui_url: std::env::var("COMFYUI_URL").ok(),
             no_comfyui: req.no_comfyui.unwrap_or(app2.cfg.skip_comfyui),
-            seed: req.seed,
+            // Past i64 the seed is out of range anyway: validation says so.
+            seed: req.seed.map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
             prompt: req.prompt,
             negative: req.negative,
-            workdir: None,
-            fail_on_degraded: false,
+            ..ProduceArgs::default()
         };
         let doc = produce_job(&args).map_err(ApiError::bad_input)?;
         let j = admit(&app2, Value::Object(doc), "produce options")?;

@@ -46,18 +46,25 @@ pub struct BenchArgs {
     /// Speech length in seconds (generated input).
     #[arg(long, default_value_t = 60.0)]
     pub seconds: f64,
+    /// Output width in pixels.
     #[arg(long, default_value_t = 854)]
     pub width: u32,
+    /// Output height in pixels.
     #[arg(long, default_value_t = 480)]
     pub height: u32,
+    /// Frame rate (25, 30000/1001 …).
     #[arg(long, default_value = "25")]
     pub fps: String,
+    /// libx264 preset (encode.preset).
     #[arg(long, default_value = "veryfast")]
     pub preset: String,
+    /// libx264 constant rate factor (encode.crf).
     #[arg(long, default_value_t = 20)]
     pub crf: u8,
+    /// Silence before the speech, seconds.
     #[arg(long, default_value_t = 0.5)]
     pub pre: f64,
+    /// Silence after the speech, seconds.
     #[arg(long, default_value_t = 1.0)]
     pub post: f64,
     /// Paired runs (full job, then floor); medians are reported.
@@ -70,6 +77,7 @@ pub struct BenchArgs {
     /// generated one.
     #[arg(long)]
     pub start: Option<PathBuf>,
+    /// An end image, held over the post silence.
     #[arg(long)]
     pub end: Option<PathBuf>,
     /// Also measure the full job's peak memory at 1, 10 and 30 minutes of audio.
@@ -78,6 +86,7 @@ pub struct BenchArgs {
     /// Keep the bench folder (inputs, workdirs) here instead of a temp dir.
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// One JSON document on stdout (per-stage and per-thread times).
     #[arg(long)]
     pub json: bool,
 }
@@ -140,7 +149,8 @@ pub fn child(a: ChildArgs, events: &EventLog) -> Result<i32> {
                 resume: false,
                 state_dir: a.workdir.join("state"),
                 job_file: Some(a.job.clone()),
-                progress: false,
+                progress: crate::progress::Reporter::silent(),
+                run_id: None,
             };
             let t = Instant::now();
             let out = run_job(&j, &opts)?;
@@ -170,6 +180,7 @@ fn compositor(j: &job::Job, p: &prepare::Prepared, frames: Option<&Path>) -> Res
             let visual = Visual::Frames {
                 dir: dir.to_path_buf(),
                 count,
+                zoom: None,
             };
             Compositor::for_run(j, p, Some(&visual), None)
         }
@@ -222,7 +233,7 @@ fn encode_sample(
     t: Instant,
 ) -> Result<Sample> {
     let (video, audio) = settings(j, p);
-    let report = encode_mp4(out, &video, producer, &audio, &|_| {})?;
+    let report = encode_mp4(out, &video, producer, &audio, &crate::progress::Silent)?;
     Ok(Sample {
         wall_seconds: t.elapsed().as_secs_f64(),
         peak_rss_mb: peak_rss_mb(),
@@ -569,7 +580,7 @@ fn write_start_video(dir: &Path, seconds: f64) -> Result<PathBuf> {
             wav: wav.clone(),
             bitrate: 64_000,
         },
-        &|_| {},
+        &crate::progress::Silent,
     )?;
     std::fs::rename(&tmp, &path).at(ErrorKind::Internal, &path)?;
     Ok(path)

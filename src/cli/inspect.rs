@@ -1,6 +1,7 @@
 //! `va status` and `va logs`: read a run's records back.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use clap::Args;
 
@@ -9,8 +10,13 @@ use crate::record::{events, registry, Manifest};
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
-    /// A run id (or unique prefix) from the registry, or a workdir.
+    /// A run id (or unique prefix) from the registry, or a workdir; without one, the runs
+    /// in the registry, newest first.
     pub run: Option<String>,
+    /// How many runs to list, newest first (0: all).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub limit: usize,
+    /// JSON on stdout: the run's manifest, or the list of runs (newest first).
     #[arg(long)]
     pub json: bool,
 }
@@ -19,9 +25,13 @@ pub struct StatusArgs {
 pub struct LogsArgs {
     /// A run id (or unique prefix), or a workdir.
     pub run: String,
-    /// Keep printing new events as they arrive (Ctrl-C to stop).
+    /// Keep printing new events until the run ends; a run not started yet is waited for
+    /// (see --wait).
     #[arg(long)]
     pub follow: bool,
+    /// With --follow: how long to wait for a run that has not started yet.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub wait: u64,
     /// Print the raw JSON lines.
     #[arg(long)]
     pub json: bool,
@@ -44,7 +54,12 @@ fn workdir_of(run: &str) -> Result<PathBuf> {
 
 pub fn status(a: StatusArgs) -> Result<i32> {
     let Some(run) = a.run else {
-        let runs = registry::list(&registry::state_dir())?;
+        let mut runs = registry::list(&registry::state_dir())?;
+        // Newest first: the registry keeps registration order.
+        runs.reverse();
+        if a.limit > 0 {
+            runs.truncate(a.limit);
+        }
         if a.json {
             println!(
                 "{}",
@@ -53,7 +68,7 @@ pub fn status(a: StatusArgs) -> Result<i32> {
         } else if runs.is_empty() {
             println!("no runs registered in {}", registry::state_dir().display());
         } else {
-            for r in runs.iter().rev().take(20) {
+            for r in &runs {
                 let fin = r
                     .final_path
                     .as_ref()
@@ -120,7 +135,11 @@ pub fn status(a: StatusArgs) -> Result<i32> {
 }
 
 pub fn logs(a: LogsArgs) -> Result<i32> {
-    let workdir = workdir_of(&a.run)?;
+    let workdir = if a.follow {
+        wait_for_run(&a.run, Duration::from_secs(a.wait))?
+    } else {
+        workdir_of(&a.run)?
+    };
     let path = events::events_path(&workdir);
     let render = |v: &serde_json::Value| {
         if a.json {
@@ -131,7 +150,10 @@ pub fn logs(a: LogsArgs) -> Result<i32> {
     };
     let mut out = std::io::stdout().lock();
     if a.follow {
-        events::follow_with(&path, &mut out, render, || false)?;
+        // Ends once the manifest says the run ended (the last read after that covers every
+        // event written before it).
+        let ended = || Manifest::load(&workdir).is_ok_and(|m| m.run_status.is_terminal());
+        events::follow_with(&path, &mut out, render, ended)?;
         return Ok(0);
     }
     use std::io::Write;
@@ -141,4 +163,31 @@ pub fn logs(a: LogsArgs) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// The workdir of `run` once it has started (its manifest exists), polling up to `wait`.
+fn wait_for_run(run: &str, wait: Duration) -> Result<PathBuf> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let found = workdir_of(run);
+        if let Ok(w) = &found {
+            if Manifest::path(w).exists() {
+                return Ok(w.clone());
+            }
+        }
+        if Instant::now() >= deadline {
+            return match found {
+                Ok(w) => Err(Error::at_path(
+                    ErrorKind::InputNotFound,
+                    &w,
+                    format!("the run has not started after {} s", wait.as_secs()),
+                )),
+                Err(e) => Err(e.with_hint(format!(
+                    "waited {} s for it to start; va logs --wait SECONDS waits longer",
+                    wait.as_secs()
+                ))),
+            };
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

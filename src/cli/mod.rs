@@ -5,6 +5,7 @@ pub(crate) mod bench;
 mod doctor;
 mod inspect;
 mod install;
+pub mod report;
 pub(crate) mod run;
 mod serve;
 mod verify;
@@ -17,11 +18,67 @@ use tracing_subscriber::Layer;
 use crate::error::Error;
 use crate::record::EventLog;
 
+/// The environment variables `va` reads, with what each does (shown under `va --help`;
+/// a test checks the list against the code).
+pub const ENVIRONMENT: &[(&str, &str)] = &[
+    (
+        "VA_STATE_DIR",
+        "base of the state dir $VA_STATE_DIR/state (runs.json, configs, assets); default ~/.va",
+    ),
+    (
+        "VA_LOG",
+        "what stderr shows, as a tracing filter (e.g. info, debug); default: warnings",
+    ),
+    (
+        "COMFYUI_URL",
+        "the ComfyUI server for va produce (--comfyui-url) and POST /produce",
+    ),
+    (
+        "COMFYUI_DIR",
+        "the ComfyUI folder (install, doctor; input folder for staged files)",
+    ),
+    (
+        "COMFYUI_INPUT_DIR",
+        "ComfyUI's input folder, when it is not COMFYUI_DIR/input",
+    ),
+    (
+        "VIDAX_CONFIG",
+        "the vidax.json of va serve, doctor and install (else the state dir's)",
+    ),
+    (
+        "VIDAX_API_KEY",
+        "the API key va serve requires (instead of vidax.json's api_key)",
+    ),
+    (
+        "VIDAX_ASSETS_CONFIG",
+        "the assets list va install fetches (instead of the state dir's)",
+    ),
+    (
+        "VA_RESOURCE_DIR",
+        "where va finds its config/ and comfy_nodes/ (default: beside the binary)",
+    ),
+    (
+        "VA_INSTALL_COMFY_NODES",
+        "false: va install leaves the custom nodes alone (--no-comfy-nodes)",
+    ),
+];
+
+/// `ENVIRONMENT` as the help's closing section.
+fn environment_help() -> String {
+    let mut s = String::from("Environment:\n");
+    for (name, what) in ENVIRONMENT {
+        s.push_str(&format!("  {name:<23} {what}\n"));
+    }
+    s.push_str("\nExit codes and error codes: docs/ERRORS.md; every command: docs/CLI.md.");
+    s
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "va",
     version,
-    about = "vidax: frame-exact talking-head videos from speech audio and a start image"
+    about = "vidax: frame-exact talking-head videos from speech audio and a start image",
+    after_help = environment_help()
 )]
 struct Cli {
     #[command(subcommand)]
@@ -52,6 +109,10 @@ enum Command {
     Bench(bench::BenchArgs),
     /// The VIDAX HTTP API.
     Serve(serve::ServeArgs),
+    /// Shell completions for bash, zsh, fish or powershell on stdout.
+    Completions(CompletionsArgs),
+    /// The man page (roff) on stdout: `va man > va.1`.
+    Man,
     #[command(hide = true, name = "__bench-child")]
     BenchChild(bench::ChildArgs),
 }
@@ -86,11 +147,41 @@ pub fn main() -> i32 {
         Command::Bench(a) => bench::run(a),
         Command::BenchChild(a) => bench::child(a, &events),
         Command::Serve(a) => serve::run(a),
+        Command::Completions(a) => completions(a),
+        Command::Man => man(),
     };
     match result {
         Ok(code) => code,
         Err(e) => report(&e),
     }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// The clap command tree of `va` (completions, man page, help tests).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
+fn completions(a: CompletionsArgs) -> crate::error::Result<i32> {
+    let mut cmd = command();
+    clap_complete::generate(a.shell, &mut cmd, "va", &mut std::io::stdout());
+    Ok(0)
+}
+
+fn man() -> crate::error::Result<i32> {
+    let mut out = Vec::new();
+    clap_mangen::Man::new(command())
+        .render(&mut out)
+        .map_err(|e| Error::new(crate::ErrorKind::Internal, format!("man page: {e}")))?;
+    use std::io::Write;
+    let _ = std::io::stdout().write_all(&out);
+    Ok(0)
 }
 
 fn report(e: &Error) -> i32 {

@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde_json::{json, Map, Value};
 
+use std::io::IsTerminal;
+
+use super::report;
 use crate::error::{Error, ErrorKind, Result};
 use crate::job;
 use crate::media;
@@ -13,30 +16,42 @@ use crate::stages::{run_job, RunOptions};
 
 #[derive(Args, Debug)]
 pub struct ValidateArgs {
-    /// The job file.
+    /// The job file (docs/JOB_SCHEMA.md).
     pub job: PathBuf,
-    /// Print the problems (or the effective job) as JSON.
+    /// One JSON document on stdout, valid or not: {"file", "valid", "problems": [{"path",
+    /// "message"}], "job": the effective job or null}.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// The job file.
+    /// The job file (docs/JOB_SCHEMA.md).
     pub job: PathBuf,
-    /// Working directory of the run (default: ./workdir/run-<timestamp>).
-    #[arg(long)]
+    /// Working directory of the run: a folder, created if missing (default:
+    /// ./workdir/<run id>).
+    #[arg(long, value_name = "DIR")]
     pub workdir: Option<PathBuf>,
     /// Continue an unfinished run in --workdir.
     #[arg(long)]
     pub resume: bool,
+    /// Skip ComfyUI (the diagnostic path): comfyui.enable=false, and lipsync.enable=false
+    /// unless the job names a lipsync.provider.
+    #[arg(long, alias = "no_comfyui")]
+    pub no_comfyui: bool,
     /// Exit 3 when the run finished degraded.
     #[arg(long)]
     pub fail_on_degraded: bool,
+    /// NDJSON on stdout: started, phase changes, progress, then done or error (docs/CLI.md).
+    #[arg(long)]
+    pub json: bool,
     /// Run under `va serve`: hold an exclusive lock on this file while running, and stop
     /// when stdin closes (the server went away or cancelled the run).
     #[arg(long, hide = true, value_name = "LOCK_FILE")]
     pub supervised: Option<PathBuf>,
+    /// The run id to use for a new run (`va serve` passes its job id).
+    #[arg(long, hide = true, value_name = "ID")]
+    pub run_id: Option<String>,
 }
 
 /// The exit status of a supervised run stopped because its stdin closed (128 + SIGINT, the
@@ -82,150 +97,397 @@ fn supervise(lock_path: &Path) -> Result<()> {
 
 #[derive(Args, Debug, Default)]
 pub struct ProduceArgs {
-    #[arg(long)]
+    /// The speech audio (any format FFmpeg decodes).
+    #[arg(long, value_name = "FILE")]
     pub audio: PathBuf,
     /// A start image or start video (told apart by probing the file).
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     pub start: PathBuf,
-    #[arg(long)]
+    /// An end image, held over the silence after the speech (--post).
+    #[arg(long, value_name = "FILE")]
     pub end: Option<PathBuf>,
-    /// Silence before the speech, seconds.
-    #[arg(long)]
+    /// Silence before the speech, seconds (a dot for decimals: 0.5).
+    #[arg(long, value_name = "SECONDS", allow_hyphen_values = true, value_parser = decimal)]
     pub pre: Option<f64>,
-    /// Silence after the speech, seconds.
-    #[arg(long)]
+    /// Silence after the speech, seconds (a dot for decimals: 1.5).
+    #[arg(long, value_name = "SECONDS", allow_hyphen_values = true, value_parser = decimal)]
     pub post: Option<f64>,
-    /// Frame rate: 25, 30000/1001, 29.97 …
-    #[arg(long)]
+    /// Frame rate: 25, 30000/1001, 29.97 … (default 25).
+    #[arg(long, value_name = "FPS", allow_hyphen_values = true)]
     pub fps: Option<String>,
-    #[arg(long)]
-    pub width: Option<u32>,
-    #[arg(long)]
-    pub height: Option<u32>,
-    #[arg(long, alias = "max_width")]
-    pub max_width: Option<u32>,
-    #[arg(long, alias = "max_height")]
-    pub max_height: Option<u32>,
-    /// on | off (default: on for a start image, off for a start video).
-    #[arg(long)]
+    /// Output width in pixels (with --height; default: the start picture fitted into
+    /// --max-width × --max-height).
+    #[arg(long, value_name = "PX", allow_negative_numbers = true)]
+    pub width: Option<i64>,
+    /// Output height in pixels (with --width).
+    #[arg(long, value_name = "PX", allow_negative_numbers = true)]
+    pub height: Option<i64>,
+    /// Largest output width when fitting the start picture (default 854).
+    #[arg(
+        long,
+        alias = "max_width",
+        value_name = "PX",
+        allow_negative_numbers = true
+    )]
+    pub max_width: Option<i64>,
+    /// Largest output height when fitting the start picture (default 480).
+    #[arg(
+        long,
+        alias = "max_height",
+        value_name = "PX",
+        allow_negative_numbers = true
+    )]
+    pub max_height: Option<i64>,
+    /// Lip-sync (default: on for a start image, off for a start video or with --no-comfyui).
+    #[arg(long, value_parser = ["on", "off"])]
     pub lipsync: Option<String>,
-    #[arg(long, alias = "lipsync_provider")]
+    /// An external lip-sync provider's id (lipsync.providers.json).
+    #[arg(long, alias = "lipsync_provider", value_name = "ID")]
     pub lipsync_provider: Option<String>,
-    #[arg(long, alias = "comfyui_chunk_size")]
-    pub comfyui_chunk_size: Option<u32>,
+    /// Frames per ComfyUI chunk (default: one chunk).
+    #[arg(
+        long,
+        alias = "comfyui_chunk_size",
+        value_name = "FRAMES",
+        allow_negative_numbers = true
+    )]
+    pub comfyui_chunk_size: Option<i64>,
+    /// The ComfyUI server (default http://127.0.0.1:8188), e.g. a remote GPU box.
+    #[arg(long, env = "COMFYUI_URL", value_name = "URL")]
+    pub comfyui_url: Option<String>,
     /// Skip ComfyUI (the diagnostic path).
     #[arg(long, alias = "no_comfyui")]
     pub no_comfyui: bool,
-    #[arg(long)]
-    pub seed: Option<u64>,
-    #[arg(long)]
+    /// Fixed ComfyUI seed (default: a random one, recorded in the manifest).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub seed: Option<i64>,
+    /// Text prompt for workflows that use {{prompt}}.
+    #[arg(long, value_name = "TEXT")]
     pub prompt: Option<String>,
-    #[arg(long)]
+    /// Negative prompt for workflows that use {{negative}}.
+    #[arg(long, value_name = "TEXT")]
     pub negative: Option<String>,
-    #[arg(long)]
+    /// Deliver the audio at this EBU R128 integrated loudness, LUFS (e.g. -16; true peak
+    /// at most -1.5 dBTP).
+    #[arg(long, value_name = "LUFS", allow_hyphen_values = true, value_parser = decimal)]
+    pub loudness: Option<f64>,
+    /// Working directory of the run: a folder, created if missing (default:
+    /// ./workdir/<run id>); the job is written there as job.json.
+    #[arg(long, value_name = "DIR")]
     pub workdir: Option<PathBuf>,
+    /// Exit 3 when the run finished degraded.
     #[arg(long)]
     pub fail_on_degraded: bool,
+    /// NDJSON on stdout: started, phase changes, progress, then done or error (docs/CLI.md).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A number as a user types it; a decimal comma gets "use a dot: 0.5".
+fn decimal(s: &str) -> std::result::Result<f64, String> {
+    let t = s.trim();
+    if let Ok(v) = t.parse::<f64>() {
+        if v.is_finite() {
+            return Ok(v);
+        }
+        return Err(format!("not a finite number: {s:?}"));
+    }
+    let dotted = t.replace(',', ".");
+    if t.contains(',') && dotted.parse::<f64>().is_ok() {
+        return Err(format!("use a dot: {dotted}"));
+    }
+    Err(format!("not a number: {s:?}"))
+}
+
+/// The job fields `va produce` fills from its flags, with the flag (or environment variable)
+/// each comes from: problems found in them name the flag the user typed.
+pub const PRODUCE_FLAGS: &[(&str, &str)] = &[
+    ("audio", "--audio"),
+    ("start_image", "--start"),
+    ("start_video", "--start"),
+    ("end_image", "--end"),
+    ("buffer.pre_seconds", "--pre"),
+    ("buffer.post_seconds", "--post"),
+    ("determinism.fps", "--fps"),
+    ("determinism.seed", "--seed"),
+    ("render.width", "--width"),
+    ("render.height", "--height"),
+    ("render.max_width", "--max-width"),
+    ("render.max_height", "--max-height"),
+    ("lipsync.provider", "--lipsync-provider"),
+    ("lipsync.enable", "--lipsync"),
+    ("comfyui.chunk_size", "--comfyui-chunk-size"),
+    ("comfyui.url", "--comfyui-url (COMFYUI_URL)"),
+    ("encode.loudness.target_lufs", "--loudness"),
+    ("prompt", "--prompt"),
+    ("negative", "--negative"),
+];
+
+/// `text` with every whole-token occurrence of `token` (not part of a longer dotted name)
+/// replaced by `with`.
+fn replace_token(text: &str, token: &str, with: &str) -> String {
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '.';
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(token) {
+        let before = rest[..i].chars().next_back();
+        let after = rest[i + token.len()..].chars().next();
+        out.push_str(&rest[..i]);
+        if before.is_some_and(ident) || after.is_some_and(|c| c != '.' && ident(c)) {
+            out.push_str(token);
+        } else {
+            out.push_str(with);
+        }
+        rest = &rest[i + token.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `problems` of the job built from flags, told in flags: `--pre: must be >= 0 (got -1)`.
+fn flag_problems(problems: &[job::Problem]) -> Error {
+    // Longest paths first, so `render.max_width` is not read as `render.width`'s neighbour.
+    let mut table: Vec<&(&str, &str)> = PRODUCE_FLAGS.iter().collect();
+    table.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
+    let told: Vec<String> = problems
+        .iter()
+        .map(|p| {
+            let flag = table
+                .iter()
+                .find(|(path, _)| *path == p.path)
+                .map_or(p.path.as_str(), |(_, f)| *f);
+            let mut message = p.message.clone();
+            for (path, f) in &table {
+                message = replace_token(&message, path, f);
+            }
+            format!("{flag}: {message}")
+        })
+        .collect();
+    Error::new(ErrorKind::ValidationFailed, told.join("; ")).with_hint("see va produce --help")
+}
+
+/// `va validate --json`'s one document.
+#[derive(Debug, serde::Serialize)]
+struct Validation<'a> {
+    file: String,
+    valid: bool,
+    problems: &'a [job::Problem],
+    job: Option<Value>,
 }
 
 pub fn validate(a: ValidateArgs) -> Result<i32> {
-    let doc = job::read_json(&a.job)?;
-    let j = match job::from_value(doc, &job::job_folder(&a.job)) {
-        Ok(j) => j,
+    let print = |problems: &[job::Problem], j: Option<Value>| {
+        let doc = Validation {
+            file: a.job.display().to_string(),
+            valid: j.is_some(),
+            problems,
+            job: j,
+        };
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    };
+    let doc = match job::read_json(&a.job) {
+        Ok(d) => d,
+        Err(e) => {
+            if a.json {
+                let p = job::Problem {
+                    path: "$".into(),
+                    message: e.message.clone(),
+                };
+                print(&[p], None);
+            }
+            return Err(e);
+        }
+    };
+    match job::from_value(doc, &job::job_folder(&a.job)) {
+        Ok(j) => {
+            if a.json {
+                print(&[], Some(j.to_effective_json()));
+            } else {
+                println!("{}: valid", a.job.display());
+            }
+            Ok(0)
+        }
         Err(problems) => {
             if a.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&problems).unwrap_or_default()
-                );
+                print(&problems, None);
             } else {
                 for p in &problems {
                     eprintln!("{p}");
                 }
             }
-            return Err(job::problems_error(&a.job, &problems));
+            Err(job::problems_error(&a.job, &problems))
         }
-    };
-    if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&j.to_effective_json()).unwrap_or_default()
-        );
-    } else {
-        println!("{}: valid", a.job.display());
     }
-    Ok(0)
 }
 
-fn default_workdir() -> PathBuf {
-    let stamp = time::OffsetDateTime::now_utc()
-        .format(time::macros::format_description!(
-            "[year][month][day]-[hour][minute][second]"
-        ))
-        .unwrap_or_default();
-    PathBuf::from("workdir").join(format!("run-{stamp}-{}", std::process::id()))
+/// `./workdir/<run id>`: the default workdir is named after the run.
+fn default_workdir(run_id: &str) -> PathBuf {
+    PathBuf::from("workdir").join(run_id)
 }
 
 fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
-pub fn run(a: RunArgs, events: &EventLog) -> Result<i32> {
-    if let Some(lock) = &a.supervised {
-        supervise(lock)?;
+/// A `--workdir` must be a folder (or not exist yet).
+fn check_workdir(workdir: &Path) -> Result<()> {
+    if workdir.exists() && !workdir.is_dir() {
+        return Err(Error::at_path(
+            ErrorKind::Usage,
+            workdir,
+            "--workdir names a file; give a folder (it is created if missing)",
+        ));
     }
-    let j = job::load(&a.job)?;
-    let workdir = absolute(&a.workdir.unwrap_or_else(default_workdir));
-    execute(
-        &j,
-        workdir,
-        Some(absolute(&a.job)),
-        a.resume,
-        a.fail_on_degraded,
-        events,
-    )
+    Ok(())
 }
 
-fn execute(
-    j: &job::Job,
+/// Runs `f`; with `--json` a failure also goes to stdout as the `error` line.
+fn with_json(json: bool, f: impl FnOnce() -> Result<i32>) -> Result<i32> {
+    let out = f();
+    if json {
+        if let Err(e) = &out {
+            report::emit(&report::error_event(e));
+        }
+    }
+    out
+}
+
+pub fn run(a: RunArgs, events: &EventLog) -> Result<i32> {
+    with_json(a.json, || {
+        if let Some(lock) = &a.supervised {
+            supervise(lock)?;
+        }
+        let j = if a.no_comfyui {
+            let mut doc = job::read_json(&a.job)?;
+            without_comfyui(&mut doc);
+            job::from_value(doc, &job::job_folder(&a.job))
+                .map_err(|p| job::problems_error(&a.job, &p))?
+        } else {
+            job::load(&a.job)?
+        };
+        let run_id = a
+            .run_id
+            .clone()
+            .unwrap_or_else(crate::stages::run::new_run_id);
+        let workdir = absolute(
+            &a.workdir
+                .clone()
+                .unwrap_or_else(|| default_workdir(&run_id)),
+        );
+        execute(
+            &j,
+            &Launch {
+                workdir,
+                job_file: Some(absolute(&a.job)),
+                resume: a.resume,
+                fail_on_degraded: a.fail_on_degraded,
+                run_id,
+                json: a.json,
+            },
+            events,
+        )
+    })
+}
+
+/// `--no-comfyui` on a job document: ComfyUI off, and lip-sync off unless an external
+/// provider does it (without ComfyUI nothing else could).
+fn without_comfyui(doc: &mut Value) {
+    let Some(root) = doc.as_object_mut() else {
+        return;
+    };
+    let comfy = root.entry("comfyui").or_insert_with(|| json!({}));
+    if let Some(c) = comfy.as_object_mut() {
+        c.insert("enable".into(), false.into());
+    }
+    let has_provider = root
+        .get("lipsync")
+        .and_then(|l| l.get("provider"))
+        .is_some_and(|p| !p.is_null());
+    if !has_provider {
+        if let Some(l) = root.get_mut("lipsync").and_then(Value::as_object_mut) {
+            l.insert("enable".into(), false.into());
+        }
+    }
+}
+
+/// How a run is launched from the command line.
+struct Launch {
     workdir: PathBuf,
     job_file: Option<PathBuf>,
     resume: bool,
     fail_on_degraded: bool,
-    events: &EventLog,
-) -> Result<i32> {
+    run_id: String,
+    json: bool,
+}
+
+fn execute(j: &job::Job, l: &Launch, events: &EventLog) -> Result<i32> {
+    let started = std::time::Instant::now();
+    let workdir = &l.workdir;
+    check_workdir(workdir)?;
     // Bad input is refused before the workdir is touched.
     if !workdir.join(&j.output.final_name).exists() {
         crate::stages::run::preflight(j)?;
     }
     // Events go to the run's own log once the run can claim its workdir.
-    if !workdir.join(&j.output.final_name).exists() && std::fs::create_dir_all(&workdir).is_ok() {
-        events.set_workdir(Some(&workdir))?;
+    if !workdir.join(&j.output.final_name).exists() && std::fs::create_dir_all(workdir).is_ok() {
+        events.set_workdir(Some(workdir))?;
+    }
+    let mut reporters: Vec<Box<dyn crate::progress::Progress>> = Vec::new();
+    if let Some(t) = report::TerminalProgress::for_stderr() {
+        reporters.push(Box::new(t));
+    }
+    if l.json {
+        reporters.push(Box::new(report::JsonProgress::default()));
     }
     let opts = RunOptions {
         workdir: workdir.clone(),
-        resume,
+        resume: l.resume,
         state_dir: registry::state_dir(),
-        job_file,
-        progress: true,
+        job_file: l.job_file.clone(),
+        progress: crate::progress::Reporter::new(report::Both(reporters)),
+        run_id: Some(l.run_id.clone()),
     };
     let outcome = run_job(j, &opts)?;
-    println!("{}", outcome.final_path.display());
+    let code = if outcome.degraded && l.fail_on_degraded {
+        3
+    } else {
+        0
+    };
+    let summary = report::Summary::of(&outcome, started.elapsed(), code);
+    if l.json {
+        report::emit(&report::JsonEvent::Done(summary.clone()));
+    }
+    if std::io::stderr().is_terminal() {
+        eprintln!("{}", summary.line());
+    } else if !l.json {
+        println!("{}", summary.line());
+    }
+    if !l.json {
+        println!("{}", outcome.final_path.display());
+    }
     if outcome.degraded {
         eprintln!("warning: run {} finished degraded", outcome.run_id);
-        if fail_on_degraded {
-            return Ok(3);
-        }
     }
-    Ok(0)
+    Ok(code)
 }
 
 pub fn produce(a: ProduceArgs, events: &EventLog) -> Result<i32> {
-    let doc = produce_job(&a)?;
-    let workdir = absolute(a.workdir.as_deref().unwrap_or(&default_workdir()));
+    with_json(a.json, || produce_inner(&a, events))
+}
+
+fn produce_inner(a: &ProduceArgs, events: &EventLog) -> Result<i32> {
+    if let Some(w) = &a.workdir {
+        check_workdir(w)?;
+    }
+    let doc = produce_job(a)?;
+    let run_id = crate::stages::run::new_run_id();
+    let workdir = absolute(
+        &a.workdir
+            .clone()
+            .unwrap_or_else(|| default_workdir(&run_id)),
+    );
     let cwd = std::env::current_dir().unwrap_or_default();
-    let mut j = job::from_value(Value::Object(doc.clone()), &cwd)
-        .map_err(|p| job::problems_error(Path::new("produce flags"), &p))?;
+    let mut j = job::from_value(Value::Object(doc.clone()), &cwd).map_err(|p| flag_problems(&p))?;
     // JSON holds text: a path that is not UTF-8 is written lossily into job.json (for the
     // record) while the run itself uses the real bytes.
     j.audio = absolute(&a.audio);
@@ -249,10 +511,14 @@ pub fn produce(a: ProduceArgs, events: &EventLog) -> Result<i32> {
     crate::record::write_json_atomic(&job_file, &Value::Object(doc))?;
     execute(
         &j,
-        workdir,
-        Some(job_file),
-        false,
-        a.fail_on_degraded,
+        &Launch {
+            workdir,
+            job_file: Some(job_file),
+            resume: false,
+            fail_on_degraded: a.fail_on_degraded,
+            run_id,
+            json: a.json,
+        },
         events,
     )
 }
@@ -261,6 +527,15 @@ pub fn produce(a: ProduceArgs, events: &EventLog) -> Result<i32> {
 /// the API): the start kind comes from probing the file, paths are made absolute against the
 /// current directory, the final is `fertig.mp4`. Not yet validated.
 pub fn produce_job(a: &ProduceArgs) -> Result<Map<String, Value>> {
+    if let Some(f) = &a.fps {
+        if f.contains(',') {
+            let dotted = f.trim().replace(',', ".");
+            return Err(Error::new(
+                ErrorKind::Usage,
+                format!("--fps: use a dot: {dotted}"),
+            ));
+        }
+    }
     let probe = media::probe::probe_start(&a.start)?;
     let is_image = probe.kind == media::probe::StartKind::Image;
     let lipsync = match a.lipsync.as_deref() {
@@ -321,9 +596,8 @@ pub fn produce_job(a: &ProduceArgs) -> Result<Map<String, Value>> {
     doc.insert("render".into(), Value::Object(render));
     let mut comfy = Map::new();
     comfy.insert("enable".into(), (!a.no_comfyui).into());
-    // The server to use (default http://127.0.0.1:8188), e.g. a remote GPU box.
-    if let Ok(url) = std::env::var("COMFYUI_URL") {
-        comfy.insert("url".into(), url.into());
+    if let Some(url) = &a.comfyui_url {
+        comfy.insert("url".into(), url.clone().into());
     }
     if let Some(c) = a.comfyui_chunk_size {
         comfy.insert("chunk_size".into(), c.into());
@@ -339,6 +613,52 @@ pub fn produce_job(a: &ProduceArgs) -> Result<Map<String, Value>> {
     if let Some(n) = &a.negative {
         doc.insert("negative".into(), n.clone().into());
     }
+    let mut encode = Map::new();
+    if let Some(l) = a.loudness {
+        encode.insert("loudness".into(), json!({ "target_lufs": l }));
+    }
+    doc.insert("encode".into(), Value::Object(encode));
     doc.insert("output".into(), json!({"final_name": "fertig.mp4"}));
     Ok(doc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_comma_gets_use_a_dot() {
+        assert_eq!(decimal("0.5"), Ok(0.5));
+        assert_eq!(decimal("-1"), Ok(-1.0));
+        assert_eq!(decimal("0,5").unwrap_err(), "use a dot: 0.5");
+        assert!(decimal("abc").unwrap_err().contains("not a number"));
+        assert!(decimal("inf").is_err());
+    }
+
+    #[test]
+    fn problems_from_flags_name_the_flags() {
+        let p = |path: &str, message: &str| job::Problem {
+            path: path.into(),
+            message: message.into(),
+        };
+        let e = flag_problems(&[
+            p("render.height", "must be given together with render.width"),
+            p("buffer.pre_seconds", "must be >= 0 (got -1)"),
+            p("determinism.fps", "not a frame rate: x"),
+        ]);
+        assert_eq!(e.kind, ErrorKind::ValidationFailed);
+        assert_eq!(
+            e.message,
+            "--height: must be given together with --width; --pre: must be >= 0 (got -1); \
+             --fps: not a frame rate: x"
+        );
+        assert_eq!(
+            replace_token(
+                "render.max_width and render.width",
+                "render.width",
+                "--width"
+            ),
+            "render.max_width and --width"
+        );
+    }
 }

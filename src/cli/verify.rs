@@ -10,18 +10,24 @@ use crate::timeline;
 
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
+    /// The MP4 (or any video file) to read back.
     pub file: PathBuf,
     /// Expected frame rate (25, 30000/1001, 29.97 …).
     #[arg(long)]
     pub fps: Option<String>,
-    #[arg(long)]
+    /// Expected number of video frames.
+    #[arg(long, value_name = "N")]
     pub expect_frames: Option<u64>,
     /// Expected audio programme duration in seconds (within half a sample).
-    #[arg(long)]
+    #[arg(long, value_name = "SECONDS")]
     pub expect_audio: Option<f64>,
     /// Largest A/V delta in frames that passes (default 0.5).
-    #[arg(long)]
+    #[arg(long, value_name = "FRAMES")]
     pub max_av_delta: Option<f64>,
+    /// Pass a file without an audio stream (by default that fails).
+    #[arg(long)]
+    pub allow_no_audio: bool,
+    /// The report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }
@@ -46,6 +52,7 @@ pub fn run(a: VerifyArgs) -> Result<i32> {
             audio_seconds: a.expect_audio,
             video_packets_only: false,
             max_av_delta_frames: a.max_av_delta,
+            audio_required: !a.allow_no_audio,
         },
     )?;
     if a.json {

@@ -16,6 +16,9 @@ use crate::error::{Error, ErrorKind, Result};
 pub struct GraphParams {
     /// The start image's or start video's name in ComfyUI's input folder.
     pub start: String,
+    /// The staged picture the built-in Wav2Lip graphs read: the still (start image) or the
+    /// main-segment clip (start video), by its name in ComfyUI's input folder.
+    pub staged: String,
     /// The padded audio's name in ComfyUI's input folder.
     pub audio: String,
     /// Frames of the main segment (ComfyUI is never asked for the end hold).
@@ -93,11 +96,34 @@ fn motion_inputs(p: &GraphParams, c: Chunk, centre: Option<(f64, f64)>) -> Map<S
     v.as_object().cloned().unwrap_or_default()
 }
 
-/// Start image → `LoadImage` → `RepeatImageBatch(amount)` + `LoadAudio` →
+/// The face check (`vidax_facecheck`): one `LoadImage → VIDAX_FaceProbe` pair per picture,
+/// the pair of picture `i` as nodes `2i+1` and `2i+2`.
+pub fn facecheck(images: &[String]) -> Value {
+    let mut g = Map::new();
+    for (i, name) in images.iter().enumerate() {
+        let (load, probe) = ((2 * i + 1).to_string(), (2 * i + 2).to_string());
+        g.insert(
+            load.clone(),
+            json!({"class_type": "LoadImage", "inputs": {"image": name}}),
+        );
+        g.insert(
+            probe,
+            json!({"class_type": "VIDAX_FaceProbe", "inputs": {"image": link(&load, 0)}}),
+        );
+    }
+    Value::Object(g)
+}
+
+/// The node id of picture `i`'s `VIDAX_FaceProbe` in [`facecheck`].
+pub fn facecheck_probe_id(i: usize) -> String {
+    (2 * i + 2).to_string()
+}
+
+/// Staged still → `LoadImage` → `RepeatImageBatch(amount)` + `LoadAudio` →
 /// `VIDAX_Wav2Lip(on_no_face)` → `SaveImage(filename_prefix=vidax_wav2lip)`, for one chunk.
 pub fn wav2lip_image(p: &GraphParams, c: Chunk) -> Value {
     json!({
-        "1": {"class_type": "LoadImage", "inputs": {"image": "{{start_image}}"}},
+        "1": {"class_type": "LoadImage", "inputs": {"image": p.staged}},
         "2": {"class_type": "RepeatImageBatch", "inputs": {"image": link("1", 0), "amount": c.frames}},
         "3": load_audio(),
         "4": wav2lip(p, link("2", 0), link("3", 0), c.start),
@@ -105,18 +131,20 @@ pub fn wav2lip_image(p: &GraphParams, c: Chunk) -> Value {
     })
 }
 
-/// Start video → `VHS_LoadVideo` (all seven required inputs; `force_rate` = fps,
-/// `frame_load_cap` = main frames, `force_size` Custom at the render size, `format` None so
-/// nothing is rounded) + `LoadAudio` → `VIDAX_Wav2Lip` → `SaveImage`.
-pub fn wav2lip_video(p: &GraphParams) -> Value {
+/// The staged main-segment clip → `VHS_LoadVideo` (all seven required inputs: every frame
+/// at the clip's own rate (`force_rate` 0), its own size (`custom_width`/`custom_height` 0),
+/// the chunk's frames (`skip_first_frames` = chunk start, `frame_load_cap` = chunk frames),
+/// `format` None so nothing is rounded) + `LoadAudio` → `VIDAX_Wav2Lip(start_frame)` →
+/// `SaveImage`, for one chunk.
+pub fn wav2lip_video(p: &GraphParams, c: Chunk) -> Value {
     json!({
         "1": {"class_type": "VHS_LoadVideo", "inputs": {
-            "video": "{{start_image}}", "force_rate": p.fps, "custom_width": p.width,
-            "custom_height": p.height, "frame_load_cap": p.frames, "skip_first_frames": 0,
-            "select_every_nth": 1, "format": "None", "force_size": "Custom",
+            "video": p.staged, "force_rate": 0, "custom_width": 0,
+            "custom_height": 0, "frame_load_cap": c.frames, "skip_first_frames": c.start,
+            "select_every_nth": 1, "format": "None",
         }},
         "3": load_audio(),
-        "4": wav2lip(p, link("1", 0), link("3", 0), 0),
+        "4": wav2lip(p, link("1", 0), link("3", 0), c.start),
         "5": save(link("4", 0), "vidax_wav2lip"),
     })
 }
@@ -138,7 +166,9 @@ pub fn motion_chunk(p: &GraphParams, c: Chunk, centre: Option<(f64, f64)>) -> Va
 
 /// `vidax_lipsync_mouthblend`: the lip-synced still (`LoadImage` → `RepeatImageBatch` →
 /// `VIDAX_Wav2Lip`) blended into the motion frames (`VIDAX_MotionChunk`) by
-/// `VIDAX_MouthBlend` over the mouth ROI → `SaveImage(filename_prefix=vidax_mouthblend)`.
+/// `VIDAX_MouthBlend` → `SaveImage(filename_prefix=vidax_mouthblend)`. The blend follows the
+/// box Wav2Lip reports for each frame (its `report` output into `lipsync_report`); the mouth
+/// ROI inputs are what a MouthBlend without that input uses.
 pub fn mouthblend_chunk(p: &GraphParams, c: Chunk, face: &FaceInputs) -> Value {
     let mut graph = motion_chunk(p, c, Some(face.centre));
     let mut blend = motion_inputs(p, c, Some(face.centre));
@@ -146,6 +176,7 @@ pub fn mouthblend_chunk(p: &GraphParams, c: Chunk, face: &FaceInputs) -> Value {
     for (k, v) in [
         ("motion_frames", link("2", 0)),
         ("lipsync_frames", link("6", 0)),
+        ("lipsync_report", link("6", 1)),
         ("mouth_x", mx.into()),
         ("mouth_y", my.into()),
         ("mouth_w", mw.into()),
@@ -448,6 +479,7 @@ mod tests {
     fn params() -> GraphParams {
         GraphParams {
             start: "vidax_start_0123456789abcdef.png".into(),
+            staged: "vidax_still_0123456789abcdef.png".into(),
             audio: "vidax_audio_fedcba9876543210.wav".into(),
             frames: 40,
             fps: 25.0,
@@ -509,7 +541,8 @@ mod tests {
         };
         for g in [
             wav2lip_image(&p, c),
-            wav2lip_video(&p),
+            wav2lip_video(&p, c),
+            facecheck(&["a.png".into(), "b.png".into()]),
             motion_chunk(&p, c, None),
             mouthblend_chunk(&p, c, &face),
         ] {
@@ -564,7 +597,13 @@ mod tests {
         info3["VHS_LoadVideo"]["input"]["required"]["video"] = json!([["vidax_clip.mp4"]]);
         let p = params();
         let v = fill(
-            &wav2lip_video(&p),
+            &wav2lip_video(
+                &p,
+                Chunk {
+                    start: 0,
+                    frames: 40,
+                },
+            ),
             &p,
             Chunk {
                 start: 0,
@@ -576,7 +615,13 @@ mod tests {
 
     #[test]
     fn vhs_loadvideo_gets_all_seven_required_inputs() {
-        let g = wav2lip_video(&params());
+        let g = wav2lip_video(
+            &params(),
+            Chunk {
+                start: 10,
+                frames: 30,
+            },
+        );
         let need = [
             "video",
             "force_rate",
@@ -589,7 +634,30 @@ mod tests {
         for n in need {
             assert!(g["1"]["inputs"].get(n).is_some(), "{n}");
         }
-        assert_eq!(g["1"]["inputs"]["frame_load_cap"], 40);
+        // The chunk of the clip, at its own rate and size; Wav2Lip counts from the chunk.
+        let i = &g["1"]["inputs"];
+        assert_eq!(
+            (
+                &i["frame_load_cap"],
+                &i["skip_first_frames"],
+                &i["force_rate"]
+            ),
+            (&json!(30), &json!(10), &json!(0))
+        );
+        assert_eq!(
+            (&i["custom_width"], &i["custom_height"]),
+            (&json!(0), &json!(0))
+        );
+        assert_eq!(i["video"], "vidax_still_0123456789abcdef.png");
+        assert_eq!(g["4"]["inputs"]["start_frame"], 10);
+    }
+
+    #[test]
+    fn the_face_check_pairs_each_picture_with_a_probe() {
+        let g = facecheck(&["a.png".into(), "b.png".into()]);
+        assert_eq!(g["3"]["inputs"]["image"], "b.png");
+        assert_eq!(g[facecheck_probe_id(1)]["inputs"]["image"], json!(["3", 0]));
+        assert_eq!(g[facecheck_probe_id(0)]["class_type"], "VIDAX_FaceProbe");
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! ComfyUI over HTTP (SPEC §6): the client ([`client`]), the graphs it submits ([`graph`]) and
-//! the reading of what comes back ([`outputs`]). The stage that drives them per run is
+//! the reading of what comes back ([`outputs`], and the nodes' own reports: [`report`]). The stage that drives them per run is
 //! `stages::comfyui`; nothing here knows about workdirs or manifests.
 
 pub mod client;
 pub mod graph;
 pub mod outputs;
+pub mod report;
 
 use std::time::Duration;
 

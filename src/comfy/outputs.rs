@@ -173,17 +173,21 @@ pub fn summary(entry: &Value, node_errors: &Value) -> Value {
     })
 }
 
+/// The entry of a recorded `/history/<id>` body in `tests/data/comfyui/` (for unit tests).
+#[cfg(test)]
+pub(crate) fn recorded_entry(name: &str) -> Value {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/comfyui")
+        .join(name);
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+    v.as_object().unwrap().values().next().unwrap().clone()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn recorded(name: &str) -> Value {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/data/comfyui")
-            .join(name);
-        let v: Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
-        v.as_object().unwrap().values().next().unwrap().clone()
-    }
+    use recorded_entry as recorded;
 
     #[test]
     fn recorded_saveimage_history_gives_its_frames_in_name_order() {

@@ -13,9 +13,9 @@ pub mod validate;
 use std::path::Path;
 
 pub use schema::{
-    Buffer, Choice, Comfyui, Determinism, Encode, EndImageFit, Job, Limits, Lipsync, Motion,
-    OnNoFace, Output, Preset, Render, Retry, Rgb, Seconds, SeedPolicy, StartKind, VideoOptions,
-    Wav2lip, Wav2lipMode,
+    AudioRate, Buffer, Choice, Comfyui, Determinism, Encode, EndImageFit, Job, Limits, Lipsync,
+    Loudness, Motion, OnNoFace, Output, Preset, Render, Retry, Rgb, Seconds, SeedPolicy, StartKind,
+    VideoOptions, Wav2lip, Wav2lipMode,
 };
 pub use validate::{from_value, Problem};
 
@@ -131,7 +131,8 @@ mod tests {
                                     "on_no_face": "error"}},
             "lipsync": {"enable": true, "provider": "ext", "allow_passthrough": true},
             "prompt": "a calm speaker", "negative": "blur",
-            "encode": {"preset": "slow", "crf": 18, "audio_bitrate": 128000, "threads": 4},
+            "encode": {"preset": "slow", "crf": 18, "audio_bitrate": 128000, "threads": 4,
+                       "audio_rate": "source", "loudness": {"target_lufs": -16, "true_peak_db": -1}},
             "output": {"final_name": "fertig.mp4"},
             "limits": {"max_image_pixels": 1000000}
         })

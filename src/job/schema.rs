@@ -141,11 +141,12 @@ pub struct Determinism {
     pub seed_policy: SeedPolicy,
 }
 
-/// How the ComfyUI seed is chosen.
+/// How the ComfyUI seed is chosen. Not given: `fixed` when the job has a seed, `random` when
+/// it has none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SeedPolicy {
-    /// `determinism.seed` is used for every attempt (and is required).
+    /// `determinism.seed` is used for every attempt (and is required when named explicitly).
     Fixed,
     /// One seed is drawn per run and recorded in the manifest; a given seed is ignored.
     Random,
@@ -352,7 +353,7 @@ pub struct Lipsync {
     pub allow_passthrough: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Encode {
     pub preset: Preset,
     pub crf: u8,
@@ -360,6 +361,10 @@ pub struct Encode {
     pub audio_bitrate: u32,
     /// Encoder threads; 0 lets the encoder choose.
     pub threads: u32,
+    /// The delivered audio's sample rate.
+    pub audio_rate: AudioRate,
+    /// Loudness normalisation of the delivered audio; `None`: the input's loudness is kept.
+    pub loudness: Option<Loudness>,
 }
 
 impl Default for Encode {
@@ -369,8 +374,52 @@ impl Default for Encode {
             crf: 20,
             audio_bitrate: 192_000,
             threads: 0,
+            audio_rate: AudioRate::Hz(48_000),
+            loudness: None,
         }
     }
+}
+
+/// `encode.audio_rate`: a fixed delivery rate (the input is resampled once, exactly, to it) or
+/// the input's own rate (`"source"`; resampled only where AAC cannot carry it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AudioRate {
+    Source,
+    Hz(u32),
+}
+
+impl AudioRate {
+    /// The rate the programme is delivered at for an input at `source_rate`.
+    pub fn output_rate(self, source_rate: u32) -> u32 {
+        match self {
+            AudioRate::Source => crate::media::audio::output_rate(source_rate),
+            AudioRate::Hz(r) => r,
+        }
+    }
+}
+
+impl Serialize for AudioRate {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            AudioRate::Source => s.serialize_str("source"),
+            AudioRate::Hz(r) => s.serialize_u32(*r),
+        }
+    }
+}
+
+/// `encode.loudness`: EBU R128 integrated loudness to reach, and the true-peak ceiling a
+/// look-ahead limiter keeps where the gain alone would cross it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Loudness {
+    /// Integrated loudness of the delivered programme, LUFS.
+    pub target_lufs: f64,
+    /// Highest true peak allowed, dBTP.
+    pub true_peak_db: f64,
+}
+
+impl Loudness {
+    /// The ceiling when only a target is given (`va produce --loudness`).
+    pub const DEFAULT_TRUE_PEAK_DB: f64 = -1.5;
 }
 
 /// The libx264 speed presets, fastest first.

@@ -12,9 +12,11 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use super::schema::{
-    Buffer, Choice, Comfyui, Determinism, Encode, EndImageFit, Job, Limits, Lipsync, Motion,
-    Output, Render, Retry, Rgb, Seconds, SeedPolicy, StartKind, VideoOptions, Wav2lip,
+    AudioRate, Buffer, Choice, Comfyui, Determinism, Encode, EndImageFit, Job, Limits, Lipsync,
+    Loudness, Motion, Output, Render, Retry, Rgb, Seconds, SeedPolicy, StartKind, VideoOptions,
+    Wav2lip,
 };
+use crate::media::audio::AAC_RATES;
 use crate::timeline::{parse_fps, Rational};
 
 /// One thing wrong with a job, at a JSON path such as `buffer.post_seconds` or
@@ -82,7 +84,18 @@ pub const SCHEMA: &[(&str, &[&str])] = &[
         &["mode", "face_detect_batch", "on_no_face"],
     ),
     ("lipsync", &["enable", "provider", "allow_passthrough"]),
-    ("encode", &["preset", "crf", "audio_bitrate", "threads"]),
+    (
+        "encode",
+        &[
+            "preset",
+            "crf",
+            "audio_bitrate",
+            "threads",
+            "audio_rate",
+            "loudness",
+        ],
+    ),
+    ("encode.loudness", &["target_lufs", "true_peak_db"]),
     ("output", &["final_name"]),
     (
         "limits",
@@ -100,6 +113,11 @@ pub const MAX_SEED: u64 = 1 << 53;
 pub const MAX_BUFFER_SECONDS: f64 = 3600.0;
 /// Highest frame rate accepted.
 pub const MAX_FPS: u64 = 240;
+/// The range of `encode.loudness.target_lufs`.
+pub const MIN_LUFS: f64 = -50.0;
+pub const MAX_LUFS: f64 = -5.0;
+/// The lowest `encode.loudness.true_peak_db`.
+pub const MIN_TRUE_PEAK_DB: f64 = -9.0;
 /// The range of `limits.max_comfyui_json_bytes` and `limits.max_comfyui_file_bytes`:
 /// 1 KiB to 1 TiB.
 pub const MIN_COMFYUI_BYTES: u64 = 1 << 10;
@@ -251,6 +269,13 @@ impl Walk {
         let prompt = self.opt_string(&root, "prompt");
         let negative = self.opt_string(&root, "negative");
         let encode = self.encode(&root);
+        // A fixed delivery rate is known now: a frame rate the MP4 cannot time exactly with it
+        // is refused here (with "source" the check waits for the input's rate, at preflight).
+        if let (Some(d), crate::job::AudioRate::Hz(rate)) = (&determinism, encode.audio_rate) {
+            if let Some(why) = crate::timeline::timescale_problem(rate, d.fps) {
+                self.push("determinism.fps", why);
+            }
+        }
         let output = self.output(&root);
         let limits = {
             let o = self.object(&root, "limits");
@@ -321,17 +346,20 @@ impl Walk {
         let fps = self.fps(&o);
         let rounding = self.choice(&o, "rounding", crate::timeline::Rounding::Round);
         let seed = self.opt_int(&o, "seed", 0, MAX_SEED);
-        let seed_policy = self.choice(&o, "seed_policy", SeedPolicy::Fixed);
-        // Only when the policy really is `fixed`: a broken object or policy is its own problem.
-        let fixed = match o.get("seed_policy") {
-            None => o.map.is_some() || root.get("determinism").is_none(),
-            Some(v) => v == "fixed",
+        // The policy follows the seed unless it is given: `fixed` with a seed, `random`
+        // (drawn per run and recorded) without one.
+        let default_policy = if o.given("seed").is_some() {
+            SeedPolicy::Fixed
+        } else {
+            SeedPolicy::Random
         };
-        if fixed && seed_policy == SeedPolicy::Fixed && o.given("seed").is_none() {
+        let seed_policy = self.choice(&o, "seed_policy", default_policy);
+        // Only an explicit `fixed` needs a seed; a broken seed is its own problem.
+        if o.get("seed_policy").is_some_and(|v| v == "fixed") && o.given("seed").is_none() {
             self.push(
                 o.child("seed"),
                 "is required when determinism.seed_policy is \"fixed\" \
-                 (give a seed, or use seed_policy \"random\")",
+                 (give a seed, or leave seed_policy out to draw one per run)",
             );
         }
         Some(Determinism {
@@ -514,7 +542,57 @@ impl Walk {
             crf: self.int(&o, "crf", d.crf, 0, 51),
             audio_bitrate: self.int(&o, "audio_bitrate", d.audio_bitrate, 8_000, 512_000),
             threads: self.int(&o, "threads", d.threads, 0, 64),
+            audio_rate: self.audio_rate(&o, d.audio_rate),
+            loudness: self.loudness(&o),
         }
+    }
+
+    /// `encode.audio_rate`: a rate AAC carries, or `"source"`.
+    fn audio_rate(&mut self, o: &Obj, default: AudioRate) -> AudioRate {
+        let Some(v) = o.get("audio_rate") else {
+            return default;
+        };
+        if v == "source" {
+            return AudioRate::Source;
+        }
+        if let Some(r) = v.as_u64().and_then(|r| u32::try_from(r).ok()) {
+            if AAC_RATES.contains(&r) {
+                return AudioRate::Hz(r);
+            }
+        }
+        let mut rates: Vec<u32> = AAC_RATES.to_vec();
+        rates.sort_unstable();
+        let list: Vec<String> = rates.iter().map(u32::to_string).collect();
+        self.push(
+            o.child("audio_rate"),
+            format!(
+                "must be \"source\" or a rate AAC carries: {} (got {})",
+                list.join(", "),
+                shown(v)
+            ),
+        );
+        default
+    }
+
+    /// `encode.loudness`: `null` (off) or `{target_lufs, true_peak_db}`.
+    fn loudness(&mut self, parent: &Obj) -> Option<Loudness> {
+        parent.given("loudness")?;
+        let o = self.object(parent, "loudness");
+        o.map?;
+        if o.given("target_lufs").is_none() {
+            self.push(o.child("target_lufs"), "is required (e.g. -16 or -14)");
+            return None;
+        }
+        Some(Loudness {
+            target_lufs: self.number(&o, "target_lufs", -16.0, MIN_LUFS, MAX_LUFS),
+            true_peak_db: self.number(
+                &o,
+                "true_peak_db",
+                Loudness::DEFAULT_TRUE_PEAK_DB,
+                MIN_TRUE_PEAK_DB,
+                0.0,
+            ),
+        })
     }
 
     fn output(&mut self, root: &Obj) -> Output {
@@ -1116,6 +1194,79 @@ mod tests {
     }
 
     #[test]
+    fn delivery_audio_rate_and_loudness() {
+        assert_eq!(ok(minimal()).encode.audio_rate, AudioRate::Hz(48_000));
+        assert_eq!(ok(minimal()).encode.loudness, None);
+        assert_eq!(
+            accepts("encode.audio_rate", json!("source"))
+                .encode
+                .audio_rate,
+            AudioRate::Source
+        );
+        assert_eq!(
+            accepts("encode.audio_rate", json!(44_100))
+                .encode
+                .audio_rate,
+            AudioRate::Hz(44_100)
+        );
+        rejects("encode.audio_rate", json!(44_000), "a rate AAC carries");
+        rejects("encode.audio_rate", json!("48k"), "must be \"source\"");
+        let j = accepts("encode.loudness", json!({"target_lufs": -14}));
+        assert_eq!(
+            j.encode.loudness,
+            Some(Loudness {
+                target_lufs: -14.0,
+                true_peak_db: -1.5
+            })
+        );
+        assert_eq!(
+            j.to_effective_json()["encode"]["loudness"],
+            json!({"target_lufs": -14.0, "true_peak_db": -1.5})
+        );
+        accepts("encode.loudness", Value::Null);
+        rejects("encode.loudness", json!(-16), "must be an object");
+        for (x, at, needle) in [
+            (json!({}), "encode.loudness.target_lufs", "is required"),
+            (
+                json!({"target_lufs": -16, "true_peak_db": 1}),
+                "encode.loudness.true_peak_db",
+                "must be <= 0",
+            ),
+            (
+                json!({"target_lufs": -80}),
+                "encode.loudness.target_lufs",
+                "must be >= -50",
+            ),
+            (
+                json!({"target_lufs": -16, "peak": -1}),
+                "encode.loudness.peak",
+                "unknown field",
+            ),
+        ] {
+            let ps =
+                from_value(with(minimal(), "encode.loudness", x.clone()), &base()).unwrap_err();
+            assert_eq!(ps.len(), 1, "{x}: {ps:?}");
+            assert_eq!(ps[0].path, at, "{x}: {ps:?}");
+            assert!(ps[0].message.contains(needle), "{x}: {}", ps[0]);
+        }
+    }
+
+    #[test]
+    fn fps_whose_timescale_cannot_be_written_is_refused() {
+        // 239761/10000 with 48 kHz: lcm = 11508528000 > 2^31 - 1.
+        rejects("determinism.fps", json!("23.9761"), "11508528000");
+        // The NTSC rate it approximates is fine, and so is 23.9761 where the rate waits for
+        // the input ("source" is checked at preflight).
+        accepts("determinism.fps", json!("23.976"));
+        let v = with(
+            with(minimal(), "determinism.fps", json!("23.9761")),
+            "encode.audio_rate",
+            json!("source"),
+        );
+        ok(v);
+    }
+
+    #[test]
     fn render_size_is_given_as_a_pair() {
         let j = ok(with(
             minimal(),
@@ -1286,7 +1437,23 @@ mod tests {
 
     #[test]
     fn seed_rules() {
-        let ps = problems(json!({"audio": "a.wav", "start_image": "i.png"}));
+        // No seed: the policy is random (a seed is drawn per run); a seed makes it fixed.
+        let j = ok(json!({"audio": "a.wav", "start_image": "i.png"}));
+        assert_eq!(
+            (j.determinism.seed, j.determinism.seed_policy),
+            (None, SeedPolicy::Random)
+        );
+        let j =
+            ok(json!({"audio": "a.wav", "start_image": "i.png", "determinism": {"seed": null}}));
+        assert_eq!(j.determinism.seed_policy, SeedPolicy::Random);
+        let j = ok(json!({"audio": "a.wav", "start_image": "i.png", "determinism": {"seed": 5}}));
+        assert_eq!(
+            (j.determinism.seed, j.determinism.seed_policy),
+            (Some(5), SeedPolicy::Fixed)
+        );
+        // Only an explicit `fixed` needs a seed.
+        let ps = problems(json!({"audio": "a.wav", "start_image": "i.png",
+            "determinism": {"seed_policy": "fixed"}}));
         assert_eq!(ps.len(), 1);
         assert!(
             ps[0].starts_with("determinism.seed: is required when"),
@@ -1465,7 +1632,8 @@ mod tests {
                                     "start_image",
                                     "determinism.seed",
                                     "render.width",
-                                    "render.height"
+                                    "render.height",
+                                    "encode.loudness.target_lufs"
                                 ]
                                 .contains(&p.path.as_str())),
                             "{path}={x}: {ps:?}"
@@ -1478,7 +1646,13 @@ mod tests {
 
     #[test]
     fn schema_table_matches_the_effective_job() {
-        let eff = ok(minimal()).to_effective_json();
+        // With every optional object present (loudness is null by default).
+        let eff = ok(with(
+            minimal(),
+            "encode.loudness",
+            json!({"target_lufs": -16}),
+        ))
+        .to_effective_json();
         let mut from_json = Vec::new();
         collect_objects("", &eff, &mut from_json);
         let from_schema: Vec<(String, Vec<String>)> = SCHEMA

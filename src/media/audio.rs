@@ -400,23 +400,25 @@ pub struct PaddedAudio {
     pub info: AudioInfo,
     /// Programme samples per channel (before padding), at `rate`.
     pub input_samples: u64,
-    /// The rate of the padded WAV (the source rate unless AAC needs another).
+    /// The rate of the padded WAV (the delivery rate the job asked for).
     pub rate: u32,
     pub corrupt_packets: u64,
 }
 
-/// Decodes `src`, pads it with `pre(rate)` and `post(rate)` samples of digital silence and writes
-/// the programme as 32-bit float WAV to `dst`. `pre`/`post` get the final rate because that is
-/// only known after opening the input.
+/// Decodes `src`, resamples it (once) to `out_rate(source rate)` where that differs, pads it
+/// with `pre(rate)` and `post(rate)` samples of digital silence and writes the programme as
+/// 32-bit float WAV to `dst`. The rate-dependent parts are functions because the source rate
+/// is only known after opening the input.
 pub fn write_padded_wav(
     src: &Path,
     dst: &Path,
+    out_rate: impl Fn(u32) -> u32,
     pre: impl Fn(u32) -> u64,
     post: impl Fn(u32) -> u64,
 ) -> Result<PaddedAudio> {
     let input = AudioInput::open(src)?;
     let info = input.info().clone();
-    let rate = output_rate(info.rate);
+    let rate = out_rate(info.rate);
     let ch = info.out_channels;
     let spec = hound::WavSpec {
         channels: ch,

@@ -87,7 +87,7 @@ pub fn encode_mp4(
     video: &VideoSettings,
     producer: Box<dyn FrameProducer>,
     audio: &AudioSettings,
-    progress: &(dyn Fn(u64) + Sync),
+    progress: &dyn crate::progress::Progress,
 ) -> Result<EncodeReport> {
     super::init();
     let started = Instant::now();
@@ -219,6 +219,13 @@ pub fn encode_mp4(
     };
     let frames = video.frames;
     let (w, h) = (video.width, video.height);
+    // Both tracks count: the file is done when the last audio packet is muxed and the
+    // trailer written, not with the last video frame.
+    let done = std::cell::Cell::new(crate::progress::EncodeProgress {
+        frames_total: frames,
+        samples_total: u64::from(reader.duration()),
+        ..Default::default()
+    });
 
     let result = std::thread::scope(|scope| -> Result<()> {
         // Frames in index order; the bound (about 7 MB at 854x480) keeps memory flat while
@@ -276,7 +283,6 @@ pub fn encode_mp4(
                     if !drain(&mut venc) {
                         return Err(Error::internal("the muxer stopped"));
                     }
-                    progress(i + 1);
                 }
                 drop(frx);
                 venc.send_eof().map_err(ff("flushing libx264"))?;
@@ -321,13 +327,23 @@ pub fn encode_mp4(
                     p.write_interleaved(&mut octx)
                         .map_err(ff("writing a video packet"))?;
                     next_v = vrx.recv().ok();
+                    // One packet per frame.
+                    let mut d = done.get();
+                    d.frames_done = (d.frames_done + 1).min(d.frames_total);
+                    done.set(d);
+                    progress.encode(d);
                 } else {
                     let Some(mut p) = next_a.take() else { continue };
+                    let end = p.pts().unwrap_or(0).saturating_add(p.duration());
                     p.set_stream(1);
                     p.rescale_ts(atb, a_ost_tb);
                     p.write_interleaved(&mut octx)
                         .map_err(ff("writing an audio packet"))?;
                     next_a = arx.recv().ok();
+                    let mut d = done.get();
+                    d.samples_done = u64::try_from(end).unwrap_or(0).min(d.samples_total);
+                    done.set(d);
+                    progress.encode(d);
                 }
             }
         })();
@@ -359,6 +375,10 @@ pub fn encode_mp4(
     octx.write_trailer()
         .map_err(ff("writing the MP4 trailer"))?;
     drop(octx);
+    progress.encode(crate::progress::EncodeProgress {
+        finished: true,
+        ..done.get()
+    });
     report.bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
     report.wall_seconds = started.elapsed().as_secs_f64();
     Ok(report)

@@ -1,17 +1,21 @@
 //! The media adapter: the only module that uses FFmpeg's libraries (`ffmpeg_next`). It speaks
 //! the timeline's types outward and keeps every libav detail inside.
 //!
-//! - [`audio`]: decode, count and pad the programme; [`resample`] for rates AAC lacks;
+//! - [`audio`]: decode, count and pad the programme; [`resample`] to the delivery rate;
+//!   [`loudness`]: EBU R128 measurement, gain and true-peak limiter (no FFmpeg);
 //! - [`picture`]: image loading and the Y'CbCr working form; [`render`]: sub-pixel windows;
 //! - [`video`]: start videos (timestamps, orientation, decoding to [`picture::Planes`]);
-//! - [`encode`]: the one-pass H.264/AAC MP4; [`verify`]: the read-back;
+//! - [`encode`]: the one-pass H.264/AAC MP4; [`clip`]: the lossless clip ComfyUI reads;
+//!   [`verify`]: the read-back;
 //! - [`ffi`]: the native av_log bridge and the few raw libav calls (the only `unsafe`).
 
 pub mod ahead;
 pub mod audio;
+pub mod clip;
 pub mod decode;
 pub mod encode;
 mod ffi;
+pub mod loudness;
 pub(crate) use ffi::{open_input, open_output};
 pub mod picture;
 pub mod pngread;

@@ -32,6 +32,34 @@ impl Yuv420 {
     }
 }
 
+impl Yuv420 {
+    /// Interleaved 8-bit R'G'B' (`width·height·3` bytes) of this frame: the inverse of the
+    /// BT.709 limited-range conversion, each chroma sample covering its 2×2 block (so that
+    /// converting back and averaging the block gives the chroma sample again), rounded and
+    /// clamped. What a frame the engine renders looks like to a program that reads RGB.
+    pub fn to_rgb8(&self, out: &mut Vec<u8>) {
+        const KR: f32 = 0.2126;
+        const KB: f32 = 0.0722;
+        const KG: f32 = 1.0 - KR - KB;
+        let (w, h) = (self.width as usize, self.height as usize);
+        out.clear();
+        out.reserve(w * h * 3);
+        let q = |v: f32| (v * 255.0).round().clamp(0.0, 255.0) as u8;
+        for y in 0..h {
+            for x in 0..w {
+                let c = (y / 2) * (w / 2) + x / 2;
+                let luma = (f32::from(self.y[y * w + x]) - 16.0) / 219.0;
+                let pb = (f32::from(self.u[c]) - 128.0) / 224.0;
+                let pr = (f32::from(self.v[c]) - 128.0) / 224.0;
+                let r = luma + 1.5748 * pr;
+                let b = luma + 1.8556 * pb;
+                let g = (luma - KR * r - KB * b) / KG;
+                out.extend_from_slice(&[q(r), q(g), q(b)]);
+            }
+        }
+    }
+}
+
 /// A background colour as limited-range BT.709 Y'CbCr.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct YuvColor {
@@ -512,14 +540,68 @@ fn upright_size((w, h): (u32, u32), o: image::metadata::Orientation) -> (u32, u3
 
 /// A decoder for `path` (header read) and the picture's EXIF orientation.
 fn open_decoder(path: &Path) -> Result<(impl image::ImageDecoder, image::metadata::Orientation)> {
+    try_open_decoder(path)?.map_err(header_error(path))
+}
+
+/// [`open_decoder`], with the `image` crate's own error kept (the inner `Err`) for a file
+/// that is an image format it knows: an unsupported variant may be FFmpeg's to read.
+#[allow(
+    clippy::type_complexity,
+    reason = "the decoder type is opaque; naming the pair would not make it clearer"
+)]
+fn try_open_decoder(
+    path: &Path,
+) -> Result<
+    std::result::Result<
+        (impl image::ImageDecoder, image::metadata::Orientation),
+        image::ImageError,
+    >,
+> {
     use image::ImageDecoder;
-    let mut decoder = open_reader(path)?
-        .into_decoder()
-        .map_err(header_error(path))?;
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
-    Ok((decoder, orientation))
+    Ok(open_reader(path)?.into_decoder().map(|mut decoder| {
+        let orientation = decoder
+            .orientation()
+            .unwrap_or(image::metadata::Orientation::NoTransforms);
+        (decoder, orientation)
+    }))
+}
+
+/// Whether FFmpeg should try an image the `image` crate gave up on: it knows the format but
+/// not this variant of it (a TIFF in YCbCr, …).
+fn ffmpeg_fallback(e: &image::ImageError) -> bool {
+    matches!(e, image::ImageError::Unsupported(_))
+}
+
+/// Decodes the whole picture (as [`load_image`] does) and drops it: a truncated or corrupt
+/// file is refused before a run starts, never drawn as a grey picture.
+pub fn check_decodes(path: &Path, max_pixels: u64) -> Result<()> {
+    decode_rgba(path, max_pixels).map(|_| ())
+}
+
+/// A JPEG decoded strictly: zune-jpeg (the `image` crate's decoder) fills missing or corrupt
+/// data with grey in its lenient mode, which the `image` crate uses; in strict mode it reports
+/// it. The only strict complaint about an intact picture (stray bytes between headers) is let
+/// through.
+fn check_jpeg(path: &Path, (w, h): (u32, u32)) -> Result<()> {
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::at_path(ErrorKind::InputNotFound, path, e))?;
+    let options = zune_core::options::DecoderOptions::default()
+        .set_strict_mode(true)
+        .set_max_width(w.max(1) as usize)
+        .set_max_height(h.max(1) as usize);
+    let mut d = zune_jpeg::JpegDecoder::new_with_options(
+        zune_core::bytestream::ZCursor::new(bytes.as_slice()),
+        options,
+    );
+    match d.decode() {
+        Ok(_) => Ok(()),
+        Err(e) if e.to_string().contains("Extra bytes between headers") => Ok(()),
+        Err(e) => Err(Error::at_path(
+            ErrorKind::UnsupportedFormat,
+            path,
+            format!("is a damaged JPEG: its decoder reports missing or corrupt data ({e})"),
+        )),
+    }
 }
 
 /// Caps what decoding a `w`×`h` picture may allocate (from the header: a bomb stops there).
@@ -536,11 +618,18 @@ fn limit_decoder(
     decoder.set_limits(limits).map_err(header_error(path))
 }
 
-/// Reads only the header: the upright (width, height), EXIF orientation applied.
+/// Reads only the header: the upright (width, height), EXIF orientation applied. An image the
+/// `image` crate recognises but cannot read (a YCbCr TIFF) is read by FFmpeg's image
+/// decoders instead.
 pub fn image_dimensions(path: &Path) -> Result<(u32, u32)> {
     use image::ImageDecoder;
-    let (decoder, orientation) = open_decoder(path)?;
-    Ok(upright_size(decoder.dimensions(), orientation))
+    match try_open_decoder(path)? {
+        Ok((decoder, orientation)) => Ok(upright_size(decoder.dimensions(), orientation)),
+        Err(e) if ffmpeg_fallback(&e) => {
+            super::decode::still_image_size(path)?.ok_or_else(|| header_error(path)(e))
+        }
+        Err(e) => Err(header_error(path)(e)),
+    }
 }
 
 /// What the first bytes of an image file tell about its stored size.
@@ -612,34 +701,103 @@ pub fn check_pixels(path: &Path, what: &str, (w, h): (u32, u32), max_pixels: u64
     Ok(())
 }
 
-/// Loads an image as RGBA8, refusing it from its header when it exceeds `max_pixels`.
+/// Loads an image as Y'CbCr planes (alpha composited over `bg`), refusing it from its header
+/// when it exceeds `max_pixels`, and when its decoder reports missing or corrupt data.
 pub fn load_image(path: &Path, max_pixels: u64, bg: [u8; 3]) -> Result<Planes> {
+    let (w, h, rgba) = decode_rgba(path, max_pixels)?;
+    Ok(Planes::from_rgba8(w, h, &rgba, bg))
+}
+
+/// Loads an image as upright RGBA8 (EXIF orientation applied), with the checks of
+/// [`load_image`].
+pub fn load_rgba8(path: &Path, max_pixels: u64) -> Result<image::RgbaImage> {
+    let (w, h, rgba) = decode_rgba(path, max_pixels)?;
+    image::RgbaImage::from_raw(w, h, rgba)
+        .ok_or_else(|| Error::internal(format!("{}: short RGBA buffer", path.display())))
+}
+
+/// The upright picture as RGBA8 `(width, height, pixels)`.
+fn decode_rgba(path: &Path, max_pixels: u64) -> Result<(u32, u32, Vec<u8>)> {
     let (w, h) = image_dimensions(path)?;
     check_pixels(path, "image", (w, h), max_pixels)?;
     use image::ImageDecoder;
-    let (mut decoder, orientation) = open_decoder(path)?;
+    if open_reader(path)?.format() == Some(image::ImageFormat::Jpeg) {
+        check_jpeg(path, (w.max(h), w.max(h)))?;
+    }
+    let from_ffmpeg = || -> Result<(u32, u32, Vec<u8>)> {
+        super::decode::still_image_rgba(path, max_pixels)?.ok_or_else(|| {
+            Error::at_path(ErrorKind::UnsupportedFormat, path, "cannot decode image")
+        })
+    };
+    let (mut decoder, orientation) = match try_open_decoder(path)? {
+        Ok(d) => d,
+        Err(e) if ffmpeg_fallback(&e) => return from_ffmpeg(),
+        Err(e) => return Err(header_error(path)(e)),
+    };
     let size = decoder.dimensions();
     limit_decoder(&mut decoder, path, size, max_pixels)?;
-    let mut img = image::DynamicImage::from_decoder(decoder).map_err(|e| {
-        Error::at_path(
-            ErrorKind::UnsupportedFormat,
-            path,
-            format!("cannot decode image ({e})"),
-        )
-    })?;
+    let mut img = match image::DynamicImage::from_decoder(decoder) {
+        Ok(i) => i,
+        Err(e) if ffmpeg_fallback(&e) => return from_ffmpeg(),
+        Err(e) => {
+            return Err(Error::at_path(
+                ErrorKind::UnsupportedFormat,
+                path,
+                format!("cannot decode image ({e})"),
+            ))
+        }
+    };
     img.apply_orientation(orientation);
     let rgba = img.to_rgba8();
-    Ok(Planes::from_rgba8(
-        rgba.width(),
-        rgba.height(),
-        rgba.as_raw(),
-        bg,
-    ))
+    Ok((rgba.width(), rgba.height(), rgba.into_raw()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rgb_of_a_frame_converts_back_to_the_same_frame() {
+        // Colours through the BT.709 conversion to 4:2:0 (2×2 blocks of one colour, as the
+        // staged clip's frames are after rendering), to RGB and back.
+        let colours = [
+            [0u8, 0, 0],
+            [255, 255, 255],
+            [200, 150, 120],
+            [10, 240, 30],
+            [90, 20, 250],
+        ];
+        let (w, h) = (2 * colours.len() as u32, 2);
+        let mut f = Yuv420::new(w, h);
+        for (i, c) in colours.iter().enumerate() {
+            let yc = YuvColor::from_rgb(f32::from(c[0]), f32::from(c[1]), f32::from(c[2]));
+            for (x, y) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+                f.y[y * w as usize + 2 * i + x] = yc.y.round() as u8;
+            }
+            f.u[i] = yc.cb.round() as u8;
+            f.v[i] = yc.cr.round() as u8;
+        }
+        let mut rgb = Vec::new();
+        f.to_rgb8(&mut rgb);
+        assert_eq!(rgb.len(), (w * h * 3) as usize);
+        for (i, c) in colours.iter().enumerate() {
+            let px = &rgb[6 * i..6 * i + 3];
+            for k in 0..3 {
+                assert!(
+                    (i32::from(px[k]) - i32::from(c[k])).abs() <= 3,
+                    "{c:?} -> {px:?}"
+                );
+            }
+        }
+        let rgba: Vec<u8> = rgb
+            .chunks(3)
+            .flat_map(|p| [p[0], p[1], p[2], 255])
+            .collect();
+        let back = Planes::from_rgba8(w, h, &rgba, [0; 3]);
+        for (a, b) in back.y.iter().zip(&f.y) {
+            assert!((a - f32::from(*b)).abs() <= 0.6, "{a} vs {b}");
+        }
+    }
 
     #[test]
     fn header_size_reads_the_png_ihdr_and_other_headers_as_they_arrive() {

@@ -70,6 +70,8 @@ pub struct Expect {
     pub video_packets_only: bool,
     /// The largest A/V delta (frames) that passes; `None` means half a frame.
     pub max_av_delta_frames: Option<f64>,
+    /// A file without an audio stream fails.
+    pub audio_required: bool,
 }
 
 fn rat(r: av::Rational) -> String {
@@ -93,9 +95,13 @@ pub fn verify(path: &Path, expect: &Expect) -> Result<VerifyReport> {
             format!("not a readable media file ({e})"),
         )
     })?;
+    // A still picture (PNG, JPEG … read by an image demuxer) is not a video.
+    let format_name = input.format().name().to_string();
+    let still_image = format_name == "image2" || format_name.ends_with("_pipe");
     let vidx = input
         .streams()
         .best(av::media::Type::Video)
+        .filter(|_| !still_image)
         .map(|s| s.index());
     let aidx = input
         .streams()
@@ -241,6 +247,9 @@ pub fn verify(path: &Path, expect: &Expect) -> Result<VerifyReport> {
     };
 
     match &video {
+        None if still_image => failures.push(format!(
+            "no video stream: a still image ({format_name}), not a video"
+        )),
         None => failures.push("no video stream".to_string()),
         Some(v) => {
             if !v.cfr {
@@ -270,6 +279,9 @@ pub fn verify(path: &Path, expect: &Expect) -> Result<VerifyReport> {
                 }
             }
         }
+    }
+    if audio.is_none() && expect.audio_required && expect.audio_seconds.is_none() {
+        failures.push("no audio stream (--allow-no-audio accepts a file without sound)".into());
     }
     if let Some(s) = expect.audio_seconds {
         match &audio {

@@ -199,9 +199,9 @@ impl InputRecord {
 pub struct AudioRecord {
     /// The input's native sample rate.
     pub rate: u32,
-    /// `N_in`, counted by decoding, at `output_rate` (the same as `rate` unless AAC cannot
-    /// carry the input's rate and the programme was resampled); all counts here are at
-    /// `output_rate`.
+    /// `N_in`, counted by decoding, at `output_rate` (`encode.audio_rate`, 48000 by default;
+    /// a programme resampled from `rate` has `round(N_in(rate) · output_rate / rate)`); all
+    /// counts here are at `output_rate`.
     pub input_samples: u64,
     pub pre_samples: u64,
     pub post_samples: u64,
@@ -294,6 +294,8 @@ pub struct Manifest {
     /// `N / R` again: the picture lasts exactly as long as the padded audio.
     pub visual_target_duration_seconds: Option<f64>,
     pub audio: Option<AudioRecord>,
+    /// Loudness normalisation (`encode.loudness`): measured in and out; `null` when off.
+    pub loudness: Option<crate::media::loudness::LoudnessReport>,
     pub buffer: Option<BufferRecord>,
     /// Exact frame rate as `num/den` (`"30000/1001"`, `"25/1"`).
     pub fps: Option<String>,
@@ -701,6 +703,7 @@ mod tests {
                 "audio_duration_seconds",
                 "visual_target_duration_seconds",
                 "audio",
+                "loudness",
                 "buffer",
                 "fps",
                 "fps_value",

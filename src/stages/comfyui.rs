@@ -19,31 +19,41 @@ use tokio::time::Instant;
 use crate::comfy::client::{self, Client, Failure, Fallible, Posted, WsEvent};
 use crate::comfy::graph::{self, Chunk, FaceInputs, GraphParams, Template};
 use crate::comfy::outputs;
+use crate::comfy::report::{self, FaceReport, Merged};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::job::{Job, SeedPolicy, StartKind};
 use crate::record::manifest::{ComfyuiOutput, Manifest};
 
+use super::effect::{self, LipsyncMeta, Verdict};
 use super::faceprobe::FaceMeta;
 use super::prepare::Prepared;
+use super::staging::{ProbeImage, Staged};
 
-/// Built-in workflow ids (SPEC §6). `vidax_faceprobe` is the local probe (no graph).
+/// Built-in workflow ids (SPEC §6). `vidax_faceprobe` names the face check (the `faceprobe`
+/// phase); it runs before any lip-sync workflow whether listed or not.
 pub const FACEPROBE: &str = "vidax_faceprobe";
+/// The face check's graph, as saved under `comfyui/`.
+pub const FACECHECK: &str = "vidax_facecheck";
 pub const MOTION_CHUNKS: &str = "vidax_motion_chunks";
 pub const MOUTHBLEND: &str = "vidax_lipsync_mouthblend";
 pub const WAV2LIP_IMAGE: &str = "vidax_wav2lip_image_audio";
 pub const WAV2LIP_VIDEO: &str = "vidax_wav2lip_video_audio";
 
+/// The degraded reason of a lip-sync that did not change the picture.
+pub const LIPSYNC_NO_EFFECT: &str = "LIPSYNC_NO_EFFECT";
+
 /// The workflows a job runs: its `comfyui.workflow_ids`, else the defaults by start kind
-/// (start image with lip-sync: faceprobe, motion chunks, mouth blend; start image without
-/// lip-sync: motion chunks; start video: the Wav2Lip video graph, with lip-sync only).
-/// A job whose lip-sync is an external provider gets no lip-sync graph by default.
+/// (start image with lip-sync: the Wav2Lip graph over the still, which the engine then
+/// zooms; start image without lip-sync: motion chunks; start video: the Wav2Lip video graph,
+/// with lip-sync only). A job whose lip-sync is an external provider gets no lip-sync graph
+/// by default.
 pub fn workflow_ids(job: &Job) -> Vec<String> {
     if let Some(ids) = &job.comfyui.workflow_ids {
         return ids.clone();
     }
     let comfy_lipsync = job.lipsync.enable && job.lipsync.provider.is_none();
     let ids: &[&str] = match (&job.start, comfy_lipsync) {
-        (StartKind::Image(_), true) => &[FACEPROBE, MOTION_CHUNKS, MOUTHBLEND],
+        (StartKind::Image(_), true) => &[WAV2LIP_IMAGE],
         (StartKind::Image(_), false) => &[MOTION_CHUNKS],
         (StartKind::Video(_), true) => &[WAV2LIP_VIDEO],
         (StartKind::Video(_), false) => &[],
@@ -51,13 +61,48 @@ pub fn workflow_ids(job: &Job) -> Vec<String> {
     ids.iter().map(|s| s.to_string()).collect()
 }
 
+/// The built-in workflows among the job's (a user template of the same id replaces the
+/// built-in one) that are one of `ids`.
+fn lists_builtin(job: &Job, state_dir: &Path, ids: &[&str]) -> bool {
+    let dirs = graph::template_dirs(state_dir);
+    workflow_ids(job).iter().any(|id| {
+        ids.contains(&id.as_str()) && !matches!(graph::find_template(id, &dirs), Ok(Some(_)))
+    })
+}
+
+/// Whether the job's workflows lip-sync inside ComfyUI (the built-in lip-sync workflows).
+pub fn lipsyncs(job: &Job, state_dir: &Path) -> bool {
+    job.comfyui.enable && lists_builtin(job, state_dir, &[MOUTHBLEND, WAV2LIP_IMAGE, WAV2LIP_VIDEO])
+}
+
+/// Whether the job's workflows need the face check first: a lip-sync workflow (where the
+/// face is), the motion chunks (the zoom centre is the face's), or `vidax_faceprobe` named.
+pub fn needs_face_check(job: &Job, state_dir: &Path) -> bool {
+    job.comfyui.enable
+        && (lipsyncs(job, state_dir)
+            || lists_builtin(job, state_dir, &[MOTION_CHUNKS])
+            || workflow_ids(job).iter().any(|id| id == FACEPROBE))
+}
+
 /// What the main segment shows after this stage.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Visual {
-    /// `count` PNG frames `000001.png…` in `dir`, frame `k` for main frame `k`.
-    Frames { dir: PathBuf, count: u64 },
+    /// `count` PNG frames `000001.png…` in `dir`, frame `k` for main frame `k`; with `zoom`,
+    /// they show the still itself and get the start image's zoom in the render.
+    Frames {
+        dir: PathBuf,
+        count: u64,
+        zoom: Option<FrameZoom>,
+    },
     /// A video whose frame `k` (CFR at the job's fps) is main frame `k`.
     Video(PathBuf),
+}
+
+/// The start image's zoom applied to frames that show the still (`vidax_wav2lip_image_audio`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FrameZoom {
+    /// The zoom centre in the frames' pixels (the detected face's centre); `None`: the middle.
+    pub centre: Option<(f64, f64)>,
 }
 
 /// The stage's result for the compositor and `video_source_detail`.
@@ -77,10 +122,14 @@ pub struct Input<'a> {
     pub prepared: &'a Prepared,
     pub workdir: &'a Path,
     pub state_dir: &'a Path,
-    pub face: Option<FaceMeta>,
+    /// The face check's result (`None` when it did not run).
+    pub face: Option<&'a FaceMeta>,
+    /// The pictures staged for the Wav2Lip graphs (`None` when there are none).
+    pub staged: Option<&'a Staged>,
     pub seed: u64,
     pub run_id: &'a str,
-    pub progress: bool,
+    /// Where ComfyUI's step progress is reported (the CLI draws it).
+    pub progress: crate::progress::Reporter,
     pub resume: bool,
 }
 
@@ -90,6 +139,8 @@ enum Kind {
     Wav2LipImage,
     Wav2LipVideo,
     Template(Template),
+    /// The face check's graph (not a workflow of the list).
+    FaceCheck(Value),
 }
 
 struct Workflow {
@@ -112,6 +163,14 @@ impl Workflow {
             self.kind,
             Kind::MouthBlend | Kind::Wav2LipImage | Kind::Wav2LipVideo
         )
+    }
+
+    fn chunked(&self) -> bool {
+        match &self.kind {
+            Kind::Template(t) => t.chunked(),
+            Kind::FaceCheck(_) => false,
+            _ => true,
+        }
     }
 }
 
@@ -160,6 +219,11 @@ fn resolve(ids: &[String], input: &Input) -> Result<Vec<Workflow>> {
                 ErrorKind::ValidationFailed,
                 format!("comfyui.workflow_ids[{i}]: {id} needs {FACEPROBE} before it"),
             ));
+        }
+        if matches!(kind, Kind::Wav2LipImage | Kind::Wav2LipVideo) && input.staged.is_none() {
+            return Err(Error::internal(format!(
+                "workflow {id}: the staged picture is missing (the faceprobe phase stages it)"
+            )));
         }
         out.push(Workflow {
             id: id.clone(),
@@ -248,7 +312,8 @@ fn new_uuid() -> String {
 
 /// A failure ComfyUI answered with, kept for the manifest and the log.
 struct Degraded {
-    reason: ErrorKind,
+    /// The reason code (an error code name, or [`LIPSYNC_NO_EFFECT`]).
+    reason: &'static str,
     message: String,
     details: Value,
 }
@@ -261,13 +326,37 @@ impl Degraded {
         }
         Degraded {
             reason: match f.error.kind {
-                ErrorKind::ComfyuiOutputsMissing => ErrorKind::ComfyuiOutputsMissing,
-                _ => ErrorKind::ComfyuiBadResponse,
+                ErrorKind::ComfyuiOutputsMissing => ErrorKind::ComfyuiOutputsMissing.code(),
+                _ => ErrorKind::ComfyuiBadResponse.code(),
             },
             message: f.error.message,
             details,
         }
     }
+}
+
+/// A workflow that ran: its record (`comfyui.workflows.<id>`) and the lip-sync reports its
+/// history entries carried (with the reasons for any that could not be used).
+struct Ran {
+    rec: Value,
+    reports: Vec<report::LipsyncReport>,
+    report_problems: Vec<String>,
+}
+
+/// The degraded outcome of a history entry that reports a failed execution (`what` names the
+/// graph), or `None` when it ran.
+fn run_time_error(entry: &Value, what: &str) -> Option<Degraded> {
+    if !outputs::failed(entry) {
+        return None;
+    }
+    let why = outputs::execution_error(entry)
+        .map(|(node, ty, msg)| format!("{node} failed: {ty}: {msg}"))
+        .unwrap_or_else(|| "status error".into());
+    Some(Degraded {
+        reason: ErrorKind::ComfyuiBadResponse.code(),
+        message: format!("{what}: run-time error: {why}"),
+        details: outputs::summary(entry, &Value::Null),
+    })
 }
 
 struct Runner<'a> {
@@ -279,7 +368,6 @@ struct Runner<'a> {
     params: GraphParams,
     prompt_ids: Vec<String>,
     attempts: Vec<Value>,
-    bar: Option<indicatif::ProgressBar>,
     /// What ComfyUI's files may still add up to in this run ([`file_budget`]).
     budget: u64,
     /// A local failure while fetching (out of disk): the run ends with it.
@@ -294,37 +382,70 @@ pub fn run(input: &Input, m: &mut Manifest) -> Result<Outcome> {
     crate::comfy::off_runtime(|| run_blocking(input, m))
 }
 
+/// Connects to the server (strict health, bounded by `deadline`) and makes a runner. The
+/// `/system_stats` body comes with it, and the error of a health answer over its bound (the
+/// server answered: the caller degrades after its record).
+async fn connect<'a>(
+    input: &'a Input<'a>,
+    deadline: Instant,
+) -> Result<(Runner<'a>, Value, Option<Error>)> {
+    let client = Client::new(
+        &input.job.comfyui.url,
+        &format!("vidax-{}", input.run_id),
+        client::Bounds::of(&input.job.limits),
+    )?;
+    let health = tokio::time::timeout_at(
+        deadline.min(Instant::now() + client::REQUEST_TIMEOUT),
+        client.health(),
+    )
+    .await
+    .map_err(|_| {
+        Error::new(
+            ErrorKind::ComfyuiUnavailable,
+            format!("ComfyUI at {}: no answer to the health check", client.base),
+        )
+    })?;
+    let (stats, info, over) = match health {
+        Ok((stats, info)) => (stats, info, None),
+        Err(e) if e.kind == ErrorKind::ComfyuiBadResponse => (Value::Null, Value::Null, Some(e)),
+        Err(e) => return Err(e),
+    };
+    let runner = Runner {
+        input,
+        params: params(input, String::new(), String::new(), String::new()),
+        client,
+        info,
+        previous: Value::Null,
+        prompt_ids: Vec::new(),
+        attempts: Vec::new(),
+        budget: file_budget(input, 1),
+        fatal: None,
+    };
+    Ok((runner, stats, over))
+}
+
+fn timeout_error(base: &str, timeout: Duration) -> Error {
+    Error::new(
+        ErrorKind::ComfyuiTimeout,
+        format!(
+            "ComfyUI at {base} did not finish within comfyui.timeout_seconds={}",
+            timeout.as_secs()
+        ),
+    )
+    .with_hint("raise comfyui.timeout_seconds, or check the ComfyUI console")
+}
+
 fn run_blocking(input: &Input, m: &mut Manifest) -> Result<Outcome> {
     let ids = workflow_ids(input.job);
     let workflows = resolve(&ids, input)?;
     let rt = crate::comfy::runtime()?;
     let timeout = Duration::from_secs(input.job.comfyui.timeout_seconds.max(1));
     let deadline = Instant::now() + timeout;
-    let client = Client::new(
-        &input.job.comfyui.url,
-        &format!("vidax-{}", input.run_id),
-        client::Bounds::of(&input.job.limits),
-    )?;
-    let result = rt.block_on(async {
-        let health = tokio::time::timeout_at(
-            deadline.min(Instant::now() + client::REQUEST_TIMEOUT),
-            client.health(),
-        )
-        .await
-        .map_err(|_| {
-            Error::new(
-                ErrorKind::ComfyuiUnavailable,
-                format!("ComfyUI at {}: no answer to the health check", client.base),
-            )
-        })?;
-        // An answer over a bound: the server answered, the run degrades (after the record).
-        let (stats, info, over) = match health {
-            Ok((stats, info)) => (stats, info, None),
-            Err(e) if e.kind == ErrorKind::ComfyuiBadResponse => (Value::Null, Value::Null, Some(e)),
-            Err(e) => return Err(e),
-        };
+    rt.block_on(async {
+        let (mut runner, stats, over) = connect(input, deadline).await?;
+        runner.budget = file_budget(input, workflows.len());
         m.phase_field("comfyui", "system_stats", stats["system"].clone());
-        let previous = m.comfyui["workflows"].clone();
+        runner.previous = m.comfyui["workflows"].clone();
         // A resumed run keeps the earlier attempt's prompts (a reused workflow's prompt id
         // stays on record).
         let strings = |v: &Value| -> Vec<String> {
@@ -332,16 +453,12 @@ fn run_blocking(input: &Input, m: &mut Manifest) -> Result<Outcome> {
                 .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
                 .unwrap_or_default()
         };
-        let (prompt_ids, attempts) = if input.resume {
-            (
-                strings(&m.comfyui["prompt_ids"]),
-                m.comfyui["attempts"].as_array().cloned().unwrap_or_default(),
-            )
-        } else {
-            (Vec::new(), Vec::new())
-        };
+        if input.resume {
+            runner.prompt_ids = strings(&m.comfyui["prompt_ids"]);
+            runner.attempts = m.comfyui["attempts"].as_array().cloned().unwrap_or_default();
+        }
         m.comfyui = json!({
-            "url": client.base, "client_id": client.client_id, "workflow_ids": ids,
+            "url": runner.client.base, "client_id": runner.client.client_id, "workflow_ids": ids,
             "workflow_id": null, "prompt_id": null, "prompt_ids": [],
             "chunk_size": null, "chunk_count": null, "frames_expected": input.prepared.frames.main_frames(),
             "frames_received": null, "output": null, "outputs": {}, "workflows": {},
@@ -354,18 +471,6 @@ fn run_blocking(input: &Input, m: &mut Manifest) -> Result<Outcome> {
             m.comfyui["action"] = "no workflow for this job: nothing asked of ComfyUI".into();
             return Ok(Outcome::default());
         }
-        let mut runner = Runner {
-            input,
-            params: params(input, String::new(), String::new()),
-            client,
-            info,
-            previous,
-            prompt_ids,
-            attempts,
-            bar: None,
-            budget: file_budget(input, workflows.len()),
-            fatal: None,
-        };
         match tokio::time::timeout_at(deadline, runner.run_all(&workflows, m)).await {
             Ok(r) => {
                 runner.record(m);
@@ -373,27 +478,59 @@ fn run_blocking(input: &Input, m: &mut Manifest) -> Result<Outcome> {
             }
             Err(_) => {
                 runner.record(m);
-                Err(Error::new(
-                    ErrorKind::ComfyuiTimeout,
-                    format!(
-                        "ComfyUI at {} did not finish within comfyui.timeout_seconds={}",
-                        runner.client.base,
-                        timeout.as_secs()
-                    ),
-                )
-                .with_hint("raise comfyui.timeout_seconds, or check the ComfyUI console"))
+                Err(timeout_error(&runner.client.base, timeout))
             }
         }
-    });
-    result
+    })
 }
 
-fn params(input: &Input, start: String, audio: String) -> GraphParams {
+/// What the face check found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FaceCheck {
+    /// `VIDAX_FaceProbe`'s report for each probed picture, in order.
+    Reports(Vec<FaceReport>),
+    /// The check could not run (node missing, ComfyUI answered badly): why.
+    Failed(String),
+}
+
+/// Runs the face check graph (`vidax_facecheck`: one `LoadImage → VIDAX_FaceProbe` pair per
+/// picture in `probes`) and reads the node's `vidax_face` reports. `Err` only for a server
+/// that is not there, the timeout (`comfyui.timeout_seconds`) and local I/O; what ComfyUI
+/// answered badly is [`FaceCheck::Failed`]. Its prompts are recorded in the `faceprobe` phase.
+pub fn face_check(input: &Input, probes: &[ProbeImage], m: &mut Manifest) -> Result<FaceCheck> {
+    crate::comfy::off_runtime(|| face_check_blocking(input, probes, m))
+}
+
+fn face_check_blocking(
+    input: &Input,
+    probes: &[ProbeImage],
+    m: &mut Manifest,
+) -> Result<FaceCheck> {
+    let rt = crate::comfy::runtime()?;
+    let timeout = Duration::from_secs(input.job.comfyui.timeout_seconds.max(1));
+    let deadline = Instant::now() + timeout;
+    rt.block_on(async {
+        let (mut runner, _, over) = connect(input, deadline).await?;
+        if let Some(e) = over {
+            return Ok(FaceCheck::Failed(e.message));
+        }
+        let r = tokio::time::timeout_at(deadline, runner.face_check(probes)).await;
+        m.phase_field("faceprobe", "prompt_ids", json!(runner.prompt_ids));
+        m.phase_field("faceprobe", "attempts", json!(runner.attempts));
+        match r {
+            Ok(r) => r,
+            Err(_) => Err(timeout_error(&runner.client.base, timeout)),
+        }
+    })
+}
+
+fn params(input: &Input, start: String, audio: String, staged: String) -> GraphParams {
     let job = input.job;
     let fps = input.prepared.frames.fps;
     let name = |v: Value| v.as_str().map(String::from).unwrap_or_default();
     GraphParams {
         start,
+        staged,
         audio,
         frames: input.prepared.frames.main_frames(),
         fps: fps.num() as f64 / fps.den() as f64,
@@ -421,6 +558,9 @@ impl Runner<'_> {
     async fn run_all(&mut self, workflows: &[Workflow], m: &mut Manifest) -> Result<Outcome> {
         let workdir = self.input.workdir;
         let mut outcome = Outcome::default();
+        // No face found (on_no_face=passthrough): the lip-sync graphs are not sent at all.
+        let no_face = self.input.face.is_some_and(|f| !f.found());
+        let runs = |w: &Workflow| !(no_face && w.lipsync());
         // Resume: workflows completed earlier whose frames are all on disk are not asked again.
         let done_before = |w: &Workflow| -> Option<Value> {
             let rec = &self.previous[w.id.as_str()];
@@ -433,12 +573,25 @@ impl Runner<'_> {
             .then(|| rec.clone())
         };
         let previous: Vec<Option<Value>> = workflows.iter().map(done_before).collect();
-        if previous.iter().any(Option::is_none) {
+        if previous
+            .iter()
+            .zip(workflows)
+            .any(|(p, w)| p.is_none() && runs(w))
+        {
             if let Err(d) = self.stage_inputs(m).await {
                 return Ok(self.degrade(m, outcome, d));
             }
         }
+        let mut skipped = Vec::new();
         for (w, prev) in workflows.iter().zip(previous) {
+            if !runs(w) {
+                tracing::warn!(stage = "comfyui", workflow = %w.id, "no face found: the lip-sync graph is not sent");
+                m.comfyui["workflows"][w.id.as_str()] = json!({"status": "skipped",
+                    "reason": ErrorKind::ComfyuiFaceNotFound.code(),
+                    "message": "the face check found no face (comfyui.wav2lip.on_no_face=passthrough)"});
+                skipped.push(w.id.clone());
+                continue;
+            }
             if let Some(rec) = prev {
                 tracing::info!(stage = "comfyui", workflow = %w.id, "resume: frames already fetched, ComfyUI not asked again");
                 m.comfyui["workflows"][w.id.as_str()] = rec.clone();
@@ -446,15 +599,25 @@ impl Runner<'_> {
                 self.succeeded(w, &rec, &mut outcome, m);
                 continue;
             }
-            match self.run_workflow(w, m).await {
-                Ok(rec) => {
-                    m.comfyui["workflows"][w.id.as_str()] = rec.clone();
-                    self.succeeded(w, &rec, &mut outcome, m);
+            let checked = match self.run_workflow(w, m).await {
+                Ok(ran) if w.lipsync() => self.check_effect(w, ran, m),
+                other => Ok(other),
+            };
+            match checked? {
+                Ok(ran) => {
+                    m.comfyui["workflows"][w.id.as_str()] = ran.rec.clone();
+                    self.succeeded(w, &ran.rec, &mut outcome, m);
                     self.record(m);
                     m.save(workdir)?;
                 }
                 Err(d) => {
-                    m.comfyui["workflows"][w.id.as_str()] = json!({"status": "failed", "reason": d.reason.code(), "message": d.message});
+                    let status = if d.reason == LIPSYNC_NO_EFFECT {
+                        "no_effect"
+                    } else {
+                        "failed"
+                    };
+                    m.comfyui["workflows"][w.id.as_str()] =
+                        json!({"status": status, "reason": d.reason, "message": d.message});
                     if let Some(e) = self.fatal.take() {
                         return Err(e);
                     }
@@ -462,19 +625,220 @@ impl Runner<'_> {
                 }
             }
         }
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
+        if !skipped.is_empty() {
+            let probes = self.input.face.map_or(String::new(), |f| {
+                f.probes
+                    .iter()
+                    .map(|p| p.file.clone())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            });
+            let d = Degraded {
+                reason: ErrorKind::ComfyuiFaceNotFound.code(),
+                message: format!(
+                    "no face found in {probes}: lip-sync workflow {} not run (comfyui.wav2lip.on_no_face=passthrough)",
+                    skipped.join(", ")
+                ),
+                details: json!({"history_keys": [], "output_keys": [], "messages": [], "node_errors": {}}),
+            };
+            return Ok(self.degrade(m, outcome, d));
         }
         Ok(outcome)
     }
 
+    /// The face check over `probes` (see [`face_check`]).
+    async fn face_check(&mut self, probes: &[ProbeImage]) -> Result<FaceCheck> {
+        let mut names = Vec::new();
+        for p in probes {
+            let role = if p.frame.is_some() { "frame" } else { "still" };
+            match self.stage_file(role, &p.path).await {
+                Ok(n) => names.push(n.0),
+                Err(d) => return Ok(FaceCheck::Failed(d.message)),
+            }
+        }
+        let w = Workflow {
+            id: FACECHECK.into(),
+            kind: Kind::FaceCheck(graph::facecheck(&names)),
+        };
+        let entry = match self.run_graph(&w).await {
+            Ok(e) => e,
+            Err(d) => return Ok(FaceCheck::Failed(d.message)),
+        };
+        let (reports, bad) = report::face_reports(&entry);
+        let mut out = Vec::new();
+        for i in 0..probes.len() {
+            let id = graph::facecheck_probe_id(i);
+            match reports.iter().find(|(n, _)| *n == id) {
+                Some((_, r)) => out.push(r.clone()),
+                None => {
+                    return Ok(FaceCheck::Failed(format!(
+                        "VIDAX_FaceProbe (node {id}) sent no {} report{}: install the current nodes (va install) and restart ComfyUI",
+                        report::FACE_KEY,
+                        if bad.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", bad.join("; "))
+                        }
+                    )))
+                }
+            }
+        }
+        Ok(FaceCheck::Reports(out))
+    }
+
+    /// Preflights, submits and waits for a one-graph workflow (the face check); its graph
+    /// and history are saved under `comfyui/`.
+    async fn run_graph(&mut self, w: &Workflow) -> std::result::Result<Value, Degraded> {
+        let comfy_dir = self.input.workdir.join("comfyui");
+        std::fs::create_dir_all(&comfy_dir).map_err(|e| Degraded {
+            reason: ErrorKind::ComfyuiBadResponse.code(),
+            message: format!("{}: {e}", comfy_dir.display()),
+            details: Value::Null,
+        })?;
+        let (graphs, _) = self.graphs(w, self.seed_for(0));
+        self.preflight(w, &graphs)?;
+        let entry = self.execute(w, 0, &w.id).await?;
+        let _ = crate::record::write_json_atomic(
+            &comfy_dir.join(format!("{}.history.json", w.id)),
+            &entry,
+        );
+        match run_time_error(&entry, &w.id) {
+            Some(d) => Err(d),
+            None => Ok(entry),
+        }
+    }
+
+    /// Every graph of a workflow checked against `/object_info` before any is submitted.
+    fn preflight(
+        &self,
+        w: &Workflow,
+        graphs: &[(Chunk, Value)],
+    ) -> std::result::Result<(), Degraded> {
+        let mut problems = Vec::new();
+        for (_, g) in graphs {
+            for p in graph::preflight(g, &self.info) {
+                if !problems.contains(&p) {
+                    problems.push(p);
+                }
+            }
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(Degraded {
+            reason: ErrorKind::ComfyuiBadResponse.code(),
+            message: format!("workflow {}: {}", w.id, problems.join("; ")),
+            details: json!({"history_keys": [], "output_keys": [], "messages": [], "node_errors": {}, "preflight": problems}),
+        })
+    }
+
+    /// The effect check of a lip-sync workflow's frames (`stages::effect`): records
+    /// `lipsync_meta`; a lip-sync that did not change the speech frames is degraded
+    /// [`LIPSYNC_NO_EFFECT`]; frames the check cannot read degrade it as
+    /// `COMFYUI_BAD_RESPONSE`. `Err` only for a local failure writing the record.
+    fn check_effect(
+        &self,
+        w: &Workflow,
+        ran: Ran,
+        m: &mut Manifest,
+    ) -> Result<std::result::Result<Ran, Degraded>> {
+        let input = self.input;
+        let workdir = input.workdir;
+        let main = input.prepared.frames.main_frames();
+        let mut problems = ran.report_problems.clone();
+        let merged = (!ran.reports.is_empty()).then(|| Merged::new(&ran.reports, main));
+        if let Some(mg) = &merged {
+            let covered = mg.outcome.iter().filter(|o| o.is_some()).count() as u64;
+            if covered != main {
+                problems.push(format!("the reports cover {covered} of {main} frames"));
+            }
+        }
+        let staged = input.staged;
+        let still = staged.and_then(|s| s.still.as_ref()).map(|s| s.0.clone());
+        let clip = staged.and_then(|s| s.clip.as_ref()).map(|c| c.0.clone());
+        let reference = match (&w.kind, &still, &clip) {
+            (Kind::Wav2LipImage, Some(p), _) => effect::Reference::Still(p),
+            (Kind::Wav2LipVideo, _, Some(p)) => effect::Reference::Clip(p),
+            _ => effect::Reference::Motion {
+                centre: input
+                    .face
+                    .and_then(|f| f.centre_in(input.prepared.source_size)),
+            },
+        };
+        let frames_dir = workdir.join(ran.rec["dir"].as_str().unwrap_or("frames"));
+        let check = match effect::check(&effect::Input {
+            job: input.job,
+            prepared: input.prepared,
+            frames_dir: &frames_dir,
+            reference,
+            merged: merged.as_ref(),
+            face: input.face,
+        }) {
+            Ok(c) => c,
+            // A frame that does not decode is ComfyUI's delivery problem: the fallback, as
+            // the encode would do.
+            Err(e) => {
+                return Ok(Err(Degraded {
+                    reason: ErrorKind::ComfyuiBadResponse.code(),
+                    message: format!(
+                        "workflow {}: its frames could not be checked: {}",
+                        w.id, e.message
+                    ),
+                    details: Value::Null,
+                }))
+            }
+        };
+        let report_file = match &merged {
+            Some(mg) => {
+                let rel = format!("comfyui/{}.lipsync.json", w.id);
+                effect::write_report(&workdir.join(&rel), mg)?;
+                Some(rel)
+            }
+            None => None,
+        };
+        let meta = LipsyncMeta::new(
+            &w.id,
+            w.frames_dir(),
+            main,
+            merged.as_ref(),
+            problems,
+            report_file,
+            check,
+        );
+        m.lipsync_meta = serde_json::to_value(&meta).unwrap_or_default();
+        tracing::info!(
+            stage = "comfyui",
+            workflow = %w.id,
+            speech_frames = meta.check.speech_frames,
+            frames_changed = meta.check.frames_changed,
+            verdict = ?meta.verdict,
+            "lip-sync effect checked"
+        );
+        if meta.verdict == Verdict::NoEffect {
+            return Ok(Err(Degraded {
+                reason: LIPSYNC_NO_EFFECT,
+                message: meta.no_effect_message(),
+                details: json!({"history_keys": [], "output_keys": [], "messages": [], "node_errors": {},
+                    "check": meta.check}),
+            }));
+        }
+        Ok(Ok(ran))
+    }
+
     fn succeeded(&self, w: &Workflow, rec: &Value, outcome: &mut Outcome, m: &mut Manifest) {
         let workdir = self.input.workdir;
+        let zoom = matches!(w.kind, Kind::Wav2LipImage).then(|| FrameZoom {
+            centre: match (self.input.face, self.input.staged) {
+                (Some(f), Some(s)) => f.centre_in(s.size),
+                _ => None,
+            },
+        });
         let visual = match rec["video"].as_str() {
             Some(v) => Visual::Video(workdir.join(v)),
             None => Visual::Frames {
                 dir: workdir.join(rec["dir"].as_str().unwrap_or("frames")),
                 count: rec["frames"].as_u64().unwrap_or(0),
+                zoom,
             },
         };
         let output = match visual {
@@ -489,23 +853,13 @@ impl Runner<'_> {
         m.comfyui["outputs"][w.id.as_str()] = rec["video"]
             .as_str()
             .map_or_else(|| rec["dir"].clone(), Value::from);
-        match w.kind {
-            Kind::Motion => {
-                m.motion_meta = json!({
-                    "source": "comfyui", "workflow_id": w.id, "frames_dir": rec["dir"],
-                    "frame_count": rec["frames"], "fps": self.input.prepared.frames.fps.to_string(),
-                    "mode": self.input.job.motion.mode, "strength": self.input.job.motion.strength,
-                    "chunk_size": rec["chunk_size"], "chunk_count": rec["chunk_count"],
-                })
-            }
-            Kind::MouthBlend => {
-                m.lipsync_meta = json!({
-                    "where": "inside_comfy", "workflow_id": w.id, "frames_dir": rec["dir"],
-                    "frame_count": rec["frames"], "mouth_roi": m.face_meta["mouth_roi"],
-                    "feather": m.face_meta["feather"],
-                })
-            }
-            _ => {}
+        if let Kind::Motion = w.kind {
+            m.motion_meta = json!({
+                "source": "comfyui", "workflow_id": w.id, "frames_dir": rec["dir"],
+                "frame_count": rec["frames"], "fps": self.input.prepared.frames.fps.to_string(),
+                "mode": self.input.job.motion.mode, "strength": self.input.job.motion.strength,
+                "chunk_size": rec["chunk_size"], "chunk_count": rec["chunk_count"],
+            })
         }
         outcome.visual = Some(visual);
         outcome.workflow_id = Some(w.id.clone());
@@ -516,7 +870,7 @@ impl Runner<'_> {
     fn degrade(&mut self, m: &mut Manifest, mut outcome: Outcome, d: Degraded) -> Outcome {
         tracing::warn!(
             stage = "comfyui",
-            code = d.reason.code(),
+            code = d.reason,
             history_keys = %d.details["history_keys"],
             output_keys = %d.details["output_keys"],
             messages = %d.details["messages"],
@@ -538,14 +892,11 @@ impl Runner<'_> {
             None => "the main segment comes from the start video".into(),
         };
         m.comfyui["failure"] = json!({
-            "code": d.reason.code(), "message": d.message, "details": d.details,
+            "code": d.reason, "message": d.message, "details": d.details,
         });
         m.comfyui["action"] = action.clone().into();
-        m.add_warning(format!("{}: {} ({action})", d.reason.code(), d.message));
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
-        }
-        outcome.degraded_reason = Some(d.reason.code().to_string());
+        m.add_warning(format!("{}: {} ({action})", d.reason, d.message));
+        outcome.degraded_reason = Some(d.reason.to_string());
         // A lip-sync that failed is not inside the picture.
         if outcome.visual.is_none() {
             outcome.lipsync_inside = false;
@@ -553,42 +904,58 @@ impl Runner<'_> {
         outcome
     }
 
-    async fn stage_inputs(&mut self, m: &mut Manifest) -> std::result::Result<(), Degraded> {
-        let input = self.input;
+    /// Puts `path` where ComfyUI reads it, as `vidax_<role>_<sha16><ext>`: copied into the
+    /// input folder when there is a local one, else uploaded. Returns the name the server
+    /// knows and whether it was copied.
+    async fn stage_file(
+        &self,
+        role: &str,
+        path: &Path,
+    ) -> std::result::Result<(String, bool), Degraded> {
         let local_err = |e: Error| Degraded {
-            reason: ErrorKind::ComfyuiBadResponse,
+            reason: ErrorKind::ComfyuiBadResponse.code(),
             message: e.message,
             details: Value::Null,
         };
-        let files = [
-            ("audio", input.prepared.wav.clone()),
-            ("start", input.job.start.path().to_path_buf()),
-        ];
-        let dir = input_dir(input.job).filter(|d| d.is_dir() && is_local(&self.client.base));
-        let mut names = Vec::new();
-        for (role, path) in files {
-            let name = staged_name(role, &path).map_err(local_err)?;
-            let stored = match &dir {
-                Some(d) => {
-                    let copied = copy_into(&path, d, &name).map_err(local_err)?;
-                    tracing::info!(stage = "comfyui", file = %name, copied, "staged into {}", d.display());
-                    name
-                }
-                None => self
-                    .client
-                    .upload(&path, &name)
+        let dir = input_dir(self.input.job).filter(|d| d.is_dir() && is_local(&self.client.base));
+        let name = staged_name(role, path).map_err(local_err)?;
+        Ok(match &dir {
+            Some(d) => {
+                let copied = copy_into(path, d, &name).map_err(local_err)?;
+                tracing::info!(stage = "comfyui", file = %name, copied, "staged into {}", d.display());
+                (name, true)
+            }
+            None => (
+                self.client
+                    .upload(path, &name)
                     .await
                     .map_err(|f| Degraded::from_failure(f, Value::Null))?,
-            };
-            names.push(stored);
-        }
+                false,
+            ),
+        })
+    }
+
+    async fn stage_inputs(&mut self, m: &mut Manifest) -> std::result::Result<(), Degraded> {
+        let input = self.input;
+        let (audio, copied) = self.stage_file("audio", &input.prepared.wav).await?;
+        let (start, _) = self.stage_file("start", input.job.start.path()).await?;
+        let staged = match input.staged {
+            Some(Staged {
+                still: Some((p, _)),
+                ..
+            }) => Some(self.stage_file("still", p).await?.0),
+            Some(Staged {
+                clip: Some((p, _)), ..
+            }) => Some(self.stage_file("clip", p).await?.0),
+            _ => None,
+        };
+        let dir = input_dir(input.job).filter(|d| d.is_dir() && is_local(&self.client.base));
         m.comfyui["inputs"] = json!({
-            "audio": names[0], "start": names[1],
-            "staging": if dir.is_some() { "copy" } else { "upload" },
+            "audio": audio, "start": start, "staged": staged,
+            "staging": if copied { "copy" } else { "upload" },
             "input_dir": dir.map(|d| d.display().to_string()),
         });
-        let (start, audio) = (names.remove(1), names.remove(0));
-        self.params = params(input, start, audio);
+        self.params = params(input, start, audio, staged.unwrap_or_default());
         Ok(())
     }
 
@@ -596,16 +963,31 @@ impl Runner<'_> {
         let mut p = self.params.clone();
         p.seed = seed;
         let main = p.frames;
-        let face = self.input.face.map(|f| FaceInputs {
-            mouth: f.mouth,
-            centre: f.centre,
+        // The motion and mouth-blend graphs work on the start image itself: the face's
+        // geometry in its pixels.
+        let src = self.input.prepared.source_size;
+        let face = self.input.face.filter(|f| f.found());
+        let centre = face.and_then(|f| f.centre_in(src));
+        let blend = face.and_then(|f| {
+            let r = f.rect_in(f.report.mouth_roi?, src);
+            Some(FaceInputs {
+                mouth: (r.x, r.y, r.w, r.h),
+                centre: centre?,
+            })
         });
-        let chunked = match &w.kind {
-            Kind::Template(t) => t.chunked(),
-            Kind::Wav2LipVideo => false,
-            _ => true,
-        };
-        let size = if chunked {
+        if let Kind::FaceCheck(g) = &w.kind {
+            return (
+                vec![(
+                    Chunk {
+                        start: 0,
+                        frames: 1,
+                    },
+                    g.clone(),
+                )],
+                1,
+            );
+        }
+        let size = if w.chunked() {
             let asked = self.input.job.comfyui.chunk_size.map_or(main, u64::from);
             match w.kind {
                 Kind::Template(_) => asked,
@@ -618,14 +1000,15 @@ impl Runner<'_> {
             .into_iter()
             .map(|c| {
                 let g = match &w.kind {
-                    Kind::Motion => graph::motion_chunk(&p, c, face.map(|f| f.centre)),
-                    Kind::MouthBlend => match &face {
+                    Kind::Motion => graph::motion_chunk(&p, c, centre),
+                    Kind::MouthBlend => match &blend {
                         Some(f) => graph::mouthblend_chunk(&p, c, f),
                         None => Value::Null,
                     },
                     Kind::Wav2LipImage => graph::wav2lip_image(&p, c),
-                    Kind::Wav2LipVideo => graph::wav2lip_video(&p),
+                    Kind::Wav2LipVideo => graph::wav2lip_video(&p, c),
                     Kind::Template(t) => t.graph.clone(),
+                    Kind::FaceCheck(g) => g.clone(),
                 };
                 (c, graph::fill(&g, &p, c))
             })
@@ -644,13 +1027,13 @@ impl Runner<'_> {
         &mut self,
         w: &Workflow,
         m: &mut Manifest,
-    ) -> std::result::Result<Value, Degraded> {
+    ) -> std::result::Result<Ran, Degraded> {
         let workdir = self.input.workdir;
         let comfy_dir = workdir.join("comfyui");
         let rel_dir = w.frames_dir();
         let dir = workdir.join(rel_dir);
         let io = |e: std::io::Error, p: &Path| Degraded {
-            reason: ErrorKind::ComfyuiBadResponse,
+            reason: ErrorKind::ComfyuiBadResponse.code(),
             message: format!("{}: {e}", p.display()),
             details: Value::Null,
         };
@@ -661,25 +1044,13 @@ impl Runner<'_> {
         std::fs::create_dir_all(&dir).map_err(|e| io(e, &dir))?;
         // Every graph is checked before any is submitted.
         let (graphs, size) = self.graphs(w, self.seed_for(0));
-        let mut problems = Vec::new();
-        for (_, g) in &graphs {
-            for p in graph::preflight(g, &self.info) {
-                if !problems.contains(&p) {
-                    problems.push(p);
-                }
-            }
-        }
-        if !problems.is_empty() {
-            return Err(Degraded {
-                reason: ErrorKind::ComfyuiBadResponse,
-                message: format!("workflow {}: {}", w.id, problems.join("; ")),
-                details: json!({"history_keys": [], "output_keys": [], "messages": [], "node_errors": {}, "preflight": problems}),
-            });
-        }
+        self.preflight(w, &graphs)?;
         let chunk_count = graphs.len();
         let main = self.params.frames;
         let mut received = 0u64;
         let mut video: Option<String> = None;
+        let mut reports = Vec::new();
+        let mut report_problems = Vec::new();
         for (ci, (c, _)) in graphs.iter().enumerate() {
             let label = if chunk_count > 1 {
                 format!("{}_chunk{:03}", w.id, ci + 1)
@@ -690,23 +1061,19 @@ impl Runner<'_> {
             let write = |name: &str, v: &Value| {
                 let p = comfy_dir.join(name);
                 crate::record::write_json_atomic(&p, v).map_err(|e| Degraded {
-                    reason: ErrorKind::ComfyuiBadResponse,
+                    reason: ErrorKind::ComfyuiBadResponse.code(),
                     message: e.message,
                     details: Value::Null,
                 })
             };
             write(&format!("{label}.history.json"), &entry)?;
-            let summary = outputs::summary(&entry, &Value::Null);
-            if outputs::failed(&entry) {
-                let why = outputs::execution_error(&entry)
-                    .map(|(node, ty, msg)| format!("{node} failed: {ty}: {msg}"))
-                    .unwrap_or_else(|| "status error".into());
-                return Err(Degraded {
-                    reason: ErrorKind::ComfyuiBadResponse,
-                    message: format!("workflow {} ({label}): run-time error: {why}", w.id),
-                    details: summary,
-                });
+            if let Some(d) = run_time_error(&entry, &format!("workflow {} ({label})", w.id)) {
+                return Err(d);
             }
+            let summary = outputs::summary(&entry, &Value::Null);
+            let (found, bad) = report::lipsync_reports(&entry);
+            reports.extend(found);
+            report_problems.extend(bad.into_iter().map(|b| format!("{label}: {b}")));
             let outs = outputs::collect(&entry);
             if outs.images.is_empty() {
                 if let (Some(v), true) = (outs.videos.first(), chunk_count == 1) {
@@ -719,7 +1086,7 @@ impl Runner<'_> {
                         &workdir.join(rel),
                     ) {
                         return Err(Degraded {
-                            reason: ErrorKind::ComfyuiOutputsMissing,
+                            reason: ErrorKind::ComfyuiOutputsMissing.code(),
                             message: format!(
                                 "workflow {} ({label}): video output {}",
                                 w.id, e.message
@@ -731,7 +1098,7 @@ impl Runner<'_> {
                     break;
                 }
                 return Err(Degraded {
-                    reason: ErrorKind::ComfyuiOutputsMissing,
+                    reason: ErrorKind::ComfyuiOutputsMissing.code(),
                     message: format!(
                         "workflow {} ({label}): the history lists no image or video output",
                         w.id
@@ -747,7 +1114,7 @@ impl Runner<'_> {
             }
             if (outs.images.len() as u64) < c.frames {
                 return Err(Degraded {
-                    reason: ErrorKind::ComfyuiOutputsMissing,
+                    reason: ErrorKind::ComfyuiOutputsMissing.code(),
                     message: format!(
                         "workflow {} ({label}): received {} of {} frames for timeline frames {}..{}; frames are never stretched",
                         w.id, outs.images.len(), c.frames, c.start, c.start + c.frames
@@ -772,15 +1139,19 @@ impl Runner<'_> {
         }
         if video.is_none() && received != main {
             return Err(Degraded {
-                reason: ErrorKind::ComfyuiOutputsMissing,
+                reason: ErrorKind::ComfyuiOutputsMissing.code(),
                 message: format!("workflow {}: received {received} of {main} frames", w.id),
                 details: Value::Null,
             });
         }
-        Ok(json!({
-            "status": "completed", "dir": rel_dir, "frames": if video.is_some() { Value::Null } else { received.into() },
-            "video": video, "chunk_size": size, "chunk_count": chunk_count,
-        }))
+        Ok(Ran {
+            rec: json!({
+                "status": "completed", "dir": rel_dir, "frames": if video.is_some() { Value::Null } else { received.into() },
+                "video": video, "chunk_size": size, "chunk_count": chunk_count,
+            }),
+            reports,
+            report_problems,
+        })
     }
 
     /// Fetches one output file to `dest` within the run's bounds: a frame (`frames_dir` given:
@@ -810,7 +1181,7 @@ impl Runner<'_> {
                     let _ = std::fs::remove_dir_all(dir);
                 }
                 let d = Degraded {
-                    reason: e.kind,
+                    reason: e.kind.code(),
                     message: e.message.clone(),
                     details: Value::Null,
                 };
@@ -989,21 +1360,9 @@ impl Runner<'_> {
     }
 
     fn progress(&mut self, value: u64, max: u64) {
-        use std::io::IsTerminal;
-        if !self.input.progress || !std::io::stderr().is_terminal() || max == 0 {
-            return;
+        if max > 0 {
+            self.input.progress.comfyui(value, max);
         }
-        let bar = self.bar.get_or_insert_with(|| {
-            let b = indicatif::ProgressBar::new(max);
-            if let Ok(s) = indicatif::ProgressStyle::with_template(
-                "comfyui {bar:40} {pos}/{len} {percent}% eta {eta}",
-            ) {
-                b.set_style(s);
-            }
-            b
-        });
-        bar.set_length(max);
-        bar.set_position(value);
     }
 }
 

@@ -107,9 +107,12 @@ fn render_window(
 }
 
 /// Frames fetched from ComfyUI: main frame `k` is `<dir>/<k+1 as 000001>.png`, fitted into the
-/// render size (frames at another size, e.g. the start image's, are scaled like it). The
-/// frames are decoded and rendered ahead, in parallel, by a pool of workers
-/// ([`Ahead`]), each with its own loader and renderer; the render thread takes them in order.
+/// render size (frames at another size, e.g. the start image's, are scaled like it). Frames
+/// that show the still itself (the lip-synced still) get the start image's zoom instead:
+/// frame `k` through the crop window of `curve.zoom(k)` about the face centre, shrunk once for
+/// the curve's tightest window, as the start image is rendered. The frames are decoded and
+/// rendered ahead, in parallel, by a pool of workers ([`Ahead`]), each with its own loader and
+/// renderer; the render thread takes them in order.
 struct FramesMain {
     count: u64,
     ahead: Ahead<Yuv420>,
@@ -120,7 +123,14 @@ struct FramesMain {
 const FRAME_WORKERS: usize = 4;
 
 impl FramesMain {
-    fn new(dir: &Path, count: u64, out: (u32, u32), bg: [u8; 3], max_pixels: u64) -> Result<Self> {
+    fn new(
+        dir: &Path,
+        count: u64,
+        out: (u32, u32),
+        bg: [u8; 3],
+        max_pixels: u64,
+        zoom: Option<(ZoomCurve, Option<(f64, f64)>)>,
+    ) -> Result<Self> {
         let bgc = YuvColor::from_rgb(f32::from(bg[0]), f32::from(bg[1]), f32::from(bg[2]));
         let dir = dir.to_path_buf();
         let workers = media::ahead::workers_for(FRAME_WORKERS);
@@ -142,8 +152,18 @@ impl FramesMain {
                 })?;
                 let mut frame = reused.unwrap_or_else(|| Yuv420::new(out.0, out.1));
                 let (w, h) = pic.size();
-                let win = crop_window(1.0, w, h, out.0, out.1, None);
-                render_window(renderer, pic, out, bg, bgc, &win, win.w, &mut frame);
+                match zoom {
+                    None => {
+                        let win = crop_window(1.0, w, h, out.0, out.1, None);
+                        render_window(renderer, pic, out, bg, bgc, &win, win.w, &mut frame);
+                    }
+                    Some((curve, centre)) => {
+                        let tightest =
+                            crop_window(1.0 + curve.strength, w, h, out.0, out.1, None).w;
+                        let win = crop_window(curve.zoom(i), w, h, out.0, out.1, centre);
+                        render_window(renderer, pic, out, bg, bgc, &win, tightest, &mut frame);
+                    }
+                }
                 Ok(frame)
             },
         )?;
@@ -335,13 +355,24 @@ impl Compositor {
                     centre,
                 )
             }
-            Some(Visual::Frames { dir, count }) => Main::Frames(Box::new(FramesMain::new(
-                dir,
-                *count,
-                out,
-                bg,
-                job.limits.max_image_pixels,
-            )?)),
+            Some(Visual::Frames { dir, count, zoom }) => {
+                let zoom = zoom.map(|z| {
+                    let curve = ZoomCurve {
+                        mode: job.motion.mode,
+                        strength: job.motion.strength,
+                        frames: prepared.frames.main_frames(),
+                    };
+                    (curve, z.centre)
+                });
+                Main::Frames(Box::new(FramesMain::new(
+                    dir,
+                    *count,
+                    out,
+                    bg,
+                    job.limits.max_image_pixels,
+                    zoom,
+                )?))
+            }
             Some(Visual::Video(path)) => {
                 let v = visual_video(job, prepared, path)?;
                 Main::Video(Box::new(VideoMain::new(&v, bg, bgc, out)?))

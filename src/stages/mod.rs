@@ -4,10 +4,12 @@
 
 pub mod comfyui;
 pub mod compose;
+pub mod effect;
 pub mod faceprobe;
 pub mod lipsync;
 pub mod prepare;
 pub mod run;
+pub mod staging;
 
 pub use prepare::Prepared;
 pub use run::{run_job, RunOptions, RunOutcome};

@@ -151,12 +151,24 @@ pub fn prepare(job: &Job, workdir: &Path, manifest: &mut Manifest) -> Result<Pre
     std::fs::create_dir_all(&dir).map_err(|e| Error::at_path(ErrorKind::Internal, &dir, e))?;
     let wav = dir.join("audio_padded.wav");
     let (pre_s, post_s) = (job.pre_seconds(), job.post_seconds());
+    let delivery = job.encode.audio_rate;
     let padded = media::audio::write_padded_wav(
         &job.audio,
         &wav,
+        |r| delivery.output_rate(r),
         |r| timeline::samples_for(pre_s, r, Rounding::Round),
         |r| timeline::samples_for(post_s, r, Rounding::Round),
     )?;
+    // Loudness is set on the padded programme, before the encoder: a gain and a limiter
+    // that keep every sample where it is (the silence padding reads as gated-out blocks).
+    manifest.loudness = match job.encode.loudness {
+        Some(l) => Some(media::loudness::normalize_wav(
+            &wav,
+            l.target_lufs,
+            l.true_peak_db,
+        )?),
+        None => None,
+    };
     let audio = AudioPlan::new(padded.rate, padded.input_samples, pre_s, post_s);
     let frames = FramePlan::new(
         &audio,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::job::{Job, SeedPolicy, StartKind};
+use crate::job::{Job, OnNoFace, SeedPolicy, StartKind};
 use crate::media;
 use crate::record::manifest::{
     LipsyncSource, Manifest, PhaseStatus, Seeds, StartSource, VideoSourceDetail,
@@ -16,6 +16,8 @@ use crate::record::RunStatus;
 use crate::timeline::Rounding;
 
 use super::compose::Compositor;
+use super::faceprobe::FaceMeta;
+use super::staging::{self, Staged};
 use super::{comfyui, faceprobe, lipsync, prepare};
 
 /// How to run a job.
@@ -26,8 +28,11 @@ pub struct RunOptions {
     pub state_dir: PathBuf,
     /// The job file, for the registry.
     pub job_file: Option<PathBuf>,
-    /// Draw a progress bar (only when stderr is a terminal).
-    pub progress: bool,
+    /// Where the run reports its phases and the encode's progress (the CLI draws it).
+    pub progress: crate::progress::Reporter,
+    /// The run id to use for a new run (the CLI names the default workdir after it, the API
+    /// uses its job id); `None`: a fresh one. A resumed run keeps its manifest's id.
+    pub run_id: Option<String>,
 }
 
 /// The result of a completed run.
@@ -39,7 +44,16 @@ pub struct RunOutcome {
     pub manifest: Manifest,
 }
 
-fn new_run_id() -> String {
+/// A new run id, `YYYYMMDD-HHMMSS-xxxxxxxx` (UTC, then 8 hex digits of a hash of the clock's
+/// nanoseconds, the process id and a per-process counter: unique within a process, and
+/// across processes short of a 1 in 4·10⁹ collision in the same second). One id names a run
+/// everywhere: the manifest, the registry, the CLI's default workdir (`workdir/<id>`) and the
+/// API's job id.
+pub fn new_run_id() -> String {
+    use sha2::{Digest, Sha256};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -52,10 +66,9 @@ fn new_run_id() -> String {
             .ok()
         })
         .unwrap_or_else(|| now.as_secs().to_string());
-    format!(
-        "{stamp}-{:05x}",
-        (now.subsec_nanos() ^ std::process::id().rotate_left(13)) & 0xfffff
-    )
+    let digest = Sha256::digest(format!("{}-{}-{n}", now.as_nanos(), std::process::id()));
+    let hex: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{stamp}-{hex}")
 }
 
 pub(crate) fn random_seed() -> u64 {
@@ -97,7 +110,7 @@ pub fn run_job(job: &Job, opts: &RunOptions) -> Result<RunOutcome> {
         m.error = None;
         m
     } else {
-        Manifest::new(new_run_id())
+        Manifest::new(opts.run_id.clone().unwrap_or_else(new_run_id))
     };
     std::fs::create_dir_all(workdir)
         .map_err(|e| Error::at_path(ErrorKind::Internal, workdir, e))?;
@@ -110,6 +123,7 @@ pub fn run_job(job: &Job, opts: &RunOptions) -> Result<RunOutcome> {
     registry::upsert(&opts.state_dir, entry.clone())?;
 
     let _span = tracing::info_span!("run", run_id = %run_id).entered();
+    opts.progress.run_started(&run_id, workdir);
     let result = run_phases(job, opts, &mut manifest, &final_path);
     match &result {
         Ok(()) => {
@@ -148,6 +162,14 @@ fn resumable_prepare(job: &Job, opts: &RunOptions, m: &Manifest) -> Option<prepa
     let wav = opts.workdir.join("prepare").join("audio_padded.wav");
     let reader = hound::WavReader::open(&wav).ok()?;
     let rate = a.output_rate;
+    // The same delivery rate and loudness as the job asks for now.
+    let loudness = |l: &crate::job::Loudness| (l.target_lufs, l.true_peak_db);
+    if rate != job.encode.audio_rate.output_rate(a.rate)
+        || job.encode.loudness.as_ref().map(loudness)
+            != m.loudness.map(|r| (r.target_lufs, r.true_peak_ceiling_db))
+    {
+        return None;
+    }
     let (pre_s, post_s) = (job.pre_seconds(), job.post_seconds());
     let same = reader.spec().sample_rate == rate
         && u64::from(reader.duration()) == a.total_samples
@@ -227,23 +249,38 @@ pub fn preflight(job: &Job) -> Result<()> {
     let max = job.limits.max_image_pixels;
     if start.kind == media::probe::StartKind::Image {
         media::picture::check_pixels(job.start.path(), "image", (start.width, start.height), max)?;
+        // A truncated or corrupt picture is refused here, before ComfyUI or the encode
+        // could draw it as grey.
+        media::picture::check_decodes(job.start.path(), max)?;
     }
     if let Some(end) = &job.end_image {
         media::picture::check_pixels(end, "image", media::picture::image_dimensions(end)?, max)?;
+        media::picture::check_decodes(end, max)?;
     }
-    media::audio::AudioInput::open(&job.audio)?;
+    let audio = media::audio::AudioInput::open(&job.audio)?;
+    // With `encode.audio_rate: "source"` the delivery rate is known only now.
+    let rate = job.encode.audio_rate.output_rate(audio.info().rate);
+    if let Some(why) = crate::timeline::timescale_problem(rate, job.fps()) {
+        return Err(Error::new(
+            ErrorKind::ValidationFailed,
+            format!("determinism.fps: {why}"),
+        ));
+    }
     Ok(())
 }
 
 fn phase<T>(
     m: &mut Manifest,
-    workdir: &Path,
+    opts: &RunOptions,
     name: &str,
     f: impl FnOnce(&mut Manifest) -> Result<T>,
 ) -> Result<T> {
+    use crate::progress::PhaseChange;
+    let workdir = &opts.workdir;
     m.phase_start(name);
     m.save(workdir)?;
     tracing::info!(stage = name, "phase started");
+    opts.progress.phase(name, PhaseChange::Started);
     let started = std::time::Instant::now();
     let out = f(m);
     m.phase_field(name, "duration_seconds", started.elapsed().as_secs_f64());
@@ -257,13 +294,118 @@ fn phase<T>(
     );
     m.save(workdir)?;
     tracing::info!(stage = name, ok = out.is_ok(), "phase ended");
+    opts.progress.phase(
+        name,
+        if out.is_ok() {
+            PhaseChange::Completed
+        } else {
+            PhaseChange::Failed
+        },
+    );
     out
 }
 
-fn skip(m: &mut Manifest, workdir: &Path, name: &str, reason: &str) -> Result<()> {
+/// The `faceprobe` phase (SPEC §6): when the job's ComfyUI workflows lip-sync or zoom (or
+/// name `vidax_faceprobe`), stages the pictures the Wav2Lip graphs get and runs the face check on
+/// them; skipped otherwise. No face with `on_no_face=error` fails the run here
+/// (`COMFYUI_FACE_NOT_FOUND`), before the long GPU job. `--resume` reuses a completed check
+/// whose staged pictures are intact.
+fn face_phase(
+    job: &Job,
+    opts: &RunOptions,
+    prepared: &prepare::Prepared,
+    seed: u64,
+    manifest: &mut Manifest,
+) -> Result<(Option<FaceMeta>, Option<Staged>)> {
+    let workdir = &opts.workdir;
+    if !comfyui::needs_face_check(job, &opts.state_dir) {
+        skip(
+            manifest,
+            opts,
+            "faceprobe",
+            "no lip-sync or motion workflow in ComfyUI (the face check runs only before one)",
+        )?;
+        return Ok((None, None));
+    }
+    let earlier = (opts.resume && manifest.phase_completed("faceprobe"))
+        .then(|| serde_json::from_value::<FaceMeta>(manifest.face_meta.clone()).ok())
+        .flatten();
+    let (meta, staged) = phase(manifest, opts, "faceprobe", |m| {
+        let staged = staging::stage(job, prepared, workdir, opts.resume)?;
+        let rel = |p: &Path| p.strip_prefix(workdir).unwrap_or(p).display().to_string();
+        let staged_file = staged
+            .still
+            .as_ref()
+            .map(|s| &s.0)
+            .or(staged.clip.as_ref().map(|c| &c.0));
+        m.phase_field("faceprobe", "staged", staged_file.map(|p| rel(p)));
+        if let Some(meta) = earlier {
+            tracing::info!(stage = "faceprobe", "resume: the face check already ran");
+            m.phase_field("faceprobe", "reused", true);
+            return Ok((meta, staged));
+        }
+        let input = comfyui::Input {
+            job,
+            prepared,
+            workdir,
+            state_dir: &opts.state_dir,
+            face: None,
+            staged: Some(&staged),
+            seed,
+            run_id: &m.run_id.clone(),
+            progress: opts.progress.clone(),
+            resume: opts.resume,
+        };
+        let meta = match comfyui::face_check(&input, &staged.probes, m)? {
+            comfyui::FaceCheck::Reports(r) => faceprobe::from_reports(r, &staged.probes, workdir),
+            comfyui::FaceCheck::Failed(why) => {
+                tracing::warn!(stage = "faceprobe", "face check failed: {why}");
+                m.add_warning(format!(
+                    "face check: {why}; the size heuristic stands in (face_meta.method: size_heuristic)"
+                ));
+                faceprobe::fallback(&staged, workdir, &why)
+                    .ok_or_else(|| faceprobe::no_face_error(None, &staged, job.start.path()))?
+            }
+        };
+        if meta.source == "comfyui" && meta.report.method != "s3fd" {
+            // The node had no detector and said so: recorded, and said again here.
+            m.add_warning(format!(
+                "face check: VIDAX_FaceProbe used {} ({}): the face box is not a detected face",
+                meta.report.method,
+                meta.report
+                    .fallback_reason
+                    .as_deref()
+                    .unwrap_or("no reason given")
+            ));
+        }
+        m.face_meta = serde_json::to_value(&meta).unwrap_or_default();
+        m.phase_field("faceprobe", "method", meta.report.method.clone());
+        m.phase_field("faceprobe", "found", meta.found());
+        faceprobe::write(&meta, workdir)?;
+        m.phase_field("faceprobe", "face_meta", "faceprobe/face_meta.json");
+        // No face fails the run only where a lip-sync was asked for; the zoom alone then
+        // centres on the picture.
+        if !meta.found()
+            && job.comfyui.wav2lip.on_no_face == OnNoFace::Error
+            && comfyui::lipsyncs(job, &opts.state_dir)
+        {
+            return Err(faceprobe::no_face_error(
+                Some(&meta),
+                &staged,
+                job.start.path(),
+            ));
+        }
+        Ok((meta, staged))
+    })?;
+    Ok((Some(meta), Some(staged)))
+}
+
+fn skip(m: &mut Manifest, opts: &RunOptions, name: &str, reason: &str) -> Result<()> {
     m.phase_field(name, "reason", reason);
     m.phase_end(name, PhaseStatus::Skipped);
-    m.save(workdir)
+    opts.progress
+        .phase(name, crate::progress::PhaseChange::Skipped);
+    m.save(&opts.workdir)
 }
 
 fn run_phases(
@@ -301,44 +443,31 @@ fn run_phases(
             );
             p
         }
-        None => phase(manifest, workdir, "prepare", |m| {
+        None => phase(manifest, opts, "prepare", |m| {
             prepare::prepare(job, workdir, m)
         })?,
     };
 
     let is_image = matches!(job.start, StartKind::Image(_));
-    let ids = comfyui::workflow_ids(job);
-    let face = if job.comfyui.enable && is_image && ids.iter().any(|i| i == comfyui::FACEPROBE) {
-        let meta = phase(manifest, workdir, "faceprobe", |m| {
-            let meta =
-                faceprobe::faceprobe(job.start.path(), job.limits.max_image_pixels, workdir)?;
-            m.face_meta = meta.to_json();
-            m.phase_field("faceprobe", "face_meta", "faceprobe/face_meta.json");
-            Ok(meta)
-        })?;
-        Some(meta)
-    } else {
-        skip(
-            manifest,
-            workdir,
-            "faceprobe",
-            "only for a start image whose workflows include vidax_faceprobe",
-        )?;
-        None
-    };
-    let centre = face.map(|f| f.centre);
+    let (face, staged) = face_phase(job, opts, &prepared, seed.unwrap_or(0), manifest)?;
+    // The local motion fallback zooms about the face found, in the start image's pixels.
+    let centre = face
+        .as_ref()
+        .filter(|f| f.found())
+        .and_then(|f| f.centre_in(prepared.source_size));
     let mut comfy = comfyui::Outcome::default();
     if job.comfyui.enable {
-        comfy = phase(manifest, workdir, "comfyui", |m| {
+        comfy = phase(manifest, opts, "comfyui", |m| {
             let input = comfyui::Input {
                 job,
                 prepared: &prepared,
                 workdir,
                 state_dir: &opts.state_dir,
-                face,
+                face: face.as_ref(),
+                staged: staged.as_ref(),
                 seed: seed.unwrap_or(0),
                 run_id: &m.run_id.clone(),
-                progress: opts.progress,
+                progress: opts.progress.clone(),
                 resume: opts.resume,
             };
             comfyui::run(&input, m)
@@ -346,7 +475,7 @@ fn run_phases(
     } else {
         skip(
             manifest,
-            workdir,
+            opts,
             "comfyui",
             "comfyui.enable=false (diagnostic path)",
         )?;
@@ -365,14 +494,14 @@ fn run_phases(
                 "reason": "lipsync.enable=false"});
             skip(
                 manifest,
-                workdir,
+                opts,
                 "lipsync",
                 &format!("lipsync.enable=false: provider {id:?} ignored"),
             )?;
         }
         (None, enable) => skip(
             manifest,
-            workdir,
+            opts,
             "lipsync",
             if enable {
                 "no external provider (lip-sync inside ComfyUI)"
@@ -381,7 +510,7 @@ fn run_phases(
             },
         )?,
         (Some(id), true) => {
-            let out = phase(manifest, workdir, "lipsync", |m| {
+            let out = phase(manifest, opts, "lipsync", |m| {
                 Ok(external_lipsync(
                     job,
                     opts,
@@ -412,7 +541,21 @@ fn run_phases(
         }
     }
     // The motion fallback renders a start image only; a start video is shown without zoom.
-    if is_image && visual.is_none() {
+    // Frames of the lip-synced still get the same zoom in the render.
+    if let Some(comfyui::Visual::Frames {
+        zoom: Some(z),
+        count,
+        ..
+    }) = &visual
+    {
+        manifest.motion_meta = serde_json::json!({
+            "source": "local", "over": "comfyui frames", "workflow_id": comfy.workflow_id,
+            "mode": job.motion.mode, "strength": job.motion.strength,
+            "frame_count": count, "fps": prepared.frames.fps.to_string(),
+            "centre": z.centre.map(|c| [c.0, c.1]),
+            "renderer": "vidax sub-pixel window resampler",
+        });
+    } else if is_image && visual.is_none() {
         manifest.motion_meta = local_motion_meta(job, &prepared, centre);
     } else if !is_image {
         manifest.motion_meta = serde_json::Value::Null;
@@ -432,10 +575,10 @@ fn run_phases(
     manifest.save(workdir)?;
 
     let partial = partial_path(workdir, &job.output.final_name);
-    let encoded = phase(manifest, workdir, "encode", |m| {
+    let encoded = phase(manifest, opts, "encode", |m| {
         let encode = |visual: Option<&comfyui::Visual>| {
             let compositor = Compositor::for_run(job, &prepared, visual, centre)?;
-            encode_with(job, &prepared, compositor, &partial, opts.progress).inspect_err(|_| {
+            encode_with(job, &prepared, compositor, &partial, &*opts.progress).inspect_err(|_| {
                 let _ = std::fs::remove_file(&partial);
             })
         };
@@ -457,7 +600,7 @@ fn run_phases(
         Ok(report)
     })?;
 
-    phase(manifest, workdir, "finalize", |m| {
+    phase(manifest, opts, "finalize", |m| {
         let result = finalize(&partial, final_path, &prepared, job.determinism.rounding, m);
         if result.is_err() {
             let _ = std::fs::remove_file(&partial);
@@ -515,6 +658,7 @@ fn finalize(
         audio_seconds: Some(prepared.audio.duration().to_f64()),
         video_packets_only: true,
         max_av_delta_frames: Some(max_delta(rounding)),
+        audio_required: true,
     };
     let report = media::verify::verify(partial, &expect)?;
     m.verify = serde_json::to_value(&report).unwrap_or_default();
@@ -545,6 +689,8 @@ fn finalize(
         _ => Error::at_path(ErrorKind::Internal, final_path, e),
     })?;
     let _ = std::fs::remove_file(partial);
+    // The read-back was of the temporary file; the record names the file it now is.
+    m.verify["file"] = final_path.display().to_string().into();
     m.final_path = Some(final_path.to_path_buf());
     Ok(())
 }
@@ -555,7 +701,7 @@ fn encode_with(
     prepared: &prepare::Prepared,
     compositor: Compositor,
     out: &Path,
-    progress: bool,
+    progress: &dyn crate::progress::Progress,
 ) -> Result<media::encode::EncodeReport> {
     let (w, h) = prepared.render;
     let fps = prepared.frames.fps;
@@ -580,16 +726,7 @@ fn encode_with(
         wav: prepared.wav.clone(),
         bitrate: job.encode.audio_bitrate,
     };
-    let bar = progress_bar(progress, video.frames);
-    let report = media::encode::encode_mp4(out, &video, Box::new(compositor), &audio, &|n| {
-        if let Some(b) = &bar {
-            b.set_position(n);
-        }
-    });
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
-    report
+    media::encode::encode_mp4(out, &video, Box::new(compositor), &audio, progress)
 }
 
 /// The `lipsync` phase with an external provider: the base video (the main segment as it
@@ -623,7 +760,7 @@ fn external_lipsync(
     std::fs::create_dir_all(&dir).map_err(|e| Error::at_path(ErrorKind::Internal, &dir, e))?;
     let input = dir.join("input.mp4");
     let compositor = Compositor::for_run(job, prepared, visual, centre)?;
-    encode_with(job, prepared, compositor, &input, false)?;
+    encode_with(job, prepared, compositor, &input, &crate::progress::Silent)?;
     lipsync::run_provider(&provider, &input, &prepared.wav, &output)?;
     super::compose::visual_video(job, prepared, &output).map_err(|e| {
         Error::new(
@@ -633,18 +770,4 @@ fn external_lipsync(
     })?;
     m.lipsync_meta["status"] = "completed".into();
     Ok(comfyui::Visual::Video(output))
-}
-
-fn progress_bar(enabled: bool, frames: u64) -> Option<indicatif::ProgressBar> {
-    use std::io::IsTerminal;
-    if !enabled || !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let bar = indicatif::ProgressBar::new(frames);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "encode {bar:40} {pos}/{len} frames {percent}% eta {eta}",
-    ) {
-        bar.set_style(style);
-    }
-    Some(bar)
 }

@@ -19,7 +19,10 @@ pub mod video;
 use std::fmt;
 
 pub use motion::{crop_window, CropWindow, MotionMode, ZoomCurve};
-pub use plan::{frames_for, samples_for, AudioPlan, FramePlan, FrameSource, Segment, SegmentKind};
+pub use plan::{
+    frames_for, movie_timescale, samples_for, timescale_problem, AudioPlan, FramePlan, FrameSource,
+    Segment, SegmentKind,
+};
 pub use size::render_size;
 pub use time::{
     fps_from_f64, parse_decimal, parse_fps, seconds_from_f64, Rational, Rounding, TimeBase,

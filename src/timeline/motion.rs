@@ -98,6 +98,21 @@ pub fn crop_window(
     } else {
         (f64::from(sh) * f64::from(ow) / f64::from(oh), f64::from(sh))
     };
+    // A picture thinner than 2 output pixels (a 1×1001 image on its 2×480 frame would be
+    // drawn 0.48 px wide) is stretched to 2 pixels, or the whole frame where that is
+    // narrower: it fills the frame in that direction instead of fading into the background.
+    let shown = |src: u32, win: f64, out: u32| f64::from(src) * f64::from(out) / win;
+    let thin = |out: u32| 2.0f64.min(f64::from(out));
+    let w0 = if shown(sw, w0, ow) < thin(ow) {
+        f64::from(sw) * f64::from(ow) / thin(ow)
+    } else {
+        w0
+    };
+    let h0 = if shown(sh, h0, oh) < thin(oh) {
+        f64::from(sh) * f64::from(oh) / thin(oh)
+    } else {
+        h0
+    };
     let (w, h) = (w0 / z, h0 / z);
     let (sw, sh) = (f64::from(sw), f64::from(sh));
     let (cx, cy) = match centre {
@@ -196,6 +211,23 @@ mod tests {
         let c = crop_window(1.0, 1600, 900, 480, 854, None);
         assert!(close(c.w, 1600.0) && close(c.h, 1600.0 * 854.0 / 480.0));
         assert!(close(c.x, 0.0) && close(c.y, (900.0 - c.h) / 2.0));
+    }
+
+    #[test]
+    fn pictures_thinner_than_two_pixels_fill_the_frame() {
+        // 1×1001 on its 2×480 frame: the window is the picture's width, so it fills it.
+        let c = crop_window(1.0, 1, 1001, 2, 480, None);
+        assert!(close(c.w, 1.0) && close(c.x, 0.0), "{c:?}");
+        assert!(close(c.h, 1001.0) && close(c.y, 0.0), "{c:?}");
+        let c = crop_window(1.0, 1001, 1, 480, 2, None);
+        assert!(close(c.h, 1.0) && close(c.y, 0.0), "{c:?}");
+        // In a wide frame it is stretched to 2 pixels, centred, not to the frame.
+        let c = crop_window(1.0, 1, 1001, 854, 480, None);
+        assert!(close(f64::from(854u32) / c.w, 2.0), "{c:?}");
+        assert!(close(c.x + c.w / 2.0, 0.5), "{c:?}");
+        // Two pixels or more: unchanged (pillarboxed, 2.88 px wide).
+        let c = crop_window(1.0, 6, 1000, 4, 480, None);
+        assert!(close(c.w, 1000.0 * 4.0 / 480.0), "{c:?}");
     }
 
     #[test]
@@ -309,6 +341,10 @@ mod tests {
             zoom in 1.0f64..1.5,
             cx in -100.0f64..5100.0, cy in -100.0f64..5100.0,
         ) {
+            // A picture thinner than 2 output pixels is stretched (its own test above); the
+            // aspect rule holds for every other.
+            let fit = (f64::from(sw) / f64::from(ow)).max(f64::from(sh) / f64::from(oh));
+            prop_assume!(f64::from(sw) / fit >= 2.0 && f64::from(sh) / fit >= 2.0);
             let c = crop_window(zoom, sw, sh, ow, oh, Some((cx, cy)));
             let base = crop_window(1.0, sw, sh, ow, oh, None);
             let (sw, sh) = (f64::from(sw), f64::from(sh));

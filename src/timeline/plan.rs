@@ -25,6 +25,45 @@ pub fn frames_for(seconds: Rational, fps: Rational, rounding: Rounding) -> u64 {
     u64::try_from(q).unwrap_or(u64::MAX)
 }
 
+/// The MP4 movie timescale in which one audio sample (`1/rate`) and one frame (`1/fps`) are
+/// both whole ticks: `lcm(rate, fps_num)`. `None` when it exceeds what FFmpeg's mov muxer
+/// takes (`i32::MAX`): such a pair cannot be written with exact durations.
+pub fn movie_timescale(rate: u32, fps: Rational) -> Option<u64> {
+    let (a, b) = (u64::from(rate), fps.num());
+    if a == 0 || b == 0 {
+        return None;
+    }
+    let (mut x, mut y) = (a, b);
+    while y != 0 {
+        (x, y) = (y, x % y);
+    }
+    let lcm = u128::from(a / x) * u128::from(b);
+    u64::try_from(lcm).ok().filter(|&t| t <= AV_RATIONAL_MAX)
+}
+
+/// Why `fps` cannot be delivered with audio at `rate`, when it cannot (see
+/// [`movie_timescale`]); one line for a validation problem.
+pub fn timescale_problem(rate: u32, fps: Rational) -> Option<String> {
+    if movie_timescale(rate, fps).is_some() {
+        return None;
+    }
+    Some(format!(
+        "{fps} fps with {rate} Hz audio needs an MP4 timescale of lcm({rate}, {}) = {}, over the \
+         limit of {AV_RATIONAL_MAX}, so the file's durations could not be exact; use a frame rate \
+         with a smaller numerator (e.g. 24000/1001 or 23.976)",
+        fps.num(),
+        u128::from(rate) / u128::from(gcd(u64::from(rate), fps.num())) * u128::from(fps.num()),
+    ))
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
 /// The padded audio: `pre` samples of silence, the `input` samples decoded from the speech
 /// file, `post` samples of silence, all at the input's native `rate`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -189,6 +228,17 @@ impl FramePlan {
         self.target_frames.saturating_sub(self.hold_frames)
     }
 
+    /// The samples (at `rate`) that frame `i` covers: from `floor(i·rate/fps)` up to
+    /// `floor((i+1)·rate/fps)`, half-open. Consecutive frames' ranges tile the programme.
+    pub fn frame_samples(&self, i: u64, rate: u32) -> Range<u64> {
+        let at = |k: u64| {
+            let q = (u128::from(k) * u128::from(rate) * u128::from(self.fps.den()))
+                / u128::from(self.fps.num().max(1));
+            u64::try_from(q).unwrap_or(u64::MAX)
+        };
+        at(i)..at(i.saturating_add(1))
+    }
+
     /// The source of output frame `i`: `Main(i)` for `i < main_frames()`, else the end hold.
     /// Indices past the picture get the last frame's source (the picture holds its end).
     pub fn source(&self, i: u64) -> FrameSource {
@@ -271,6 +321,25 @@ fn lossy_ratio(num: u128, den: u128) -> Rational {
 }
 
 #[cfg(test)]
+mod timescale_tests {
+    use super::*;
+
+    #[test]
+    fn timescale_is_the_lcm_within_ffmpegs_limit() {
+        let fps = |n, d| Rational::new(n, d).unwrap();
+        assert_eq!(movie_timescale(48_000, fps(25, 1)), Some(48_000));
+        assert_eq!(movie_timescale(48_000, fps(30_000, 1001)), Some(240_000));
+        assert_eq!(movie_timescale(44_100, fps(30_000, 1001)), Some(4_410_000));
+        // "23.9761" = 239761/10000: 48000 · 239761 does not fit.
+        assert_eq!(movie_timescale(48_000, fps(239_761, 10_000)), None);
+        assert_eq!(movie_timescale(22_050, fps(239_761, 10_000)), None);
+        let why = timescale_problem(48_000, fps(239_761, 10_000)).unwrap();
+        assert!(why.contains("11508528000"), "{why}");
+        assert_eq!(timescale_problem(48_000, fps(24_000, 1001)), None);
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -289,6 +358,25 @@ mod tests {
         (60000, 1001),
         (60, 1),
     ];
+
+    #[test]
+    fn frame_sample_ranges_tile_the_programme() {
+        let plan = FramePlan {
+            fps: r(30000, 1001),
+            target_frames: 100,
+            hold_frames: 0,
+        };
+        // 48000 Hz at 30000/1001 fps: 1601.6 samples per frame.
+        assert_eq!(plan.frame_samples(0, 48_000), 0..1601);
+        assert_eq!(plan.frame_samples(1, 48_000), 1601..3203);
+        let mut end = 0;
+        for i in 0..100 {
+            let s = plan.frame_samples(i, 48_000);
+            assert_eq!(s.start, end);
+            end = s.end;
+        }
+        assert_eq!(end, 160_160);
+    }
 
     #[test]
     fn samples_for_rounds_as_named() {

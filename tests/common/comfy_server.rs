@@ -9,9 +9,17 @@
 //! [`frame_png`]) and the producing node (a colour tag), so a test can prove that frame `i` of a
 //! final came from ComfyUI frame `i`.
 //!
+//! Our nodes report through ComfyUI's `ui` channel as the recorded real ones do
+//! (`history_facecheck_*.json`, `history_wav2lip_*.json`): `VIDAX_FaceProbe` finds a face in the
+//! middle of every picture (a fake detector: the centre half), `VIDAX_Wav2Lip` pastes into that
+//! box on every frame and says so. `LoadImage` and `VHS_LoadVideo` read the real pictures staged
+//! for them (the video decoded with the ffmpeg CLI, its barcodes recorded in
+//! [`ServerState::video_frames`]), so a lip-sync that changes nothing can return them as sent.
+//!
 //! Scenarios ([`Config`]): missing node classes, a run-time error, no outputs, too few frames,
 //! a job that vanishes from the queue, a slow `/view`, a job that never finishes, a dropped
-//! connection on the first POST. It counts POST /prompt submissions and executions per prompt
+//! connection on the first POST, a lip-sync that returns its input unchanged while claiming
+//! it synced, no face in the picture, nodes that send no reports. It counts POST /prompt submissions and executions per prompt
 //! id, so a test can prove that a retry does not run a job twice.
 #![allow(dead_code)]
 
@@ -64,6 +72,17 @@ pub struct Config {
     pub counter_start: u64,
     /// ComfyUI's input folder, for graphs that name files copied there instead of uploaded.
     pub input_dir: Option<PathBuf>,
+    /// `VIDAX_Wav2Lip` returns its frames unchanged but reports every frame synced (the bug
+    /// of issue 11: a lip-sync that claims what it did not do).
+    pub wav2lip_identity: bool,
+    /// The pictures have no face: `VIDAX_FaceProbe` finds none, `VIDAX_Wav2Lip` passes every
+    /// frame through as `no_face`.
+    pub no_face: bool,
+    /// The nodes send no `ui` reports (nodes from before the reports).
+    pub no_reports: bool,
+    /// `VIDAX_FaceProbe` has no detector (the pack is missing) and reports its size
+    /// fallback, as recorded (`history_facecheck_fallback.json`, a 512×512 picture, as it is).
+    pub face_fallback: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -97,6 +116,8 @@ pub struct ServerState {
     number: AtomicU64,
     /// Bodies POSTed to `/lipsync` (the HTTP lip-sync provider stand-in).
     pub lipsync_posts: AtomicU64,
+    /// For each `VHS_LoadVideo` executed: the barcode of every frame it loaded, in order.
+    pub video_frames: Mutex<Vec<Vec<u64>>>,
 }
 
 pub struct Server {
@@ -391,7 +412,7 @@ async fn post_prompt(State(s): State<Arc<ServerState>>, body: Bytes) -> Response
 }
 
 /// A batch of frames flowing through the graph.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Batch {
     count: u64,
     w: u32,
@@ -400,6 +421,102 @@ struct Batch {
     base: u64,
     /// Which node made the pictures (a colour tag in the PNG).
     tag: Tag,
+    /// The real pictures loaded (one per frame). Saved frames are drawn as barcodes of
+    /// `base + k` with `tag` (that is how a test proves the order), except frames
+    /// `VIDAX_Wav2Lip` passed through unchanged: those are saved as the pictures it was given.
+    pixels: Option<Arc<Vec<image::RgbImage>>>,
+}
+
+impl Batch {
+    fn png(&self, k: u64) -> Vec<u8> {
+        match &self.pixels {
+            Some(p) if self.tag == Tag::Wav2Lip => {
+                let mut out = std::io::Cursor::new(Vec::new());
+                p[(k as usize).min(p.len() - 1)]
+                    .write_to(&mut out, image::ImageFormat::Png)
+                    .unwrap();
+                out.into_inner()
+            }
+            _ => frame_png(self.base + k, self.w, self.h, self.tag),
+        }
+    }
+}
+
+/// The fake detector: a face in the centre half of a `w×h` picture, as `[x1, y1, x2, y2]`;
+/// none in a picture smaller than 8×8.
+pub fn fake_face_box(w: u32, h: u32) -> Option<[u32; 4]> {
+    (w >= 8 && h >= 8).then(|| [w / 4, h / 4, 3 * w / 4, 3 * h / 4])
+}
+
+/// The first `ui` report under `key` in a recorded history body.
+fn recorded_ui(file: &str, key: &str) -> Value {
+    let h = recorded(file);
+    let entry = h.as_object().unwrap().values().next().unwrap().clone();
+    entry["outputs"]
+        .as_object()
+        .unwrap()
+        .values()
+        .find_map(|n| n.get(key))
+        .unwrap()[0]
+        .clone()
+}
+
+/// `VIDAX_FaceProbe`'s report for a `w×h` picture, shaped as the recorded ones.
+fn face_report(w: u32, h: u32, found: bool) -> Value {
+    let Some([x1, y1, x2, y2]) = fake_face_box(w, h).filter(|_| found) else {
+        let mut r = recorded_ui("history_facecheck_noface.json", "vidax_face");
+        r["image"] = json!({"w": w, "h": h});
+        return r;
+    };
+    let mut r = recorded_ui("history_facecheck_image.json", "vidax_face");
+    let face = json!({"x": x1, "y": y1, "w": x2 - x1, "h": y2 - y1});
+    let off = (y2 - y1) / 2;
+    let mouth = json!({"x": x1, "y": y1 + off, "w": x2 - x1, "h": y2 - y1 - off});
+    r["image"] = json!({"w": w, "h": h});
+    r["faces"][0]["face_box"] = face.clone();
+    r["faces"][0]["mouth_roi"] = mouth.clone();
+    r["face_box"] = face;
+    r["mouth_roi"] = mouth;
+    r["feather"] = (((x2 - x1).min(y2 - y1 - off)) / 8).max(1).into();
+    r["centre"] = json!([f64::from(x1 + x2) / 2.0, f64::from(y1 + y2) / 2.0]);
+    r
+}
+
+/// `VIDAX_Wav2Lip`'s report for a batch, shaped as the recorded one.
+fn lipsync_report(b: &Batch, start_frame: u64, found: bool) -> Value {
+    let mut r = recorded_ui("history_wav2lip_image.json", "vidax_lipsync");
+    let n = b.count;
+    let face = fake_face_box(b.w, b.h).filter(|_| found);
+    let bx = face.unwrap_or_default();
+    let (outcome, boxes, synced) = if face.is_some() {
+        (
+            vec![json!("synced"); n as usize],
+            vec![json!(bx); n as usize],
+            n,
+        )
+    } else {
+        (
+            vec![json!("no_face"); n as usize],
+            vec![Value::Null; n as usize],
+            0,
+        )
+    };
+    r["frames"] = n.into();
+    r["start_frame"] = start_frame.into();
+    r["width"] = b.w.into();
+    r["height"] = b.h.into();
+    r["synced"] = synced.into();
+    r["silent"] = 0.into();
+    r["no_face"] = (n - synced).into();
+    r["detected_unique"] = u64::from(face.is_some()).into();
+    r["outcome"] = outcome.into();
+    r["boxes"] = boxes.into();
+    r["box_summary"] = if synced > 0 {
+        json!({"count": synced, "x1": [bx[0], bx[0]], "y1": [bx[1], bx[1]], "x2": [bx[2], bx[2]], "y2": [bx[3], bx[3]]})
+    } else {
+        json!({"count": 0})
+    };
+    r
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -423,20 +540,43 @@ impl Tag {
     }
 }
 
-fn image_size(s: &ServerState, name: &str) -> (u32, u32) {
-    let bytes = s.uploads.lock().unwrap().get(name).cloned().or_else(|| {
+/// A file of ComfyUI's input folder: uploaded, or copied into the configured folder.
+fn input_file(s: &ServerState, name: &str) -> Option<Vec<u8>> {
+    s.uploads.lock().unwrap().get(name).cloned().or_else(|| {
         let dir = s.cfg.input_dir.as_ref()?;
         std::fs::read(dir.join(name)).ok()
-    });
-    bytes
-        .and_then(|b| image::load_from_memory(&b).ok())
-        .map(|i| (i.width(), i.height()))
-        .unwrap_or((64, 48))
+    })
+}
+
+/// Every frame of a video file, decoded to RGB with the ffmpeg CLI (tests only).
+fn decode_video(bytes: &[u8]) -> Vec<image::RgbImage> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("in.mov");
+    std::fs::write(&path, bytes).unwrap();
+    let probe = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
+        .args(["stream=width,height", "-of", "csv=p=0"])
+        .arg(&path)
+        .output()
+        .expect("ffprobe");
+    let text = String::from_utf8_lossy(&probe.stdout);
+    let mut it = text.trim().split(',').map(|v| v.parse::<u32>().unwrap());
+    let (w, h) = (it.next().unwrap(), it.next().unwrap());
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin", "-i"])
+        .arg(&path)
+        .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+        .output()
+        .expect("ffmpeg");
+    out.stdout
+        .chunks_exact((w * h * 3) as usize)
+        .map(|f| image::RgbImage::from_raw(w, h, f.to_vec()).unwrap())
+        .collect()
 }
 
 fn eval(s: &ServerState, graph: &Value, id: &str, memo: &mut HashMap<String, Batch>) -> Batch {
     if let Some(b) = memo.get(id) {
-        return *b;
+        return b.clone();
     }
     let node = &graph[id];
     let i = &node["inputs"];
@@ -447,25 +587,68 @@ fn eval(s: &ServerState, graph: &Value, id: &str, memo: &mut HashMap<String, Bat
     let u = |name: &str| i[name].as_u64().unwrap_or(0);
     let b = match node["class_type"].as_str().unwrap_or("") {
         "LoadImage" => {
-            let (w, h) = image_size(s, i["image"].as_str().unwrap_or(""));
+            let img = input_file(s, i["image"].as_str().unwrap_or(""))
+                .and_then(|b| image::load_from_memory(&b).ok())
+                .map(|i| i.to_rgb8());
+            let (w, h) = img.as_ref().map_or((64, 48), |i| (i.width(), i.height()));
             Batch {
                 count: 1,
                 w,
                 h,
                 base: 0,
                 tag: Tag::Still,
+                pixels: img.map(|i| Arc::new(vec![i])),
             }
         }
-        "RepeatImageBatch" => Batch {
-            count: u("amount"),
-            ..input("image", memo)
-        },
-        "VHS_LoadVideo" => Batch {
-            count: u("frame_load_cap"),
-            w: u("custom_width") as u32,
-            h: u("custom_height") as u32,
-            base: 0,
-            tag: Tag::Video,
+        "RepeatImageBatch" => {
+            let src = input("image", memo);
+            let n = u("amount");
+            Batch {
+                count: n,
+                pixels: src
+                    .pixels
+                    .as_ref()
+                    .map(|p| Arc::new(vec![p[0].clone(); n as usize])),
+                ..src
+            }
+        }
+        // The real VHS_LoadVideo with force_rate 0 reads every frame; the server does what
+        // the graph asks of the staged file (skip, cap) and records the barcodes it read.
+        "VHS_LoadVideo" => match input_file(s, i["video"].as_str().unwrap_or("")) {
+            Some(bytes) if i["force_rate"].as_f64() == Some(0.0) => {
+                let all = decode_video(&bytes);
+                let skip = u("skip_first_frames") as usize;
+                let cap = u("frame_load_cap") as usize;
+                let frames: Vec<image::RgbImage> = all
+                    .into_iter()
+                    .skip(skip)
+                    .take(if cap == 0 { usize::MAX } else { cap })
+                    .collect();
+                s.video_frames.lock().unwrap().push(
+                    frames
+                        .iter()
+                        .map(|f| read_frame(f.as_raw(), f.width(), f.height()).0)
+                        .collect(),
+                );
+                let (w, h) = frames.first().map_or((64, 48), |f| (f.width(), f.height()));
+                Batch {
+                    count: frames.len() as u64,
+                    w,
+                    h,
+                    base: skip as u64,
+                    tag: Tag::Video,
+                    pixels: Some(Arc::new(frames)),
+                }
+            }
+            // A graph that asks VHS to resample or cap (the old way): frames counted only.
+            _ => Batch {
+                count: u("frame_load_cap"),
+                w: u("custom_width") as u32,
+                h: u("custom_height") as u32,
+                base: 0,
+                tag: Tag::Video,
+                pixels: None,
+            },
         },
         "VIDAX_MotionChunk" => {
             let src = input("image", memo);
@@ -479,13 +662,24 @@ fn eval(s: &ServerState, graph: &Value, id: &str, memo: &mut HashMap<String, Bat
                 h,
                 base: u("chunk_start"),
                 tag: Tag::Motion,
+                pixels: None,
             }
         }
-        "VIDAX_Wav2Lip" => Batch {
-            base: u("start_frame"),
-            tag: Tag::Wav2Lip,
-            ..input("images", memo)
-        },
+        "VIDAX_Wav2Lip" => {
+            let src = input("images", memo);
+            let passthrough =
+                s.cfg.wav2lip_identity || s.cfg.no_face || fake_face_box(src.w, src.h).is_none();
+            Batch {
+                base: u("start_frame"),
+                tag: Tag::Wav2Lip,
+                pixels: if passthrough {
+                    src.pixels.clone()
+                } else {
+                    None
+                },
+                ..src
+            }
+        }
         "VIDAX_MouthBlend" => Batch {
             tag: Tag::MouthBlend,
             ..input("motion_frames", memo)
@@ -496,9 +690,10 @@ fn eval(s: &ServerState, graph: &Value, id: &str, memo: &mut HashMap<String, Bat
             h: 48,
             base: 0,
             tag: Tag::Still,
+            pixels: None,
         },
     };
-    memo.insert(id.to_string(), b);
+    memo.insert(id.to_string(), b.clone());
     b
 }
 
@@ -632,9 +827,7 @@ async fn execute(s: Arc<ServerState>, prompt_id: String) {
                             .as_str()
                             .unwrap_or("AnimateDiff");
                         let rate = graph[id]["inputs"]["frame_rate"].as_f64().unwrap_or(8.0);
-                        let pngs: Vec<Vec<u8>> = (0..b.count)
-                            .map(|k| frame_png(b.base + k, b.w, b.h, b.tag))
-                            .collect();
+                        let pngs: Vec<Vec<u8>> = (0..b.count).map(|k| b.png(k)).collect();
                         let name = format!("{prefix}_00001.mp4");
                         s.files
                             .lock()
@@ -646,7 +839,29 @@ async fn execute(s: Arc<ServerState>, prompt_id: String) {
                         outputs.insert(id.clone(), out);
                         continue;
                     }
-                    if graph[id]["class_type"] != "SaveImage" {
+                    // Our nodes' reports, in their `ui` dicts (as the recorded histories).
+                    let class = graph[id]["class_type"].as_str().unwrap_or("");
+                    if !s.cfg.no_reports && class == "VIDAX_FaceProbe" {
+                        let src = graph[id]["inputs"]["image"][0].as_str().unwrap_or("");
+                        let b = eval(&s, &graph, src, &mut memo);
+                        let report = if s.cfg.face_fallback {
+                            recorded_ui("history_facecheck_fallback.json", "vidax_face")
+                        } else {
+                            face_report(b.w, b.h, !s.cfg.no_face)
+                        };
+                        outputs.insert(id.clone(), json!({"vidax_face": [report]}));
+                        continue;
+                    }
+                    if !s.cfg.no_reports && class == "VIDAX_Wav2Lip" {
+                        let b = eval(&s, &graph, id, &mut memo);
+                        let start = graph[id]["inputs"]["start_frame"].as_u64().unwrap_or(0);
+                        outputs.insert(
+                            id.clone(),
+                            json!({"vidax_lipsync": [lipsync_report(&b, start, !s.cfg.no_face)]}),
+                        );
+                        continue;
+                    }
+                    if class != "SaveImage" {
                         continue;
                     }
                     let src = graph[id]["inputs"]["images"][0].as_str().unwrap_or("");
@@ -670,10 +885,7 @@ async fn execute(s: Arc<ServerState>, prompt_id: String) {
                             *e
                         };
                         let name = format!("{prefix}_{counter:05}_.png");
-                        s.files
-                            .lock()
-                            .unwrap()
-                            .insert(name.clone(), frame_png(b.base + k, b.w, b.h, b.tag));
+                        s.files.lock().unwrap().insert(name.clone(), b.png(k));
                         images.push(json!({"filename": name, "subfolder": "", "type": "output"}));
                     }
                     // The history lists them in a shuffled order: the client must sort by name.

@@ -7,7 +7,8 @@ or the pack (the node hands in callables: ``detect``, ``mel``, ``model``), so it
 with fakes.
 
 Callables:
-- ``detect(batch)``: uint8 RGB ``[B, H, W, 3]`` -> B items, each ``(x1, y1, x2, y2)`` or None.
+- ``detect(batch)``: uint8 RGB ``[B, H, W, 3]`` -> B items, each ``(x1, y1, x2, y2)`` or
+  ``(x1, y1, x2, y2, score)`` (unpadded), or None.
 - ``mel(wav)``: float32 16 kHz ``[S]`` -> ``[80, T]`` (the pack's ``audio.melspectrogram``).
 - ``model(mels, faces)``: float32 ``[B, 1, 80, 16]`` and ``[B, 6, 96, 96]`` (0..1, BGR, masked
   half first) -> ``[B, 3, 96, 96]`` in 0..1, BGR.
@@ -71,8 +72,17 @@ def run_batched(n, batch_size, step, what, is_oom=is_oom_error, on_oom=None, log
     return bs
 
 
+SYNCED, SILENT, NO_FACE = "synced", "silent", "no_face"
+REPORT_VERSION = 1
+
+
 @dataclass
 class LipsyncReport:
+    """What the pipeline did, per frame: ``outcome[k]`` is ``synced``, ``silent`` or ``no_face``;
+    ``boxes[k]`` the half-open ``(x1, y1, x2, y2)`` the network's face was pasted into (after
+    padding and smoothing), None where nothing was pasted. Silence is decided first: a silent
+    frame is ``silent`` whether or not it has a face."""
+
     frames: int = 0
     synced: int = 0
     silent: int = 0
@@ -81,6 +91,41 @@ class LipsyncReport:
     detect_batch: int = 0
     model_batch: int = 0
     no_face_frames: list = field(default_factory=list)
+    start_frame: int = 0
+    width: int = 0
+    height: int = 0
+    outcome: list = field(default_factory=list)
+    boxes: list = field(default_factory=list)
+
+    def box_summary(self):
+        """``{"count": n, "x1": [min, max], ...}`` over the non-null boxes; just the count when
+        there are none."""
+        got = [b for b in self.boxes if b is not None]
+        out = {"count": len(got)}
+        if got:
+            for i, name in enumerate(("x1", "y1", "x2", "y2")):
+                vals = [int(b[i]) for b in got]
+                out[name] = [min(vals), max(vals)]
+        return out
+
+    def to_ui(self, node="VIDAX_Wav2Lip", detector="s3fd"):
+        """The ``vidax_lipsync`` object of docs/COMFYUI_INTERFACE.md: plain JSON values only."""
+        return {
+            "version": REPORT_VERSION,
+            "node": node,
+            "frames": int(self.frames),
+            "start_frame": int(self.start_frame),
+            "width": int(self.width),
+            "height": int(self.height),
+            "synced": int(self.synced),
+            "silent": int(self.silent),
+            "no_face": int(self.no_face),
+            "detector": detector,
+            "detected_unique": int(self.detected_unique),
+            "outcome": list(self.outcome),
+            "boxes": [None if b is None else [int(v) for v in b] for b in self.boxes],
+            "box_summary": self.box_summary(),
+        }
 
     def summary(self):
         return (
@@ -129,6 +174,42 @@ def smooth_boxes(indices, boxes, t=SMOOTH_T):
     return out
 
 
+def detect_boxes(frames, detect, indices=None, batch_size=8, is_oom=is_oom_error, on_oom=None, log=None, tick=None, on_plan=None):
+    """Runs ``detect`` once per distinct frame among ``indices`` (default: all), in batches
+    (halved on out-of-memory), and pads each box with :func:`pad_box` -> (``{k: box or None}``,
+    ``{k: score or None}``, distinct frames, final batch size). The box VIDAX_FaceProbe reports
+    and the box VIDAX_Wav2Lip pastes into (before smoothing) come from here. ``on_plan(count)``
+    hears the number of distinct frames before detection starts, ``tick(done)`` each batch."""
+    n, h, w = frames.shape[:3]
+    indices = list(range(n)) if indices is None else list(indices)
+    first_of, key_of = {}, {}
+    for k in indices:
+        key = _frame_key(frames[k])
+        key_of[k] = key
+        first_of.setdefault(key, k)
+    unique = list(first_of.values())
+    if on_plan is not None:
+        on_plan(len(unique))
+    found, score = {}, {}
+
+    def step(a, b):
+        idx = unique[a:b]
+        batch = np.stack([to_uint8(frames[k]) for k in idx])
+        res = list(detect(batch))
+        if len(res) != len(idx):
+            raise InputError(f"face detector returned {len(res)} results for {len(idx)} frames")
+        for k, r in zip(idx, res):
+            found[k] = pad_box(r, h, w)
+            score[k] = float(r[4]) if found[k] is not None and len(r) > 4 else None
+        if tick is not None:
+            tick(len(idx))
+
+    final = run_batched(len(unique), batch_size, step, "face detection", is_oom, on_oom, log) if unique else int(batch_size)
+    boxes = {k: found[first_of[key_of[k]]] for k in indices}
+    scores = {k: score[first_of[key_of[k]]] for k in indices}
+    return boxes, scores, len(unique), final
+
+
 def face_input(crops_rgb):
     """96×96 RGB face crops (0..1) -> the network's ``[B, 6, 96, 96]``: BGR, lower half masked,
     then the unmasked reference."""
@@ -171,18 +252,30 @@ def lipsync_frames(
     frames = check_frames(frames)
     n, h, w = frames.shape[:3]
     out = frames.copy()
-    report = LipsyncReport(frames=n, detect_batch=int(face_detect_batch), model_batch=int(model_batch))
-    if n == 0:
-        return out, report
     start_frame = int(start_frame)
     if start_frame < 0:
         raise InputError(f"start_frame must be >= 0, got {start_frame}")
+    report = LipsyncReport(
+        frames=n,
+        detect_batch=int(face_detect_batch),
+        model_batch=int(model_batch),
+        start_frame=start_frame,
+        width=int(w),
+        height=int(h),
+        outcome=[SILENT] * n,
+        boxes=[None] * n,
+    )
+    if n == 0:
+        return out, report
 
-    # Audio long enough that every frame has a full window; the padding is silence.
+    # Audio long enough that every frame has a full window; the padding is silence. At least one
+    # zero sample is always appended, whatever the chunk: the pack's mel pre-emphasis
+    # (y[i] = x[i] - 0.97·x[i-1]) reaches one sample past the audio's end, so without it the
+    # last mel steps would depend on whether this chunk needed padding, and frame k would come
+    # out differently depending on which chunk renders it.
     wav = np.asarray(wav16k, dtype=np.float32).reshape(-1)
-    need = fr.samples_for_frames(start_frame + n - 1, fps)
-    if wav.size < need:
-        wav = np.concatenate([wav, np.zeros(need - wav.size, dtype=np.float32)])
+    need = max(fr.samples_for_frames(start_frame + n - 1, fps), wav.size + 1)
+    wav = np.concatenate([wav, np.zeros(need - wav.size, dtype=np.float32)])
     starts = [fr.mel_window_start_unclamped(start_frame + k, fps) for k in range(n)]
     silent = fr.silent_frames(wav, starts)
     report.silent = int(silent.sum())
@@ -197,32 +290,13 @@ def lipsync_frames(
         if progress is not None:
             progress(total_steps[0], total_steps[1])
 
+    def plan(distinct):
+        total_steps[1] = distinct + len(todo)
+
     # Face detection, once per distinct frame.
-    first_of = {}
-    key_of = {}
-    for k in todo:
-        key = _frame_key(frames[k])
-        key_of[k] = key
-        first_of.setdefault(key, k)
-    unique = list(first_of.values())
-    report.detected_unique = len(unique)
-    total_steps[1] = len(unique) + len(todo)
-    found = {}
-
-    def detect_step(a, b):
-        idx = unique[a:b]
-        batch = np.stack([to_uint8(frames[k]) for k in idx])
-        res = list(detect(batch))
-        if len(res) != len(idx):
-            raise InputError(f"face detector returned {len(res)} results for {len(idx)} frames")
-        for k, r in zip(idx, res):
-            found[k] = pad_box(r, h, w)
-        tick(len(idx))
-
-    report.detect_batch = run_batched(
-        len(unique), face_detect_batch, detect_step, "face detection", is_oom, on_oom, log
+    boxes, _, report.detected_unique, report.detect_batch = detect_boxes(
+        frames, detect, todo, face_detect_batch, is_oom, on_oom, log, tick, plan
     )
-    boxes = {k: found[first_of[key_of[k]]] for k in todo}
     missing = [k for k in todo if boxes[k] is None]
     if missing and on_no_face == "error":
         k = missing[0]
@@ -232,8 +306,10 @@ def lipsync_frames(
         )
     report.no_face = len(missing)
     report.no_face_frames = missing
+    for k in missing:
+        report.outcome[k] = NO_FACE
     synced = [k for k in todo if boxes[k] is not None]
-    total_steps[1] = len(unique) + len(synced)
+    total_steps[1] = report.detected_unique + len(synced)
     if mode == "sequential" and synced:
         boxes.update(smooth_boxes(synced, boxes))
     if not synced:
@@ -256,9 +332,18 @@ def lipsync_frames(
             s = fr.mel_window_start(start_frame + k, fps, mel_len)
             mels.append(spec[:, s:s + fr.MEL_WINDOW])
         mel_batch = np.ascontiguousarray(np.stack(mels)[:, None, :, :], dtype=np.float32)
-        pred = np.asarray(model(mel_batch, face_input(crops)), dtype=np.float32)
-        if pred.shape != (len(idx), 3, IMG_SIZE, IMG_SIZE):
-            raise InputError(f"network returned shape {pred.shape}, expected {(len(idx), 3, IMG_SIZE, IMG_SIZE)}")
+        face_batch = face_input(crops)
+        if len(idx) == 1:
+            # A lone frame runs as a batch of two (itself twice): torch's CPU convolutions take
+            # another code path for a batch of one, whose results differ in the last bit from
+            # the same frame in any larger batch, so a frame would depend on how many synced
+            # frames its chunk happened to have.
+            mel_batch = np.concatenate([mel_batch, mel_batch])
+            face_batch = np.concatenate([face_batch, face_batch])
+        pred = np.asarray(model(mel_batch, face_batch), dtype=np.float32)
+        if pred.shape != (len(mel_batch), 3, IMG_SIZE, IMG_SIZE):
+            raise InputError(f"network returned shape {pred.shape}, expected {(len(mel_batch), 3, IMG_SIZE, IMG_SIZE)}")
+        pred = pred[: len(idx)]
         # Commit only after the whole batch ran (an OOM retry must find the frames untouched).
         for k, p in zip(idx, pred):
             x1, y1, x2, y2 = boxes[k]
@@ -268,4 +353,7 @@ def lipsync_frames(
 
     report.model_batch = run_batched(len(synced), model_batch, model_step, "Wav2Lip network", is_oom, on_oom, log)
     report.synced = len(synced)
+    for k in synced:
+        report.outcome[k] = SYNCED
+        report.boxes[k] = tuple(int(v) for v in boxes[k])
     return out, report

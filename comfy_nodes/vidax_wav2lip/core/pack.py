@@ -50,23 +50,29 @@ MODULES = (
     "Wav2Lip.face_detection.detection.sfd.detect",
     "Wav2Lip.face_detection.detection.sfd.bbox",
 )
+# What the face detector alone needs (VIDAX_FaceProbe): no network weights, no librosa.
+DETECTOR_CODE_FILES = tuple(f for f in CODE_FILES if "/face_detection/" in f)
+DETECTOR_WEIGHTS = ("s3fd",)
+DETECTOR_MODULES = tuple(m for m in MODULES if ".face_detection." in m)
 
 
 @dataclass(frozen=True)
 class PackPaths:
     root: str
-    checkpoint: str
+    checkpoint: object  # None when only the detector was checked
     s3fd: str
 
 
 @dataclass(frozen=True)
 class PackModules:
-    models: object
-    audio: object
-    hparams: object
+    """The imported modules; the network's and the mel's are None for a detector-only import."""
+
     net_s3fd: object
     detect: object
     bbox: object
+    models: object = None
+    audio: object = None
+    hparams: object = None
 
 
 def _package_dir():
@@ -112,16 +118,17 @@ def _install_hint_pack():
     )
 
 
-def check_pack(root=None):
+def check_pack(root=None, detector_only=False):
     """Checks that the pack's code and weights are there -> :class:`PackPaths`. A missing file
-    raises :class:`PackMissingError` naming it and the ``va install`` step that provides it."""
+    raises :class:`PackMissingError` naming it and the ``va install`` step that provides it.
+    ``detector_only``: only what the S3FD detector needs."""
     root = os.path.abspath(root or find_pack_dir())
     if not os.path.isdir(root):
         raise PackMissingError(
             f"the {PACK_NAME} pack is not installed: missing folder {root}; {_install_hint_pack()}",
             missing=root,
         )
-    for rel in CODE_FILES:
+    for rel in DETECTOR_CODE_FILES if detector_only else CODE_FILES:
         p = os.path.join(root, *rel.split("/"))
         if not os.path.isfile(p):
             raise PackMissingError(
@@ -130,6 +137,8 @@ def check_pack(root=None):
             )
     found = {}
     for asset, rel, what in WEIGHTS:
+        if detector_only and asset not in DETECTOR_WEIGHTS:
+            continue
         p = os.path.join(root, *rel.split("/"))
         if not os.path.isfile(p):
             raise PackMissingError(
@@ -139,7 +148,7 @@ def check_pack(root=None):
                 tag="VIDAX_WEIGHTS_MISSING",
             )
         found[asset] = p
-    return PackPaths(root, found["wav2lip_gan"], found["s3fd"])
+    return PackPaths(root, found.get("wav2lip_gan"), found["s3fd"])
 
 
 def _module_origin(mod):
@@ -178,8 +187,9 @@ def _check_owned(name, mod, wav2lip_dir):
             raise _conflict(name, mod, wav2lip_dir)
 
 
-def import_pack(root):
-    """Imports the pack's model, mel and detector modules -> :class:`PackModules`."""
+def import_pack(root, detector_only=False):
+    """Imports the pack's model, mel and detector modules (``detector_only``: the S3FD modules
+    alone) -> :class:`PackModules`."""
     root = os.path.abspath(root)
     wav2lip_dir = os.path.join(root, "Wav2Lip")
     existing = sys.modules.get("Wav2Lip")
@@ -192,7 +202,7 @@ def import_pack(root):
     try:
         pkg = importlib.import_module("Wav2Lip")
         _check_owned("Wav2Lip", pkg, wav2lip_dir)
-        for name in MODULES:
+        for name in DETECTOR_MODULES if detector_only else MODULES:
             mod = importlib.import_module(name)
             _check_owned(name, mod, wav2lip_dir)
             mods[name.rsplit(".", 1)[1]] = mod

@@ -22,6 +22,19 @@ FACE_BOX = (8, 8, 40, 30)  # what FakeDetector finds: x1, y1, x2, y2 (the pipeli
 NO_FACE_MARK = 1.0  # frames whose pixel (0, 0) red is this have no face for FakeDetector
 
 
+def node_result(res, ui_key):
+    """A node's return value ``{"ui": {ui_key: [obj]}, "result": (...)}`` -> (result tuple, obj),
+    checking the shape ComfyUI expects (one JSON object in the ui list, plain JSON values)."""
+    import json
+
+    assert set(res) == {"ui", "result"}, res.keys()
+    assert list(res["ui"]) == [ui_key]
+    assert isinstance(res["ui"][ui_key], list) and len(res["ui"][ui_key]) == 1
+    obj = res["ui"][ui_key][0]
+    assert json.loads(json.dumps(obj)) == obj  # plain JSON: no numpy types, no tuples
+    return tuple(res["result"]), obj
+
+
 class FakeOOM(RuntimeError):
     """Named like torch.cuda.OutOfMemoryError, which the pipeline recognises by name."""
 
@@ -86,6 +99,22 @@ class FakeModel:
         out[:, 1] = 0.4  # G
         out[:, 2] = 0.9  # R
         return out
+
+
+def synthetic_face(h=96, w=80, seed=3):
+    """A drawn face on a textured background -> (float32 [h, w, 3], its box (x1, y1, x2, y2)):
+    a skin-coloured ellipse with two dark eyes and a red mouth."""
+    rng = np.random.default_rng(seed)
+    img = (rng.random((h, w, 3), dtype=np.float32) * 0.3 + 0.1).astype(np.float32)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    cx, cy, rx, ry = w * 0.5, h * 0.45, w * 0.25, h * 0.3
+    skin = ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1.0
+    img[skin] = (0.85, 0.65, 0.5)
+    for ex in (cx - rx * 0.4, cx + rx * 0.4):
+        img[((xx - ex) ** 2 + (yy - (cy - ry * 0.3)) ** 2) <= (rx * 0.12) ** 2] = (0.1, 0.1, 0.1)
+    img[(np.abs(xx - cx) <= rx * 0.4) & (np.abs(yy - (cy + ry * 0.5)) <= ry * 0.08)] = (0.7, 0.1, 0.1)
+    box = (int(cx - rx), int(cy - ry), int(cx + rx) + 1, int(cy + ry) + 1)
+    return img, box
 
 
 def tone(rate, seconds, freq=440.0, amp=0.5, phase=0.0):

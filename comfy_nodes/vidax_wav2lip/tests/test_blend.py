@@ -116,3 +116,45 @@ def test_mouth_blend_input_checks():
         blend.mouth_blend(base, np.zeros((2, 10, 10, 3), np.float32), (1, 1, 4, 4), -1, "none", 0, 1, 0)
     with pytest.raises(InputError):
         blend.mouth_blend(base, np.zeros((1, 10, 10, 3), np.float32), (1, 1, 0, 4), -1, "none", 0, 1, 0)
+
+
+def test_mouth_blend_with_a_lipsync_report_blends_each_frame_around_its_own_box():
+    sw, sh, ow, oh = 320, 180, 160, 90
+    mode, strength, frames, chunk_start, centre = "zoom_in", 0.2, 30, 7, (170.0, 80.0)
+    still = textured(sh, sw, seed=7)
+    n = 4
+    base = motion.render_chunk(still[None], mode, strength, frames, chunk_start, n, ow, oh, centre)
+    synced = 1.0 - np.repeat(still[None], n, axis=0)  # differs from the still everywhere
+    boxes = [[100, 40, 180, 130], None, [140, 60, 200, 110], [120, 50, 190, 121]]
+    report = {"version": 1, "frames": n, "boxes": boxes}
+    rois = blend.rois_from_report(report, n)
+    assert rois == [(100, 85, 80, 45), None, (140, 85, 60, 25), (120, 85, 70, 36)]  # lower halves
+    out = blend.mouth_blend(base, synced, (0, 0, 1, 1), -1, mode, strength, frames, chunk_start, centre, rois=rois)
+    curve = motion.ZoomCurve(mode, strength, frames)
+    assert np.array_equal(out[1], base[1])  # null box: not lip-synced, not blended
+    for k in (0, 2, 3):
+        x, y, w, h = rois[k]
+        win = motion.crop_window(curve.zoom(chunk_start + k), sw, sh, ow, oh, centre)
+        sx, sy = ow / win.w, oh / win.h
+        rect = ((x - win.x) * sx, (y - win.y) * sy, (x + w - win.x) * sx, (y + h - win.y) * sy)
+        outside = outside_roi_mask(ow, oh, rect)
+        assert np.array_equal(out[k][outside], base[k][outside]), k
+        assert (np.abs(out[k][~outside] - base[k][~outside]).max(axis=-1) > 0).mean() > 0.9, k
+    # The same frames with the fixed ROI of frame 0 differ: the boxes really were per frame.
+    fixed = blend.mouth_blend(base, synced, rois[0], -1, mode, strength, frames, chunk_start, centre)
+    assert not np.array_equal(fixed[2], out[2]) and not np.array_equal(fixed[1], out[1])
+
+
+def test_lipsync_report_checks():
+    good = {"version": 1, "boxes": [[0, 0, 4, 4], None]}
+    assert blend.rois_from_report(good, 2) == [(0, 2, 4, 2), None]
+    for bad, n, msg in [
+        ({"version": 1, "boxes": [[0, 0, 4, 4]]}, 2, "1 frames"),
+        ({"version": 2, "boxes": [None]}, 1, "version"),
+        ({"boxes": [None]}, 1, "version"),
+        ("not a report", 1, "VIDAX_Wav2Lip"),
+        ({"version": 1, "boxes": [[4, 0, 4, 4]]}, 1, "empty"),
+        ({"version": 1, "boxes": [[0, 0, 4]]}, 1, "box 0"),
+    ]:
+        with pytest.raises(InputError, match=msg):
+            blend.rois_from_report(bad, n)

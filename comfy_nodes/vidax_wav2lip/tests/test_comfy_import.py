@@ -113,7 +113,10 @@ def check_loaded(res):
             for inp, spec in section.items():
                 assert isinstance(spec, list) and 1 <= len(spec) <= 2, (name, inp)
                 assert isinstance(spec[0], (str, list)), (name, inp)
-    assert res["info"]["VIDAX_Wav2Lip"]["output"] == ["IMAGE"]
+    assert res["info"]["VIDAX_Wav2Lip"]["output"] == ["IMAGE", "VIDAX_LIPSYNC_REPORT"]
+    assert res["info"]["VIDAX_Wav2Lip"]["output_name"] == ["images", "report"]
+    assert res["info"]["VIDAX_FaceProbe"]["output_node"] is True
+    assert res["info"]["VIDAX_MouthBlend"]["input"]["optional"] == {"lipsync_report": ["VIDAX_LIPSYNC_REPORT"]}
     assert res["info"]["VIDAX_LoadAudio"]["output"] == ["AUDIO"]
 
 

@@ -249,3 +249,96 @@ def test_bad_inputs():
         run(np.zeros((2, 8, 8, 4), np.float32), tone(16000, 1.0))
     with pytest.raises(InputError):
         run(frames, tone(16000, 1.0), fps=0)
+
+
+# ---- issue 16: frame k comes out the same whichever chunk renders it ----
+
+
+def preemph_mel(wav):
+    """The pack's mel where it matters here: pre-emphasis ``y[i] = x[i] - 0.97·x[i-1]`` over the
+    signal as given, then per mel step ``t`` the mean ``|y|`` over samples ``200t-400 ..
+    200t+400`` (zeros past the end, as librosa's centred STFT pads)."""
+    x = np.asarray(wav, dtype=np.float64)
+    y = x.copy()
+    y[1:] -= 0.97 * x[:-1]
+    t = 1 + x.size // 200
+    ypad = np.concatenate([np.zeros(400), y, np.zeros(800)])
+    steps = np.array([np.abs(ypad[200 * i:200 * i + 800]).mean() for i in range(t)], dtype=np.float32)
+    return np.repeat(steps[None, :], 80, axis=0)
+
+
+class MelModel:
+    """A face whose value follows the mel window; like torch's CPU convolutions, a batch of one
+    sample takes another code path whose result differs in the last bits."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, mels, faces):
+        self.calls.append(len(mels))
+        v = mels.reshape(len(mels), -1).astype(np.float64).mean(axis=1)
+        if len(mels) == 1:
+            v = v + 1e-6
+        val = (0.5 + 0.4 * np.tanh(v)).astype(np.float32)
+        return np.broadcast_to(val[:, None, None, None], (len(mels), 3, 96, 96)).copy()
+
+
+class ShiftDetector:
+    """A face whose box moves with the frame: x offset = pixel (1, 1) green · 20."""
+
+    def __call__(self, batch):
+        return [(8 + int(round(f[1, 1, 1] / 255 * 20)), 8, 40 + int(round(f[1, 1, 1] / 255 * 20)), 30) for f in batch]
+
+
+def render_chunks(frames, wav, fps, cuts, overlap=0, **kw):
+    """Renders ``frames`` chunk by chunk (chunk boundaries ``cuts``), each chunk with the whole
+    audio and its start_frame, optionally with ``overlap`` extra frames on each side that are
+    thrown away; returns the frames and the per-frame outcome/boxes, concatenated."""
+    n = len(frames)
+    edges = [0, *cuts, n]
+    outs, outcome, boxes = [], [], []
+    for a, b in zip(edges[:-1], edges[1:]):
+        lo, hi = max(0, a - overlap), min(n, b + overlap)
+        out, rep = lipsync.lipsync_frames(frames[lo:hi], wav, fps, start_frame=lo, **kw)
+        outs.append(out[a - lo:b - lo])
+        outcome += rep.outcome[a - lo:b - lo]
+        boxes += rep.boxes[a - lo:b - lo]
+    return np.concatenate(outs), outcome, boxes
+
+
+def test_a_still_frame_comes_out_the_same_whichever_chunk_renders_it():
+    fps, n = 25.0, 30
+    # The audio ends, still loud, exactly where frame 16's window ends: a chunk ending at frame
+    # 16 needs no padding, a longer one does. Frame 20 alone in a chunk is a batch of one.
+    wav = tone(16000, 2.0)[: fr.samples_for_frames(16, fps)]
+    frames = np.repeat(make_frames(1), n, axis=0)
+    kw = dict(detect=FakeDetector(), mel=preemph_mel, model=MelModel())
+    whole, rep = lipsync.lipsync_frames(frames, wav, fps, **kw)
+    assert 0 < rep.synced < n and rep.outcome[20] == "synced"
+    for cuts in ([17], [16, 17], [20, 21], [5, 10, 15, 20, 25], list(range(1, n))):
+        out, outcome, boxes = render_chunks(frames, wav, fps, cuts, **kw)
+        assert outcome == rep.outcome and boxes == rep.boxes, cuts
+        for k in range(n):
+            assert np.array_equal(out[k], whole[k]), (cuts, k)
+
+
+def test_video_frames_are_chunk_independent_unsmoothed_or_with_a_four_frame_overlap():
+    fps, n = 25.0, 24
+    frames = make_frames(n, seed=4)
+    for k in range(n):
+        frames[k, 1, 1, 1] = ((k * 7) % 5) / 20  # the face moves from frame to frame
+    wav = tone(16000, 2.0)
+    kw = dict(detect=ShiftDetector(), mel=preemph_mel, model=MelModel())
+    cuts = [7, 8, 15]
+    # repetitive: no smoothing, nothing crosses a chunk edge.
+    whole, rep = lipsync.lipsync_frames(frames, wav, fps, mode="repetitive", **kw)
+    out, outcome, boxes = render_chunks(frames, wav, fps, cuts, mode="repetitive", **kw)
+    assert boxes == rep.boxes and np.array_equal(out, whole)
+    # sequential smooths each box over the next 5 (the last 5 at the end of a run): a chunk
+    # edge changes the boxes near it, unless each chunk carries SMOOTH_T - 1 = 4 extra frames
+    # on both sides and drops them.
+    whole, rep = lipsync.lipsync_frames(frames, wav, fps, mode="sequential", **kw)
+    _, _, cut_boxes = render_chunks(frames, wav, fps, cuts, mode="sequential", **kw)
+    assert cut_boxes != rep.boxes
+    out, outcome, boxes = render_chunks(frames, wav, fps, cuts, overlap=lipsync.SMOOTH_T - 1, mode="sequential", **kw)
+    assert boxes == rep.boxes and np.array_equal(out, whole)

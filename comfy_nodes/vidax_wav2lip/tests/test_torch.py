@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 from vidax_wav2lip import backend, nodes  # noqa: E402
 from vidax_wav2lip.core import lipsync, pack  # noqa: E402
 
-from .conftest import FACE_BOX, FakeDetector, FakeModel, fake_mel, make_frames, tone, write_tree  # noqa: E402
+from .conftest import FACE_BOX, FakeDetector, FakeModel, fake_mel, make_frames, node_result, tone, write_tree  # noqa: E402
 
 
 class FakeRuntime:
@@ -27,7 +27,7 @@ def test_wav2lip_node_takes_and_returns_tensors(monkeypatch):
     monkeypatch.setattr(nodes, "make_runtime", FakeRuntime)
     frames = torch.from_numpy(make_frames(20, no_face=(3,)))
     audio = {"waveform": torch.from_numpy(np.stack([tone(48000, 0.5), tone(48000, 0.5)]))[None], "sample_rate": 48000}
-    (out,) = nodes.VIDAX_Wav2Lip().run(frames, audio, 30000 / 1001, "sequential", 8, "passthrough")
+    (out, _), _ = node_result(nodes.VIDAX_Wav2Lip().run(frames, audio, 30000 / 1001, "sequential", 8, "passthrough"), "vidax_lipsync")
     assert isinstance(out, torch.Tensor) and out.dtype == torch.float32 and out.device.type == "cpu"
     assert out.shape == frames.shape
     assert torch.equal(out[3], frames[3])  # no face
@@ -161,7 +161,9 @@ def test_backend_end_to_end_with_a_fake_torch_pack(tmp_path, monkeypatch, clean_
     frames = make_frames(12)
     wav = np.concatenate([np.zeros(8000, np.float32), tone(16000, 0.5)])  # 0.5 s silence first
     audio = {"waveform": torch.from_numpy(wav)[None, None], "sample_rate": 16000}
-    (out,) = nodes.VIDAX_Wav2Lip().run(torch.from_numpy(frames), audio, 25.0, "sequential", 4, "passthrough")
+    (out, report), ui = node_result(
+        nodes.VIDAX_Wav2Lip().run(torch.from_numpy(frames), audio, 25.0, "sequential", 4, "passthrough"), "vidax_lipsync"
+    )
     out = out.numpy()
     assert out.shape == frames.shape
     # Frames 0..7 hear silence only up to about frame 9: the first ones pass through.
@@ -171,9 +173,23 @@ def test_backend_end_to_end_with_a_fake_torch_pack(tmp_path, monkeypatch, clean_
     m = np.ones(frames.shape[1:3], bool)
     m[y1:y2, x1:x2] = False
     assert np.array_equal(out[11][m], frames[11][m])
+    # The report says what happened, with the box the fake S3FD found, padded.
+    assert ui["detector"] == "s3fd" and ui["outcome"][0] == "silent" and ui["outcome"][11] == "synced"
+    assert ui["boxes"][0] is None and ui["boxes"][11] == [x1, y1, x2, y2]
+    assert ui["synced"] + ui["silent"] == 12 and report == ui
+    # VIDAX_FaceProbe through the same backend: the same padded box, with S3FD's score.
+    (crop, fx, fy, fs, mx, my, mw, mh, meta), face = node_result(nodes.VIDAX_FaceProbe().run(torch.from_numpy(frames[:2])), "vidax_face")
+    assert face["method"] == "s3fd" and face["found"] is True
+    assert face["face_box"] == {"x": x1, "y": y1, "w": x2 - x1, "h": y2 - y1}
+    assert [f["score"] for f in face["faces"]] == [0.99, 0.99]
+    assert (fx, fy, fs) == (x1, y1, 32) and isinstance(crop, torch.Tensor) and tuple(crop.shape) == (1, 32, 32, 3)
     kinds = {k[0] for k in backend._CACHE}
     assert kinds == {"wav2lip", "s3fd"}
     # A second run reuses the loaded network and detector.
     before = dict(backend._CACHE)
     nodes.VIDAX_Wav2Lip().run(torch.from_numpy(frames), audio, 25.0, "repetitive", 4, "passthrough")
     assert all(backend._CACHE[k] is before[k] for k in before)
+    # The face probe needs only the detector: without the network's weights it still runs S3FD.
+    (root / "Wav2Lip" / "checkpoints" / "wav2lip_gan.pth").unlink()
+    (_, fx, fy, *_), face = node_result(nodes.VIDAX_FaceProbe().run(torch.from_numpy(frames[:1])), "vidax_face")
+    assert face["method"] == "s3fd" and (fx, fy) == (x1, y1)
