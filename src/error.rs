@@ -16,6 +16,8 @@ pub enum ErrorKind {
     InputNotFound,
     OutputExists,
     ResumeInvalid,
+    /// Another run holds the workdir's lock.
+    WorkdirBusy,
     UnsupportedFormat,
     HashMismatch,
     DownloadFailed,
@@ -29,16 +31,21 @@ pub enum ErrorKind {
     FfmpegFailed,
     LipsyncFailed,
     Internal,
+    /// Stopped by SIGINT (or by the supervising server); the run is recorded `interrupted`.
+    Interrupted,
+    /// Stopped by SIGTERM; the run is recorded `interrupted`.
+    Terminated,
 }
 
 impl ErrorKind {
     /// Every kind, in exit-code order (used by the docs test).
-    pub const ALL: [ErrorKind; 18] = [
+    pub const ALL: [ErrorKind; 21] = [
         ErrorKind::Usage,
         ErrorKind::ValidationFailed,
         ErrorKind::InputNotFound,
         ErrorKind::OutputExists,
         ErrorKind::ResumeInvalid,
+        ErrorKind::WorkdirBusy,
         ErrorKind::UnsupportedFormat,
         ErrorKind::HashMismatch,
         ErrorKind::DownloadFailed,
@@ -52,6 +59,8 @@ impl ErrorKind {
         ErrorKind::FfmpegFailed,
         ErrorKind::LipsyncFailed,
         ErrorKind::Internal,
+        ErrorKind::Interrupted,
+        ErrorKind::Terminated,
     ];
 
     /// The stable code name, e.g. `INPUT_NOT_FOUND`.
@@ -62,6 +71,7 @@ impl ErrorKind {
             ErrorKind::InputNotFound => "INPUT_NOT_FOUND",
             ErrorKind::OutputExists => "OUTPUT_EXISTS",
             ErrorKind::ResumeInvalid => "RESUME_INVALID",
+            ErrorKind::WorkdirBusy => "WORKDIR_BUSY",
             ErrorKind::UnsupportedFormat => "UNSUPPORTED_FORMAT",
             ErrorKind::HashMismatch => "HASH_MISMATCH",
             ErrorKind::DownloadFailed => "DOWNLOAD_FAILED",
@@ -75,6 +85,8 @@ impl ErrorKind {
             ErrorKind::FfmpegFailed => "FFMPEG_FAILED",
             ErrorKind::LipsyncFailed => "LIPSYNC_FAILED",
             ErrorKind::Internal => "INTERNAL",
+            ErrorKind::Interrupted => "INTERRUPTED",
+            ErrorKind::Terminated => "TERMINATED",
         }
     }
 
@@ -86,6 +98,7 @@ impl ErrorKind {
             ErrorKind::InputNotFound => 11,
             ErrorKind::OutputExists => 12,
             ErrorKind::ResumeInvalid => 13,
+            ErrorKind::WorkdirBusy => 14,
             ErrorKind::UnsupportedFormat => 20,
             ErrorKind::HashMismatch => 21,
             ErrorKind::DownloadFailed => 22,
@@ -99,7 +112,17 @@ impl ErrorKind {
             ErrorKind::FfmpegFailed => 40,
             ErrorKind::LipsyncFailed => 50,
             ErrorKind::Internal => 70,
+            // The shell's convention for a command ended by a signal: 128 + its number.
+            ErrorKind::Interrupted => 130,
+            ErrorKind::Terminated => 143,
         }
+    }
+}
+
+impl ErrorKind {
+    /// The run was stopped on request (a signal or its supervisor), not failed.
+    pub fn is_stop(self) -> bool {
+        matches!(self, ErrorKind::Interrupted | ErrorKind::Terminated)
     }
 }
 
@@ -135,6 +158,13 @@ impl Error {
     /// An error about a file: the message names the path first.
     pub fn at_path(kind: ErrorKind, path: &Path, reason: impl fmt::Display) -> Self {
         Error::new(kind, format!("{}: {}", path.display(), reason))
+    }
+
+    /// The same error about the file `path`: its message prefixed with the path, the code
+    /// and the hint kept (for an error raised where the file was not known).
+    pub fn for_path(mut self, path: &Path) -> Self {
+        self.message = format!("{}: {}", path.display(), self.message);
+        self
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
@@ -210,6 +240,14 @@ mod tests {
                 k.exit_code()
             );
         }
+    }
+
+    #[test]
+    fn for_path_names_the_file_and_keeps_code_and_hint() {
+        let e = Error::new(ErrorKind::Internal, "no memory")
+            .with_hint("free some")
+            .for_path(Path::new("/in/a.png"));
+        assert_eq!(e.to_string(), "INTERNAL: /in/a.png: no memory (free some)");
     }
 
     #[test]

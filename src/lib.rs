@@ -5,7 +5,10 @@
 //! - [`timeline`]: pure, exact frame/sample arithmetic (no FFI, no float time);
 //! - [`media`]: the only user of FFmpeg's libraries (probe, decode, render, encode, verify);
 //! - [`job`]: the job schema and its validation;
-//! - [`record`]: manifest, run registry and event log;
+//! - [`files`]: file helpers below the records and setup (atomic writes, SHA-256, the state
+//!   dir, file locks, paths in JSON);
+//! - [`record`]: manifest, run registry, event log and the workdir lock;
+//! - [`interrupt`]: stopping a run on SIGINT/SIGTERM or its supervisor's request;
 //! - [`stages`]: the pipeline phases and the run that orders them;
 //! - [`install`]: setup: doctor, install-test, install (assets, custom nodes, pip);
 //! - [`api`]: the VIDAX HTTP API (`va serve`);
@@ -15,7 +18,9 @@ pub mod api;
 pub mod cli;
 pub mod comfy;
 pub mod error;
+pub mod files;
 pub mod install;
+pub mod interrupt;
 pub mod job;
 pub mod media;
 pub mod progress;

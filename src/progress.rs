@@ -51,6 +51,8 @@ pub enum PhaseChange {
     Completed,
     Failed,
     Skipped,
+    /// The run was stopped while the phase ran (SIGINT/SIGTERM, its server).
+    Interrupted,
 }
 
 /// What a run reports while it works. Every method has a no-op default; implementations

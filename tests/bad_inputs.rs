@@ -72,6 +72,11 @@ fn corrupt_m4a(sb: &Sandbox, name: &str, every: usize) -> PathBuf {
     p
 }
 
+/// Inputs that pass the preflight (their headers are fine) and fail when decoded, inside a
+/// phase: such a run got an id and stays on record as `failed` (docs/ERRORS.md). (A truncated
+/// picture is not among them: the preflight decodes start and end pictures whole.)
+const FOUND_IN_A_PHASE: &[&str] = &["zero samples", "mostly corrupt", "truncated mp4"];
+
 struct Case {
     what: &'static str,
     field: &'static str,
@@ -118,12 +123,40 @@ fn check(sb: &Sandbox, job: &Value, c: &Case) -> String {
         lines[0]
     );
     assert!(!wd.join("final.mp4").exists(), "{}: no final", c.what);
+    if !FOUND_IN_A_PHASE.contains(&c.what) {
+        // Refused before the run got an id: nothing written anywhere.
+        assert_eq!(
+            std::fs::read(sb.runs_json()).unwrap(),
+            before,
+            "{}: registry untouched",
+            c.what
+        );
+        assert!(
+            !wd.join("manifest.json").exists(),
+            "{}: no manifest",
+            c.what
+        );
+        return lines[0].to_string();
+    }
+    // Found by decoding, inside a phase: the run is on record as failed with its code.
+    let m = read_json(&wd.join("manifest.json"));
+    assert_eq!(m["run_status"], "failed", "{}", c.what);
+    let runs = read_json(&sb.runs_json())["runs"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let old: Value = serde_json::from_slice(&before).unwrap();
     assert_eq!(
-        std::fs::read(sb.runs_json()).unwrap(),
-        before,
-        "{}: registry untouched",
+        runs[..runs.len() - 1],
+        old["runs"].as_array().unwrap()[..],
+        "{}: earlier entries kept",
         c.what
     );
+    let entry = runs.last().unwrap();
+    assert_eq!(entry["id"], m["run_id"], "{}", c.what);
+    assert_eq!(entry["status"], "failed", "{}", c.what);
+    assert_eq!(entry["exit_status"], c.exit, "{}", c.what);
+    assert_eq!(entry["error"]["code"], c.code, "{}", c.what);
     lines[0].to_string()
 }
 

@@ -9,8 +9,8 @@ use common::*;
 use serde_json::json;
 
 #[test]
-fn eight_concurrent_runs_leave_eight_registry_entries() {
-    const RUNS: usize = 8;
+fn twenty_concurrent_runs_leave_twenty_registry_entries() {
+    const RUNS: usize = 20;
     let sb = Sandbox::new();
     let audio = sb.join("voice.wav");
     write_wav(&audio, 16_000, 1, 12_000); // 0.75 s

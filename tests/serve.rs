@@ -566,6 +566,72 @@ fn a_job_is_submitted_started_watched_and_read_back() {
         "USAGE",
     );
     assert_error(&server.get("/jobs/nope"), 404, "INPUT_NOT_FOUND");
+
+    // `va status` and `va logs` take the API's job id as well as the run id.
+    let va = |args: &[&str]| {
+        Command::new(assert_cmd::cargo::cargo_bin("va"))
+            .args(args)
+            .env("VA_STATE_DIR", s.path().join("va-state"))
+            .env_remove("VA_LOG")
+            .output()
+            .unwrap()
+    };
+    let status = va(&["status", &id]);
+    assert!(status.status.success(), "{}", common::stderr_of(&status));
+    let text = common::stdout_of(&status);
+    assert!(
+        text.contains(job["run_id"].as_str().unwrap()) && text.contains("status     completed"),
+        "{text}"
+    );
+    let logs = va(&["logs", &id]);
+    assert!(logs.status.success(), "{}", common::stderr_of(&logs));
+    assert!(common::stdout_of(&logs).contains("final written"));
+}
+
+/// A job record damaged on disk (cut in half) is reported as `corrupt` with the reason after
+/// a restart, never dropped; it is kept as it was and cannot be run.
+#[test]
+fn a_damaged_job_record_is_reported_corrupt_not_dropped() {
+    let s = Setup::new();
+    let cfg = s.config(json!({}));
+    let mut server = s.start(&cfg);
+    let a = server.post("/jobs", s.small_job());
+    assert_eq!(a.status, 201, "{}", a.text);
+    let id = id_of(&a);
+    let other = id_of(&server.post("/jobs", s.small_job()));
+    server.kill();
+    let record = s.state_dir().join("api/jobs").join(format!("{id}.json"));
+    let bytes = std::fs::read(&record).unwrap();
+    let half = bytes[..bytes.len() / 2].to_vec();
+    std::fs::write(&record, &half).unwrap();
+
+    let server = s.start(&cfg);
+    let job = server.get(&format!("/jobs/{id}"));
+    assert_eq!(job.status, 200, "{}", job.text);
+    assert_eq!(job.body["status"], "corrupt", "{}", job.text);
+    let why = job.body["error"]["message"].as_str().unwrap();
+    assert!(
+        why.contains(&format!("{id}.json")) && why.contains("damaged"),
+        "{why}"
+    );
+    let listed = server.get("/jobs?status=corrupt").body;
+    assert_eq!(listed["jobs"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(
+        server.get(&format!("/jobs/{other}")).body["status"],
+        "created"
+    );
+    // Never run, never rewritten.
+    assert_error(
+        &server.post(&format!("/jobs/{id}/start"), json!(null)),
+        409,
+        "USAGE",
+    );
+    assert_error(
+        &server.post(&format!("/jobs/{id}/resume"), json!(null)),
+        409,
+        "RESUME_INVALID",
+    );
+    assert_eq!(std::fs::read(&record).unwrap(), half);
 }
 
 #[test]
@@ -610,6 +676,12 @@ fn a_full_queue_answers_429_and_jobs_are_cancelled_cleanly() {
     );
     let c = server.post("/jobs?start=true", s.small_job());
     assert_error(&c, 429, "USAGE");
+    // A queued job cannot be resumed: that is its state, full queue or not.
+    assert_error(
+        &server.post(&format!("/jobs/{b_id}/resume"), json!(null)),
+        409,
+        "RESUME_INVALID",
+    );
     let created = server.post("/jobs", s.small_job());
     assert_eq!(created.status, 201);
     let created_id = id_of(&created);
@@ -645,7 +717,8 @@ fn a_full_queue_answers_429_and_jobs_are_cancelled_cleanly() {
     assert!(!workdir.join(".final.mp4.partial").exists());
     let m = server.get(&format!("/jobs/{a_id}/manifest")).body;
     assert_eq!(m["run_status"], "cancelled");
-    assert_eq!(m["phases"]["encode"]["status"], "failed");
+    // The run stopped itself (its partial removed, its encode marked as stopped there).
+    assert_eq!(m["phases"]["encode"]["status"], "interrupted");
     assert_eq!(
         registry_status(&s, m["run_id"].as_str().unwrap()),
         "cancelled"

@@ -133,7 +133,7 @@ impl Config {
             (Some(p), _) => vec![p.to_path_buf()],
             (None, Some(p)) => vec![PathBuf::from(p)],
             (None, None) => vec![
-                crate::record::state_dir().join("config").join("vidax.json"),
+                crate::files::state_dir().join("config").join("vidax.json"),
                 PathBuf::from("config").join("vidax.json"),
             ],
         };
@@ -213,7 +213,7 @@ impl Config {
         let va_state_dir = file.state_dir.as_deref().map(resolve);
         let state_dir = match &va_state_dir {
             Some(d) => d.join("state"),
-            None => crate::record::state_dir(),
+            None => crate::files::state_dir(),
         };
         let runs_root = file
             .runs_root

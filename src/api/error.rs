@@ -44,7 +44,9 @@ pub fn status_for(kind: ErrorKind) -> StatusCode {
         | ErrorKind::ValidationFailed
         | ErrorKind::InputNotFound
         | ErrorKind::UnsupportedFormat => StatusCode::BAD_REQUEST,
-        ErrorKind::OutputExists | ErrorKind::ResumeInvalid => StatusCode::CONFLICT,
+        ErrorKind::OutputExists | ErrorKind::ResumeInvalid | ErrorKind::WorkdirBusy => {
+            StatusCode::CONFLICT
+        }
         ErrorKind::ComfyuiUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::ComfyuiTimeout => StatusCode::GATEWAY_TIMEOUT,
         ErrorKind::HashMismatch
@@ -57,6 +59,8 @@ pub fn status_for(kind: ErrorKind) -> StatusCode {
         ErrorKind::FfmpegFailed | ErrorKind::LipsyncFailed | ErrorKind::Internal => {
             StatusCode::INTERNAL_SERVER_ERROR
         }
+        // A request is not stopped by a signal; the server's own shutdown ends it.
+        ErrorKind::Interrupted | ErrorKind::Terminated => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 

@@ -24,8 +24,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::config::Config;
 use crate::error::{Error, ErrorKind, Result};
+use crate::files::{lock, path_json};
 use crate::record::manifest::ErrorRecord;
-use crate::record::{registry, Manifest, PhaseStatus, RunStatus};
+use crate::record::{registry, workdir, Manifest, PhaseStatus, RunStatus};
 
 /// The state of a job of the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,22 +40,28 @@ pub enum JobStatus {
     Failed,
     Cancelled,
     Interrupted,
+    /// Its record in the store cannot be read (cut short, not JSON): reported with the
+    /// reason in `error`, kept on disk as it is, and never run.
+    Corrupt,
 }
 
-/// One job, as stored and as `GET /jobs/:id` shows it.
+/// One job, as stored and as `GET /jobs/:id` shows it. Paths are written losslessly
+/// ([`path_json`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobRecord {
     pub id: String,
-    /// `job` (`POST /jobs`) or `produce` (`POST /produce`).
+    /// `job` (`POST /jobs`) or `produce` (`POST /produce`); `unknown` for a corrupt record.
     pub kind: String,
     pub status: JobStatus,
     pub exit_status: Option<i32>,
-    #[serde(rename = "final")]
+    #[serde(rename = "final", with = "path_json::opt")]
     pub final_path: Option<PathBuf>,
     pub degraded: bool,
     /// The run id of the manifest and the registry, once the run started.
     pub run_id: Option<String>,
+    #[serde(with = "path_json")]
     pub workdir: PathBuf,
+    #[serde(with = "path_json")]
     pub job_file: PathBuf,
     pub error: Option<ErrorRecord>,
     /// The next run continues the earlier one (`va run --resume`).
@@ -87,6 +94,29 @@ impl JobRecord {
         }
     }
 
+    /// The stand-in for a record that cannot be read: status `corrupt`, the reason in
+    /// `error`, and the workdir where this server puts job `id`'s.
+    fn corrupt(id: String, workdir: PathBuf, path: &Path, reason: &str) -> JobRecord {
+        let mut rec = JobRecord::new(id, "unknown", workdir.clone(), workdir.join("job.json"));
+        rec.status = JobStatus::Corrupt;
+        rec.error = Some(ErrorRecord {
+            code: ErrorKind::Internal.code().into(),
+            message: format!(
+                "{}: the job record is damaged ({reason}); it is kept as it is and the job cannot be run",
+                path.display()
+            ),
+        });
+        let stamp = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .map(|t| crate::record::manifest::format_utc(time::OffsetDateTime::from(t)));
+        if let Some(t) = stamp {
+            rec.created_at.clone_from(&t);
+            rec.updated_at = t;
+        }
+        rec
+    }
+
     pub fn to_json(&self) -> Value {
         serde_json::to_value(self)
             .unwrap_or_else(|e| json!({"id": self.id, "error": e.to_string()}))
@@ -97,6 +127,24 @@ impl JobRecord {
 /// job in the API, the manifest, the registry and `va status`/`va logs`.
 pub fn new_job_id() -> String {
     crate::stages::run::new_run_id()
+}
+
+/// The workdir of the API job `id` whose record lies in `<state_dir>/api/jobs/` (for
+/// `va status`/`va logs`, which accept a job id too); `None` when there is no such record.
+pub fn workdir_of_job(state_dir: &Path, id: &str) -> Option<PathBuf> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+    if id.is_empty() || id.starts_with('.') || !id.chars().all(plain) {
+        return None;
+    }
+    let bytes = std::fs::read(store_of(state_dir).join(format!("{id}.json"))).ok()?;
+    serde_json::from_slice::<JobRecord>(&bytes)
+        .ok()
+        .map(|r| r.workdir)
+}
+
+/// `<state_dir>/api/jobs`: one record per job.
+fn store_of(state_dir: &Path) -> PathBuf {
+    state_dir.join("api").join("jobs")
 }
 
 /// Why a job could not be queued.
@@ -132,7 +180,7 @@ impl Jobs {
     /// Opens the store, rebuilds the table from it and the runs' manifests (runs of a server
     /// that went away become `interrupted`; queued jobs queue again).
     pub fn open(cfg: Arc<Config>) -> Result<Arc<Jobs>> {
-        let store = cfg.state_dir.join("api").join("jobs");
+        let store = store_of(&cfg.state_dir);
         std::fs::create_dir_all(&store)
             .map_err(|e| Error::at_path(ErrorKind::Internal, &store, e))?;
         let exe = std::env::current_exe()
@@ -169,8 +217,12 @@ impl Jobs {
     }
 
     fn save(&self, rec: &mut JobRecord) {
+        // A damaged record stays on disk as it was found, for the user to look at.
+        if rec.status == JobStatus::Corrupt {
+            return;
+        }
         rec.updated_at = crate::record::now_rfc3339();
-        if let Err(e) = crate::record::write_json_atomic(&self.record_path(&rec.id), rec) {
+        if let Err(e) = crate::files::write_json_atomic(&self.record_path(&rec.id), rec) {
             tracing::warn!(job = %rec.id, error = %e, "cannot save job record");
         }
     }
@@ -184,12 +236,23 @@ impl Jobs {
             if path.extension().and_then(|e| e.to_str()) != Some("json") {
                 continue;
             }
-            match std::fs::read(&path)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<JobRecord>(&b).ok())
-            {
-                Some(r) => records.push(r),
-                None => tracing::warn!(path = %path.display(), "skipping unreadable job record"),
+            let Some(id) = path.file_stem().and_then(|s| s.to_str()).map(String::from) else {
+                tracing::warn!(path = %path.display(), "a job record whose name is not a job id: left alone");
+                continue;
+            };
+            let read = std::fs::read(&path)
+                .map_err(|e| format!("cannot read it: {e}"))
+                .and_then(|b| {
+                    serde_json::from_slice::<JobRecord>(&b)
+                        .map_err(|e| format!("not a job record: {e}"))
+                });
+            match read {
+                Ok(r) => records.push(r),
+                Err(reason) => {
+                    tracing::warn!(path = %path.display(), reason = %reason, "job record is damaged: reported as corrupt");
+                    let wd = self.cfg.runs_root.join(&id);
+                    records.push(JobRecord::corrupt(id, wd, &path, &reason));
+                }
             }
         }
         records.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
@@ -253,13 +316,16 @@ impl Jobs {
     ) -> std::result::Result<JobRecord, QueueRefusal> {
         let mut inner = self.lock();
         let limit = self.cfg.queue_limit;
+        // The job's own state first: a job that cannot be queued is a conflict whether or
+        // not the queue has room.
+        let status = inner.jobs.get(id).ok_or(QueueRefusal::NotFound)?.status;
+        if !from.contains(&status) {
+            return Err(QueueRefusal::State(status));
+        }
         if inner.queued >= limit {
             return Err(QueueRefusal::Full(limit));
         }
         let rec = inner.jobs.get_mut(id).ok_or(QueueRefusal::NotFound)?;
-        if !from.contains(&rec.status) {
-            return Err(QueueRefusal::State(rec.status));
-        }
         rec.status = JobStatus::Queued;
         rec.resume = resume;
         rec.error = None;
@@ -459,6 +525,12 @@ impl Jobs {
                         rec.status = JobStatus::Failed;
                         rec.error = manifest.and_then(|m| m.error);
                     }
+                    // Stopped by a signal sent to the child itself: resumable.
+                    Some(RunStatus::Interrupted) => {
+                        rec.status = JobStatus::Interrupted;
+                        rec.resume = true;
+                        rec.error = manifest.and_then(|m| m.error);
+                    }
                     _ => {
                         // Refused before it wrote a manifest, or ended without recording
                         // how: the child's own error line says why.
@@ -496,17 +568,8 @@ enum ChildEnd {
 
 /// Waits (bounded) until no process holds the run lock at `path`.
 fn wait_until_gone(path: &Path) {
-    use fs4::fs_std::FileExt;
-    let Ok(file) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-    else {
-        return;
-    };
     for _ in 0..200 {
-        if matches!(FileExt::try_lock_exclusive(&file), Ok(true)) {
-            let _ = FileExt::unlock(&file);
+        if !matches!(lock::probe(path), Ok(lock::Holder::Alive)) {
             return;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -519,12 +582,14 @@ fn run_id_of(workdir: &Path) -> Option<String> {
 }
 
 /// Marks a run stopped from outside (its process is gone): the manifest's `run_status` and
-/// unfinished phases, and its registry entry. A run that already ended is left as it is.
+/// unfinished phases, and its registry entry. A run that already ended is left as it is,
+/// except that a cancel turns the `interrupted` the stopped run recorded into `cancelled`.
 fn mark_run(workdir: &Path, state_dir: &Path, status: RunStatus) {
     let Ok(mut m) = Manifest::load(workdir) else {
         return;
     };
-    if m.run_status.is_terminal() {
+    let recorded_stop = m.run_status == RunStatus::Interrupted && status == RunStatus::Cancelled;
+    if m.run_status.is_terminal() && !recorded_stop {
         return;
     }
     let now = crate::record::now_rfc3339();
@@ -554,17 +619,16 @@ fn save_run(workdir: &Path, state_dir: &Path, m: &Manifest) {
         tracing::warn!(error = %e, "cannot update the manifest");
     }
     // A stopped encode leaves its partial file; it is no final and only takes space.
-    if let Some(name) = m.effective_params["output"]["final_name"].as_str() {
-        let _ = std::fs::remove_file(crate::stages::run::partial_path(workdir, name));
+    if let Some(name) = m.final_name() {
+        let _ = std::fs::remove_file(workdir::partial_path(workdir, name));
     }
-    if let Ok(Some(mut entry)) = registry::find(state_dir, &m.run_id) {
-        if entry.id == m.run_id {
-            entry.status = m.run_status;
-            entry.exit_status = m.exit_status;
-            if let Err(e) = registry::upsert(state_dir, entry) {
-                tracing::warn!(error = %e, "cannot update the run registry");
-            }
-        }
+    let updated = registry::update(state_dir, &m.run_id, |entry| {
+        entry.status = m.run_status;
+        entry.exit_status = m.exit_status;
+        entry.error.clone_from(&m.error);
+    });
+    if let Err(e) = updated {
+        tracing::warn!(error = %e, "cannot update the run registry");
     }
 }
 

@@ -293,26 +293,17 @@ async fn serve_async(cfg: Config) -> Result<()> {
 }
 
 /// One server per state dir: two would run each other's queued jobs.
-fn lock_state(cfg: &Config) -> Result<std::fs::File> {
-    use fs4::fs_std::FileExt;
+fn lock_state(cfg: &Config) -> Result<crate::files::FileLock> {
     let dir = cfg.state_dir.join("api");
     std::fs::create_dir_all(&dir).map_err(|e| Error::at_path(ErrorKind::Internal, &dir, e))?;
     let path = dir.join("server.lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| Error::at_path(ErrorKind::Internal, &path, e))?;
-    match FileExt::try_lock_exclusive(&file) {
-        Ok(true) => Ok(file),
-        Ok(false) => Err(Error::at_path(
+    crate::files::FileLock::try_exclusive(&path)?.ok_or_else(|| {
+        Error::at_path(
             ErrorKind::Usage,
             &path,
             "another va serve uses this state dir",
-        )),
-        Err(e) => Err(Error::at_path(ErrorKind::Internal, &path, e)),
-    }
+        )
+    })
 }
 
 async fn shutdown_signal() {

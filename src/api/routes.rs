@@ -18,6 +18,7 @@ use super::jobs::{new_job_id, JobRecord, JobStatus, QueueRefusal};
 use super::{ops, App, OPENAPI};
 use crate::cli::run::{produce_job, ProduceArgs};
 use crate::error::{Error, ErrorKind};
+use crate::files::path_json;
 use crate::job::{self, Job};
 use crate::record::events::events_path;
 
@@ -46,6 +47,19 @@ fn body_json(body: Result<Bytes, BytesRejection>) -> ApiResult<Option<Value>> {
         };
         ApiError::new(status, ErrorKind::ValidationFailed, message)
     })?;
+    // Whatever max_body_bytes allows, no request of this API needs more than a job file may
+    // have (job::MAX_JOB_BYTES).
+    if bytes.len() as u64 > job::MAX_JOB_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::ValidationFailed,
+            format!(
+                "request body too large ({} bytes; a job may have {})",
+                bytes.len(),
+                job::MAX_JOB_BYTES
+            ),
+        ));
+    }
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
@@ -164,20 +178,16 @@ fn admit(app: &App, doc: Value, what: &str) -> ApiResult<Job> {
     let mut effective = parsed.to_effective_json();
     effective["comfyui"]["url"] = Value::String(url.to_string());
     for (field, path) in parsed.inputs() {
-        effective[field] = path_value(&app.roots.confine(field, path)?);
+        effective[field] = path_json::to_value(&app.roots.confine(field, path)?);
     }
     if let Some(dir) = &parsed.comfyui.input_dir {
         effective["comfyui"]["input_dir"] =
-            path_value(&app.roots.confine("comfyui.input_dir", dir)?);
+            path_json::to_value(&app.roots.confine("comfyui.input_dir", dir)?);
     }
     let j = job::from_value(effective, &base)
         .map_err(|p| ApiError::bad_input(job::problems_error(Path::new(what), &p)))?;
     crate::stages::run::preflight(&j).map_err(ApiError::bad_input)?;
     Ok(j)
-}
-
-fn path_value(p: &Path) -> Value {
-    Value::String(p.to_string_lossy().into_owned())
 }
 
 /// Creates the job's workdir under the runs root and its record (status `created`).
@@ -192,7 +202,7 @@ fn create(app: &App, j: &Job, kind: &str) -> ApiResult<JobRecord> {
         )
     })?;
     let job_file = workdir.join("job.json");
-    crate::record::write_json_atomic(&job_file, &j.to_effective_json())?;
+    crate::files::write_json_atomic(&job_file, &j.to_effective_json())?;
     let rec = JobRecord::new(id, kind, workdir, job_file);
     app.jobs.insert(rec.clone());
     Ok(rec)

@@ -151,6 +151,7 @@ pub fn child(a: ChildArgs, events: &EventLog) -> Result<i32> {
                 job_file: Some(a.job.clone()),
                 progress: crate::progress::Reporter::silent(),
                 run_id: None,
+                events: None,
             };
             let t = Instant::now();
             let out = run_job(&j, &opts)?;

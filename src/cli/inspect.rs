@@ -6,13 +6,14 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::record::{events, registry, Manifest};
+use crate::files::state_dir;
+use crate::record::{events, registry, workdir, Manifest};
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
-    /// A run id (or unique prefix) from the registry, or a workdir; without one, the runs
-    /// in the registry, newest first.
-    pub run: Option<String>,
+    /// A run id (or unique prefix) from the registry, a workdir, or a job id of va serve;
+    /// without one, the runs in the registry, newest first.
+    pub run: Option<PathBuf>,
     /// How many runs to list, newest first (0: all).
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub limit: usize,
@@ -23,8 +24,8 @@ pub struct StatusArgs {
 
 #[derive(Args, Debug)]
 pub struct LogsArgs {
-    /// A run id (or unique prefix), or a workdir.
-    pub run: String,
+    /// A run id (or unique prefix), a workdir, or a job id of va serve.
+    pub run: PathBuf,
     /// Keep printing new events until the run ends; a run not started yet is waited for
     /// (see --wait).
     #[arg(long)]
@@ -37,61 +38,47 @@ pub struct LogsArgs {
     pub json: bool,
 }
 
-/// Resolves a run id or a workdir path to the workdir.
-fn workdir_of(run: &str) -> Result<PathBuf> {
-    let p = Path::new(run);
-    if p.join("manifest.json").exists() || p.join("logs").exists() {
-        return Ok(p.to_path_buf());
+/// Resolves what the user named to a workdir: a folder holding a run's records, else a run
+/// id (or unique prefix) of the registry, else a job id of the API (its record in
+/// `<state dir>/api/jobs/`). The argument is taken as bytes, so a workdir whose name is not
+/// UTF-8 works too.
+fn workdir_of(run: &Path) -> Result<PathBuf> {
+    let looks_like_workdir = Manifest::path(run).exists()
+        || run.join("logs").exists()
+        || workdir::lock_path(run).exists();
+    if looks_like_workdir {
+        return Ok(run.to_path_buf());
     }
-    match registry::find(&registry::state_dir(), run)? {
-        Some(e) => Ok(e.workdir),
-        None => Err(Error::new(
-            ErrorKind::InputNotFound,
-            format!("{run}: no such run id in the registry and no workdir there"),
-        )),
+    let state = state_dir();
+    if let Some(id) = run.to_str() {
+        if let Some(e) = registry::find(&state, id)? {
+            return Ok(e.workdir);
+        }
+        if let Some(wd) = crate::api::jobs::workdir_of_job(&state, id) {
+            return Ok(wd);
+        }
     }
+    Err(Error::new(
+        ErrorKind::InputNotFound,
+        format!(
+            "{}: no such run id in the registry, no job of va serve, and no workdir there",
+            run.display()
+        ),
+    ))
 }
 
 pub fn status(a: StatusArgs) -> Result<i32> {
     let Some(run) = a.run else {
-        let mut runs = registry::list(&registry::state_dir())?;
-        // Newest first: the registry keeps registration order.
-        runs.reverse();
-        if a.limit > 0 {
-            runs.truncate(a.limit);
-        }
-        if a.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&runs).unwrap_or_default()
-            );
-        } else if runs.is_empty() {
-            println!("no runs registered in {}", registry::state_dir().display());
-        } else {
-            for r in &runs {
-                let fin = r
-                    .final_path
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default();
-                println!(
-                    "{:<28} {:<10} {} {}",
-                    r.id,
-                    r.status.as_str(),
-                    r.workdir.display(),
-                    fin
-                );
-            }
-        }
-        return Ok(0);
+        return list(a.json, a.limit);
     };
-    let workdir = workdir_of(&run)?;
-    let m = Manifest::load(&workdir)?;
+    let wd = workdir_of(&run)?;
+    let m = workdir::observe(&wd, &state_dir())?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&m).unwrap_or_default());
         return Ok(0);
     }
     println!("run        {}", m.run_id);
+    println!("workdir    {}", wd.display());
     println!(
         "status     {} (exit {})",
         m.run_status.as_str(),
@@ -134,13 +121,55 @@ pub fn status(a: StatusArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// The registered runs, newest first, each checked against its workdir's lock (a `running`
+/// entry whose lock is free is a run that died: it shows, and is recorded, as `interrupted`).
+fn list(json: bool, limit: usize) -> Result<i32> {
+    let state = state_dir();
+    let mut runs = registry::list(&state)?;
+    // Newest first: the registry keeps registration order.
+    runs.reverse();
+    if limit > 0 {
+        runs.truncate(limit);
+    }
+    for r in &mut runs {
+        workdir::check_alive(&state, r);
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&runs).unwrap_or_default()
+        );
+        return Ok(0);
+    }
+    if runs.is_empty() {
+        println!("no runs registered in {}", state.display());
+        return Ok(0);
+    }
+    for r in &runs {
+        let outcome = match (&r.final_path, &r.error) {
+            (Some(f), _) if r.degraded => format!("{} (degraded)", f.display()),
+            (Some(f), _) => f.display().to_string(),
+            (None, Some(e)) => e.code.clone(),
+            (None, None) => String::new(),
+        };
+        println!(
+            "{:<28} {:<11} {} {}",
+            r.id,
+            r.status.as_str(),
+            r.workdir.display(),
+            outcome
+        );
+    }
+    Ok(0)
+}
+
 pub fn logs(a: LogsArgs) -> Result<i32> {
-    let workdir = if a.follow {
+    let wd = if a.follow {
         wait_for_run(&a.run, Duration::from_secs(a.wait))?
     } else {
         workdir_of(&a.run)?
     };
-    let path = events::events_path(&workdir);
+    let path = events::events_path(&wd);
     let render = |v: &serde_json::Value| {
         if a.json {
             v.to_string()
@@ -150,9 +179,10 @@ pub fn logs(a: LogsArgs) -> Result<i32> {
     };
     let mut out = std::io::stdout().lock();
     if a.follow {
-        // Ends once the manifest says the run ended (the last read after that covers every
-        // event written before it).
-        let ended = || Manifest::load(&workdir).is_ok_and(|m| m.run_status.is_terminal());
+        // Ends once the run ended (the last read after that covers every event written
+        // before it): its manifest says so, or its workdir lock is free (it died).
+        let state = state_dir();
+        let ended = || workdir::observe(&wd, &state).is_ok_and(|m| m.run_status.is_terminal());
         events::follow_with(&path, &mut out, render, ended)?;
         return Ok(0);
     }
@@ -166,7 +196,7 @@ pub fn logs(a: LogsArgs) -> Result<i32> {
 }
 
 /// The workdir of `run` once it has started (its manifest exists), polling up to `wait`.
-fn wait_for_run(run: &str, wait: Duration) -> Result<PathBuf> {
+fn wait_for_run(run: &Path, wait: Duration) -> Result<PathBuf> {
     let deadline = Instant::now() + wait;
     loop {
         let found = workdir_of(run);

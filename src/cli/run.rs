@@ -9,9 +9,10 @@ use std::io::IsTerminal;
 
 use super::report;
 use crate::error::{Error, ErrorKind, Result};
+use crate::files::path_json;
 use crate::job;
 use crate::media;
-use crate::record::{registry, EventLog};
+use crate::record::EventLog;
 use crate::stages::{run_job, RunOptions};
 
 #[derive(Args, Debug)]
@@ -55,30 +56,28 @@ pub struct RunArgs {
 }
 
 /// The exit status of a supervised run stopped because its stdin closed (128 + SIGINT, the
-/// shell's convention for an interrupted command).
+/// shell's convention for an interrupted command): `INTERRUPTED`'s.
 pub const EXIT_STOPPED: i32 = 130;
 
-/// Takes the supervisor's lock and starts the thread that ends the process once stdin
-/// closes. The lock is held until the process exits, so a restarted server knows for sure
-/// that the run is gone when it can take the lock itself.
+/// How long a supervised run may take to stop cleanly (partial removed, records written)
+/// once its pipe closed, before the process ends regardless. Under the server's own grace
+/// (`STOP_GRACE` in `api::jobs`), after which it kills the child.
+const SUPERVISED_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Takes the supervisor's lock and starts the thread that stops the run once stdin closes:
+/// it asks the run to stop ([`crate::interrupt`]), so the run records itself `interrupted`
+/// and removes its partial file, and ends the process if that takes too long. The lock is
+/// held until the process exits, so a restarted server knows for sure that the run is gone
+/// when it can take the lock itself.
 fn supervise(lock_path: &Path) -> Result<()> {
-    use fs4::fs_std::FileExt;
     use std::io::Read;
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(lock_path)
-        .map_err(|e| Error::at_path(ErrorKind::Internal, lock_path, e))?;
-    if !FileExt::try_lock_exclusive(&lock)
-        .map_err(|e| Error::at_path(ErrorKind::Internal, lock_path, e))?
-    {
+    let Some(lock) = crate::files::FileLock::try_exclusive(lock_path)? else {
         return Err(Error::at_path(
             ErrorKind::Usage,
             lock_path,
             "locked: another run of this job is still active",
         ));
-    }
+    };
     std::thread::spawn(move || {
         let _held = lock;
         let mut buf = [0u8; 64];
@@ -89,6 +88,8 @@ fn supervise(lock_path: &Path) -> Result<()> {
             stage = "run",
             "stopped: the supervising server closed the pipe (cancelled or gone)"
         );
+        crate::interrupt::request(crate::interrupt::Reason::Supervisor);
+        std::thread::sleep(SUPERVISED_STOP_GRACE);
         eprintln!("va run: stopped: the supervising server closed the pipe");
         std::process::exit(EXIT_STOPPED);
     });
@@ -354,6 +355,7 @@ fn with_json(json: bool, f: impl FnOnce() -> Result<i32>) -> Result<i32> {
 
 pub fn run(a: RunArgs, events: &EventLog) -> Result<i32> {
     with_json(a.json, || {
+        crate::interrupt::install()?;
         if let Some(lock) = &a.supervised {
             supervise(lock)?;
         }
@@ -424,14 +426,8 @@ fn execute(j: &job::Job, l: &Launch, events: &EventLog) -> Result<i32> {
     let started = std::time::Instant::now();
     let workdir = &l.workdir;
     check_workdir(workdir)?;
-    // Bad input is refused before the workdir is touched.
-    if !workdir.join(&j.output.final_name).exists() {
-        crate::stages::run::preflight(j)?;
-    }
-    // Events go to the run's own log once the run can claim its workdir.
-    if !workdir.join(&j.output.final_name).exists() && std::fs::create_dir_all(workdir).is_ok() {
-        events.set_workdir(Some(workdir))?;
-    }
+    // The run checks its inputs before it touches the workdir, and points the event log at
+    // it once it holds the workdir's lock.
     let mut reporters: Vec<Box<dyn crate::progress::Progress>> = Vec::new();
     if let Some(t) = report::TerminalProgress::for_stderr() {
         reporters.push(Box::new(t));
@@ -442,10 +438,11 @@ fn execute(j: &job::Job, l: &Launch, events: &EventLog) -> Result<i32> {
     let opts = RunOptions {
         workdir: workdir.clone(),
         resume: l.resume,
-        state_dir: registry::state_dir(),
+        state_dir: crate::files::state_dir(),
         job_file: l.job_file.clone(),
         progress: crate::progress::Reporter::new(report::Both(reporters)),
         run_id: Some(l.run_id.clone()),
+        events: Some(events.clone()),
     };
     let outcome = run_job(j, &opts)?;
     let code = if outcome.degraded && l.fail_on_degraded {
@@ -476,6 +473,7 @@ pub fn produce(a: ProduceArgs, events: &EventLog) -> Result<i32> {
 }
 
 fn produce_inner(a: &ProduceArgs, events: &EventLog) -> Result<i32> {
+    crate::interrupt::install()?;
     if let Some(w) = &a.workdir {
         check_workdir(w)?;
     }
@@ -487,33 +485,14 @@ fn produce_inner(a: &ProduceArgs, events: &EventLog) -> Result<i32> {
             .unwrap_or_else(|| default_workdir(&run_id)),
     );
     let cwd = std::env::current_dir().unwrap_or_default();
-    let mut j = job::from_value(Value::Object(doc.clone()), &cwd).map_err(|p| flag_problems(&p))?;
-    // JSON holds text: a path that is not UTF-8 is written lossily into job.json (for the
-    // record) while the run itself uses the real bytes.
-    j.audio = absolute(&a.audio);
-    j.start = match j.start {
-        job::StartKind::Image(_) => job::StartKind::Image(absolute(&a.start)),
-        job::StartKind::Video(_) => job::StartKind::Video(absolute(&a.start)),
-    };
-    j.end_image = a.end.as_deref().map(absolute);
-    if workdir.join(&j.output.final_name).exists() {
-        return Err(Error::at_path(
-            ErrorKind::OutputExists,
-            &workdir.join(&j.output.final_name),
-            "already exists",
-        ));
-    }
-    // Bad input is refused before the workdir is created or job.json written.
-    crate::stages::run::preflight(&j)?;
-    std::fs::create_dir_all(&workdir)
-        .map_err(|e| Error::at_path(ErrorKind::Internal, &workdir, e))?;
-    let job_file = workdir.join("job.json");
-    crate::record::write_json_atomic(&job_file, &Value::Object(doc))?;
+    let j = job::from_value(Value::Object(doc), &cwd).map_err(|p| flag_problems(&p))?;
+    // The run writes the job (effective, paths without loss) to `<workdir>/job.json` once it
+    // holds the workdir; that file is the job of its registry entry and of `--resume`.
     execute(
         &j,
         &Launch {
             workdir,
-            job_file: Some(job_file),
+            job_file: None,
             resume: false,
             fail_on_degraded: a.fail_on_degraded,
             run_id,
@@ -549,7 +528,7 @@ pub fn produce_job(a: &ProduceArgs) -> Result<Map<String, Value>> {
             ));
         }
     };
-    let path = |p: &Path| Value::from(absolute(p).to_string_lossy().into_owned());
+    let path = |p: &Path| path_json::to_value(&absolute(p));
     let mut doc = Map::new();
     doc.insert("audio".into(), path(&a.audio));
     doc.insert(

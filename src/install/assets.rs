@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::download::{resolve_source, Fetcher};
 use super::Check;
 use crate::error::{Error, ErrorKind, Result};
-use crate::record::sha256_file;
+use crate::files::sha256_file;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

@@ -124,7 +124,7 @@ fn ffmpeg_checks() -> Vec<Check> {
 /// The state dir: present and writable; a missing one is only a warning (the first run or
 /// `va install` creates it) unless it cannot be created.
 fn state_dir_check() -> Check {
-    let state = crate::record::state_dir();
+    let state = crate::files::state_dir();
     if state.is_dir() {
         let ok = tempfile::tempfile_in(&state).is_ok();
         return Check::required(

@@ -15,7 +15,7 @@ use reqwest::Url;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::record::atomic;
+use crate::files::atomic;
 
 /// The most redirects one download follows.
 pub const MAX_REDIRECTS: usize = 5;

@@ -39,7 +39,7 @@ pub fn comfyui_dir() -> Option<PathBuf> {
 
 /// `$VA_STATE_DIR/state/config`.
 pub fn state_config_dir() -> PathBuf {
-    crate::record::state_dir().join("config")
+    crate::files::state_dir().join("config")
 }
 
 /// The folder holding the shipped `config/` and `comfy_nodes/`: `VA_RESOURCE_DIR`, else the

@@ -194,7 +194,7 @@ pub fn copy_vidax_node(comfy: &Path, resources: &Path) -> Result<(PathBuf, usize
                 std::fs::create_dir_all(parent)
                     .map_err(|e| Error::at_path(ErrorKind::Internal, parent, e))?;
             }
-            crate::record::write_atomic(&to, &bytes)?;
+            crate::files::write_atomic(&to, &bytes)?;
             changed += 1;
         }
         wanted.insert(rel);

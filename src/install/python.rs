@@ -103,7 +103,7 @@ pub fn install_deps(python: &Path, packs: &[Pack<'_>], state: &Path) -> Result<D
             req
         } else {
             let f = work.join(format!("requirements-{}.txt", pack.name));
-            crate::record::write_atomic(&f, kept.as_bytes())?;
+            crate::files::write_atomic(&f, kept.as_bytes())?;
             f
         };
         inputs.update(pack.name.as_bytes());
@@ -145,7 +145,7 @@ pub fn install_deps(python: &Path, packs: &[Pack<'_>], state: &Path) -> Result<D
             )
         })?,
     };
-    crate::record::write_json_atomic(&stamp_path, &stamp)?;
+    crate::files::write_json_atomic(&stamp_path, &stamp)?;
     Ok(Done::Installed(done))
 }
 

@@ -75,7 +75,7 @@ pub fn install_test(o: &Options) -> Report {
     let comfy_local = d.comfy_local.is_ok();
     let (mut checks, hints) = doctor::checks(&d);
 
-    let state = crate::record::state_dir();
+    let state = crate::files::state_dir();
     let examples = super::resource_dir().join("config");
     for name in CONFIG_FILES {
         let target = state.join("config").join(name);
@@ -225,29 +225,16 @@ pub struct Installed {
 /// One install at a time per state dir (the API may be asked twice): a second one fails at
 /// once instead of interleaving clones, downloads and pip calls. The OS drops the lock when
 /// the process ends, however it ends.
-fn install_lock(state: &Path) -> Result<std::fs::File> {
-    use fs4::fs_std::FileExt;
+fn install_lock(state: &Path) -> Result<crate::files::FileLock> {
     let path = state.join("install.lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| Error::at_path(ErrorKind::Internal, &path, format!("cannot open: {e}")))?;
-    match FileExt::try_lock_exclusive(&file) {
-        Ok(true) => Ok(file),
-        Ok(false) => Err(Error::at_path(
+    crate::files::FileLock::try_exclusive(&path)?.ok_or_else(|| {
+        Error::at_path(
             ErrorKind::Internal,
             &path,
             "another va install is running with this state dir",
         )
-        .with_hint("wait for it to finish, then run va install again")),
-        Err(e) => Err(Error::at_path(
-            ErrorKind::Internal,
-            &path,
-            format!("cannot lock: {e}"),
-        )),
-    }
+        .with_hint("wait for it to finish, then run va install again")
+    })
 }
 
 /// Collects the steps and prints each as it happens (unless the output is JSON).
@@ -311,7 +298,7 @@ impl Installer {
             None
         };
 
-        let state = crate::record::state_dir();
+        let state = crate::files::state_dir();
         let config = state.join("config");
         let existed = config.is_dir();
         std::fs::create_dir_all(&config)
@@ -391,7 +378,7 @@ impl Installer {
                     ),
                 ),
                 Err(_) => {
-                    crate::record::write_atomic(&target, &want)?;
+                    crate::files::write_atomic(&target, &want)?;
                     self.step(
                         "config",
                         name,

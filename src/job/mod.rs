@@ -33,9 +33,16 @@ pub fn load(path: &Path) -> Result<Job> {
     from_value(v, &base).map_err(|problems| problems_error(path, &problems))
 }
 
+/// The largest job file (and job request body) accepted: 16 MiB. A real job is a few KiB;
+/// the bound keeps a hostile file from costing gigabytes of parsed JSON (a 25-million-element
+/// array took 1.8 GB before it was refused by the schema).
+pub const MAX_JOB_BYTES: u64 = 16 << 20;
+
 /// Reads the job file as JSON without validating it (for `va validate`, which prints the
-/// problems one per line through [`from_value`]).
+/// problems one per line through [`from_value`]). A file over [`MAX_JOB_BYTES`] is refused
+/// before it is read.
 pub fn read_json(path: &Path) -> Result<serde_json::Value> {
+    use std::io::Read;
     if path.is_dir() {
         return Err(Error::at_path(
             ErrorKind::InputNotFound,
@@ -43,13 +50,33 @@ pub fn read_json(path: &Path) -> Result<serde_json::Value> {
             "is a folder, not a job file",
         ));
     }
-    let bytes = std::fs::read(path).map_err(|e| {
+    let not_read = |e: std::io::Error| {
         let reason = match e.kind() {
             std::io::ErrorKind::NotFound => "job file not found".to_string(),
             _ => format!("cannot read job file: {e}"),
         };
         Error::at_path(ErrorKind::InputNotFound, path, reason)
-    })?;
+    };
+    let file = std::fs::File::open(path).map_err(not_read)?;
+    let size = file.metadata().map_err(not_read)?.len();
+    let too_big = |size: String| {
+        Error::at_path(
+            ErrorKind::ValidationFailed,
+            path,
+            format!("job file is {size} bytes, over the {MAX_JOB_BYTES} a job file may have; not parsed"),
+        )
+    };
+    if size > MAX_JOB_BYTES {
+        return Err(too_big(size.to_string()));
+    }
+    // Bounded again while reading: a pipe or a growing file has no size up front.
+    let mut bytes = Vec::new();
+    file.take(MAX_JOB_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(not_read)?;
+    if bytes.len() as u64 > MAX_JOB_BYTES {
+        return Err(too_big("more than that".to_string()));
+    }
     parse_json(&bytes, path)
 }
 
@@ -142,6 +169,60 @@ mod tests {
         let p = dir.join(name);
         std::fs::write(&p, text).unwrap();
         p
+    }
+
+    #[test]
+    fn a_job_file_over_the_bound_is_refused_before_it_is_parsed() {
+        let dir = tempfile::tempdir().unwrap();
+        // 25 million array elements: 50 MB, refused from its size (nothing is parsed).
+        let p = dir.path().join("huge.json");
+        let mut f = std::fs::File::create(&p).unwrap();
+        std::io::Write::write_all(&mut f, b"[").unwrap();
+        let chunk = "0,".repeat(1 << 20);
+        for _ in 0..24 {
+            std::io::Write::write_all(&mut f, chunk.as_bytes()).unwrap();
+        }
+        std::io::Write::write_all(&mut f, b"0]").unwrap();
+        drop(f);
+        let e = read_json(&p).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::ValidationFailed);
+        assert!(
+            e.message.contains("huge.json") && e.message.contains("not parsed"),
+            "{e}"
+        );
+        // Just under the bound still parses (as JSON; the schema is another matter).
+        let ok = dir.path().join("ok.json");
+        let mut text = String::from("{\"audio\": \"a.wav\", \"prompt\": \"");
+        text.push_str(&"x".repeat(MAX_JOB_BYTES as usize - 64));
+        text.push_str("\"}");
+        std::fs::write(&ok, &text).unwrap();
+        assert!(read_json(&ok).is_ok());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_path_that_is_not_utf8_round_trips_through_the_effective_job() {
+        use std::os::unix::ffi::OsStringExt;
+        let odd = PathBuf::from(std::ffi::OsString::from_vec(
+            b"/data/caf\xe9/voice.wav".to_vec(),
+        ));
+        let mut v = json!({"audio": "/data/voice.wav", "start_image": "/data/face.png",
+            "determinism": {"seed": 1}});
+        v["audio"] = crate::files::path_json::to_value(&odd);
+        assert_eq!(v["audio"], json!({"escaped": "/data/caf%E9/voice.wav"}));
+        let j = from_value(v, Path::new("/jobs")).unwrap();
+        assert_eq!(j.audio, odd);
+        let effective = j.to_effective_json();
+        assert_eq!(
+            effective["audio"],
+            json!({"escaped": "/data/caf%E9/voice.wav"})
+        );
+        assert_eq!(from_value(effective, Path::new("/elsewhere")).unwrap(), j);
+        // A malformed escape is a problem at its field.
+        let bad = json!({"audio": {"escaped": "/a%zz"}, "start_image": "/f.png",
+            "determinism": {"seed": 1}});
+        let problems = from_value(bad, Path::new("/jobs")).unwrap_err();
+        assert_eq!(problems[0].path, "audio", "{problems:?}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use serde::{Serialize, Serializer};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::files::path_json;
 use crate::timeline::{seconds_from_f64, Extend, MotionMode, Rational, Rounding};
 
 /// A validated job with every default applied. Fields are public for reading; to change a job,
@@ -22,13 +23,13 @@ use crate::timeline::{seconds_from_f64, Extend, MotionMode, Rational, Rounding};
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Job {
     /// Speech audio, absolute path.
-    #[serde(serialize_with = "ser_path")]
+    #[serde(serialize_with = "path_json::serialize")]
     pub audio: PathBuf,
     /// The start image or the start video (JSON: `start_image` / `start_video`, one of them null).
     #[serde(flatten)]
     pub start: StartKind,
     /// Optional end image, held over the post buffer.
-    #[serde(serialize_with = "ser_opt_path")]
+    #[serde(serialize_with = "path_json::opt::serialize")]
     pub end_image: Option<PathBuf>,
     pub buffer: Buffer,
     pub determinism: Determinism,
@@ -79,9 +80,10 @@ impl StartKind {
 /// shape as the input.
 impl Serialize for StartKind {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let value = |p: &Path| Some(path_json::to_value(p));
         let (image, video) = match self {
-            StartKind::Image(p) => (Some(lossy(p)), None),
-            StartKind::Video(p) => (None, Some(lossy(p))),
+            StartKind::Image(p) => (value(p), None),
+            StartKind::Video(p) => (None, value(p)),
         };
         let mut m = s.serialize_map(Some(2))?;
         m.serialize_entry("start_image", &image)?;
@@ -271,7 +273,7 @@ pub struct Comfyui {
     pub poll_interval_ms: u64,
     pub timeout_seconds: u64,
     /// ComfyUI's input folder, absolute; `None`: `COMFYUI_INPUT_DIR`, `COMFYUI_DIR/input`, upload.
-    #[serde(serialize_with = "ser_opt_path")]
+    #[serde(serialize_with = "path_json::opt::serialize")]
     pub input_dir: Option<PathBuf>,
     pub retry: Retry,
     pub wav2lip: Wav2lip,
@@ -627,23 +629,6 @@ impl Job {
         // the fallback only keeps the function total.
         serde_json::to_value(self)
             .unwrap_or_else(|e| Value::String(format!("unserialisable job: {e}")))
-    }
-}
-
-/// Paths come from JSON strings joined to the job's folder; a non-UTF-8 folder is written
-/// lossily rather than failing the whole record.
-fn lossy(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
-}
-
-fn ser_path<S: Serializer>(p: &Path, s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.serialize_str(&lossy(p))
-}
-
-fn ser_opt_path<S: Serializer>(p: &Option<PathBuf>, s: S) -> std::result::Result<S::Ok, S::Error> {
-    match p {
-        Some(p) => s.serialize_str(&lossy(p)),
-        None => s.serialize_none(),
     }
 }
 

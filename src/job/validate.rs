@@ -16,6 +16,7 @@ use super::schema::{
     Loudness, Motion, Output, Render, Retry, Rgb, Seconds, SeedPolicy, StartKind, VideoOptions,
     Wav2lip,
 };
+use crate::files::path_json;
 use crate::media::audio::AAC_RATES;
 use crate::timeline::{parse_fps, Rational};
 
@@ -804,34 +805,43 @@ impl Walk {
         default
     }
 
-    /// An optional file path, resolved against the job's folder; `null` reads as absent.
+    /// An optional file path, resolved against the job's folder; `null` reads as absent. A
+    /// path that is not UTF-8 is given in the escaped form of [`path_json`].
     fn path(&mut self, o: &Obj, key: &str, base: &Path) -> Option<PathBuf> {
         let path = o.child(key);
-        match o.given(key)? {
+        let v = o.given(key)?;
+        let given = match v {
             Value::String(s) if s.trim().is_empty() => {
                 self.push(path, "must not be empty");
-                None
+                return None;
             }
-            Value::String(s) if s.contains('\0') => {
-                self.push(path, "must not contain a NUL character");
-                None
-            }
-            Value::String(s) => Some(resolve(base, s)),
-            other => {
-                self.push(
-                    path,
-                    format!("must be a file path string (got {})", kind(other)),
-                );
-                None
-            }
+            Value::String(s) => PathBuf::from(s),
+            other => match path_json::from_value(other) {
+                Some(Ok(p)) => p,
+                Some(Err(reason)) => {
+                    self.push(path, reason);
+                    return None;
+                }
+                None => {
+                    self.push(
+                        path,
+                        format!("must be a file path string (got {})", kind(other)),
+                    );
+                    return None;
+                }
+            },
+        };
+        if path_json::os_bytes(&given).contains(&0) {
+            self.push(path, "must not contain a NUL character");
+            return None;
         }
+        Some(resolve(base, &given))
     }
 }
 
 /// Absolute paths are kept; relative ones are joined to `base`. `.` components are dropped,
 /// `..` is kept (resolving it needs the file system and symlinks).
-fn resolve(base: &Path, s: &str) -> PathBuf {
-    let p = Path::new(s);
+fn resolve(base: &Path, p: &Path) -> PathBuf {
     let joined = if p.is_absolute() {
         p.to_path_buf()
     } else {

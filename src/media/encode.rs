@@ -227,6 +227,9 @@ pub fn encode_mp4(
         ..Default::default()
     });
 
+    // Set when the producer fails (a bad frame, a stop request): the muxer then gives up at
+    // once instead of muxing the rest of the audio into a file that will be removed.
+    let producer_failed = &std::sync::atomic::AtomicBool::new(false);
     let result = std::thread::scope(|scope| -> Result<()> {
         // Frames in index order; the bound (about 7 MB at 854x480) keeps memory flat while
         // absorbing scheduling hiccups between the render thread and the encoder threads.
@@ -240,7 +243,9 @@ pub fn encode_mp4(
                 for i in 0..frames {
                     let mut buf = pool_rx.try_recv().unwrap_or_else(|_| Yuv420::new(w, h));
                     let t = Instant::now();
-                    producer.render(i, &mut buf)?;
+                    producer.render(i, &mut buf).inspect_err(|_| {
+                        producer_failed.store(true, std::sync::atomic::Ordering::SeqCst);
+                    })?;
                     busy += t.elapsed().as_secs_f64();
                     if ftx.send(buf).is_err() {
                         break; // the encoder stopped; its error is reported there
@@ -314,6 +319,9 @@ pub fn encode_mp4(
         let mut next_a = arx.recv().ok();
         let muxed = (|| -> Result<()> {
             loop {
+                if producer_failed.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(Error::internal("the frame producer failed"));
+                }
                 let video_first = match (&next_v, &next_a) {
                     (None, None) => return Ok(()),
                     (Some(_), None) => true,
@@ -358,8 +366,10 @@ pub fn encode_mp4(
         let audio = audio_thread
             .join()
             .map_err(|_| Error::internal("audio thread panicked"))?;
-        muxed?;
+        // The producer's own error first: a failed muxer never fails the render thread, but
+        // a failed producer stops the muxer.
         let (render_busy, render_snap) = rendered?;
+        muxed?;
         let (video_seconds, video_snap) = encoded?;
         let (samples, audio_busy, audio_snap) = audio?;
         report.video_encode_seconds = video_seconds;

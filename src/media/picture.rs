@@ -85,6 +85,14 @@ impl YuvColor {
             cr: 128.0 + 224.0 * (r - y) / 1.5748,
         }
     }
+
+    /// An RGBA8 pixel composited over `bg` (the conversion of [`Planes::from_rgba8`]).
+    #[inline]
+    pub fn from_rgba8(px: &[u8], bg: [u8; 3]) -> YuvColor {
+        let a = f32::from(px[3]) / 255.0;
+        let mix = |c: u8, b: u8| f32::from(c) * a + f32::from(b) * (1.0 - a);
+        YuvColor::from_rgb(mix(px[0], bg[0]), mix(px[1], bg[1]), mix(px[2], bg[2]))
+    }
 }
 
 /// A full-resolution Y'CbCr image with f32 samples on the 8-bit scale.
@@ -107,9 +115,7 @@ impl Planes {
             Vec::with_capacity(n),
         );
         for px in rgba.chunks_exact(4).take(n) {
-            let a = f32::from(px[3]) / 255.0;
-            let mix = |c: u8, b: u8| f32::from(c) * a + f32::from(b) * (1.0 - a);
-            let c = YuvColor::from_rgb(mix(px[0], bg[0]), mix(px[1], bg[1]), mix(px[2], bg[2]));
+            let c = YuvColor::from_rgba8(px, bg);
             y.push(c.y);
             cb.push(c.cb);
             cr.push(c.cr);
@@ -538,13 +544,9 @@ fn upright_size((w, h): (u32, u32), o: image::metadata::Orientation) -> (u32, u3
     }
 }
 
-/// A decoder for `path` (header read) and the picture's EXIF orientation.
-fn open_decoder(path: &Path) -> Result<(impl image::ImageDecoder, image::metadata::Orientation)> {
-    try_open_decoder(path)?.map_err(header_error(path))
-}
-
-/// [`open_decoder`], with the `image` crate's own error kept (the inner `Err`) for a file
-/// that is an image format it knows: an unsupported variant may be FFmpeg's to read.
+/// A decoder for `path` (header read) and the picture's EXIF orientation, with the `image`
+/// crate's own error kept (the inner `Err`) for a file that is an image format it knows: an
+/// unsupported variant may be FFmpeg's to read.
 #[allow(
     clippy::type_complexity,
     reason = "the decoder type is opaque; naming the pair would not make it clearer"
@@ -575,7 +577,7 @@ fn ffmpeg_fallback(e: &image::ImageError) -> bool {
 /// Decodes the whole picture (as [`load_image`] does) and drops it: a truncated or corrupt
 /// file is refused before a run starts, never drawn as a grey picture.
 pub fn check_decodes(path: &Path, max_pixels: u64) -> Result<()> {
-    decode_rgba(path, max_pixels).map(|_| ())
+    decode_image(path, max_pixels).map(|_| ())
 }
 
 /// A JPEG decoded strictly: zune-jpeg (the `image` crate's decoder) fills missing or corrupt
@@ -701,43 +703,184 @@ pub fn check_pixels(path: &Path, what: &str, (w, h): (u32, u32), max_pixels: u64
     Ok(())
 }
 
-/// Loads an image as Y'CbCr planes (alpha composited over `bg`), refusing it from its header
-/// when it exceeds `max_pixels`, and when its decoder reports missing or corrupt data.
-pub fn load_image(path: &Path, max_pixels: u64, bg: [u8; 3]) -> Result<Planes> {
-    let (w, h, rgba) = decode_rgba(path, max_pixels)?;
-    Ok(Planes::from_rgba8(w, h, &rgba, bg))
+/// A decoded image, upright, in the pixel format it was stored in (8/16-bit or float, grey or
+/// colour, with or without alpha): the only full-size copy of the picture the engine keeps
+/// while it shrinks it. Rows are converted to Y'CbCr on demand ([`Decoded::yuv_row`]), so a
+/// big start image never exists as float planes at full size (an 8000×8000 RGB PNG is its
+/// 192 MB of pixels here, where RGBA8 plus three f32 planes would be another 1 GB).
+pub struct Decoded {
+    img: image::DynamicImage,
 }
 
-/// Loads an image as upright RGBA8 (EXIF orientation applied), with the checks of
-/// [`load_image`].
-pub fn load_rgba8(path: &Path, max_pixels: u64) -> Result<image::RgbaImage> {
-    let (w, h, rgba) = decode_rgba(path, max_pixels)?;
-    image::RgbaImage::from_raw(w, h, rgba)
-        .ok_or_else(|| Error::internal(format!("{}: short RGBA buffer", path.display())))
+impl Decoded {
+    /// An image already decoded and upright.
+    pub fn from_image(img: image::DynamicImage) -> Decoded {
+        Decoded { img }
+    }
+
+    /// The upright size.
+    pub fn size(&self) -> (u32, u32) {
+        (self.img.width(), self.img.height())
+    }
+
+    /// Upright row `y` as RGBA8 into `out` (`4·width` bytes), converted as
+    /// `image::DynamicImage::to_rgba8` converts (rows of other formats go through it).
+    fn rgba_row(&self, y: u32, out: &mut Vec<u8>) {
+        use image::DynamicImage as D;
+        let w = self.img.width() as usize;
+        out.clear();
+        match &self.img {
+            D::ImageRgba8(b) => out.extend_from_slice(&b.as_raw()[y as usize * w * 4..][..w * 4]),
+            D::ImageRgb8(b) => {
+                for px in b.as_raw()[y as usize * w * 3..][..w * 3].chunks_exact(3) {
+                    out.extend_from_slice(&[px[0], px[1], px[2], 255]);
+                }
+            }
+            D::ImageLuma8(b) => {
+                for &l in &b.as_raw()[y as usize * w..][..w] {
+                    out.extend_from_slice(&[l, l, l, 255]);
+                }
+            }
+            other => out.extend_from_slice(other.crop_imm(0, y, w as u32, 1).to_rgba8().as_raw()),
+        }
+    }
+
+    /// Upright row `y` as Y'CbCr, alpha composited over `bg`: the samples
+    /// [`Planes::from_rgba8`] would give that row (`scratch` is reused between calls).
+    pub fn yuv_row(
+        &self,
+        y: u32,
+        bg: [u8; 3],
+        scratch: &mut Vec<u8>,
+        out: &mut dyn FnMut(usize, YuvColor),
+    ) {
+        self.rgba_row(y, scratch);
+        for (x, px) in scratch.chunks_exact(4).enumerate() {
+            out(x, YuvColor::from_rgba8(px, bg));
+        }
+    }
+
+    /// The whole picture as planes (what [`load_image`] returns).
+    pub fn to_planes(&self, bg: [u8; 3]) -> Result<Planes> {
+        let (w, h) = self.size();
+        let n = w as usize * h as usize;
+        let mut planes = Planes {
+            width: w,
+            height: h,
+            y: try_zeroed(n)?,
+            cb: try_zeroed(n)?,
+            cr: try_zeroed(n)?,
+        };
+        let mut scratch = Vec::new();
+        for row in 0..h {
+            let o = row as usize * w as usize;
+            self.yuv_row(row, bg, &mut scratch, &mut |x, c| {
+                planes.y[o + x] = c.y;
+                planes.cb[o + x] = c.cb;
+                planes.cr[o + x] = c.cr;
+            });
+        }
+        Ok(planes)
+    }
 }
 
-/// The upright picture as RGBA8 `(width, height, pixels)`.
-fn decode_rgba(path: &Path, max_pixels: u64) -> Result<(u32, u32, Vec<u8>)> {
+/// `n` zeros, or `INTERNAL` when the memory is not there (never an abort).
+pub fn try_zeroed<T: Clone + Default>(n: usize) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n)
+        .map_err(|_| out_of_memory(n * std::mem::size_of::<T>()))?;
+    v.resize(n, T::default());
+    Ok(v)
+}
+
+pub(crate) fn out_of_memory(bytes: usize) -> Error {
+    Error::new(
+        ErrorKind::Internal,
+        format!("cannot get {bytes} bytes of memory"),
+    )
+    .with_hint("free memory, or lower limits.max_image_pixels so that such inputs are refused")
+}
+
+/// Decodes an image, refusing it from its header when it exceeds `max_pixels`, and when its
+/// decoder reports missing or corrupt data (a JPEG is decoded strictly first). The pixel
+/// buffer is allocated here, fallibly: an image the machine has no memory for is `INTERNAL`
+/// naming the file, never an abort. A variant the `image` crate cannot read (a YCbCr TIFF)
+/// is read by FFmpeg's image decoders.
+pub fn decode_image(path: &Path, max_pixels: u64) -> Result<Decoded> {
+    use image::{ColorType as C, DynamicImage as D, ImageBuffer, ImageDecoder};
     let (w, h) = image_dimensions(path)?;
     check_pixels(path, "image", (w, h), max_pixels)?;
-    use image::ImageDecoder;
     if open_reader(path)?.format() == Some(image::ImageFormat::Jpeg) {
         check_jpeg(path, (w.max(h), w.max(h)))?;
     }
-    let from_ffmpeg = || -> Result<(u32, u32, Vec<u8>)> {
-        super::decode::still_image_rgba(path, max_pixels)?.ok_or_else(|| {
+    let bad_size = || {
+        Error::at_path(
+            ErrorKind::UnsupportedFormat,
+            path,
+            "decoded size does not match the header",
+        )
+    };
+    let from_ffmpeg = || -> Result<Decoded> {
+        let (w, h, rgba) = super::decode::still_image_rgba(path, max_pixels)?.ok_or_else(|| {
             Error::at_path(ErrorKind::UnsupportedFormat, path, "cannot decode image")
-        })
+        })?;
+        let img = ImageBuffer::from_raw(w, h, rgba).ok_or_else(bad_size)?;
+        Ok(Decoded::from_image(D::ImageRgba8(img)))
     };
     let (mut decoder, orientation) = match try_open_decoder(path)? {
         Ok(d) => d,
         Err(e) if ffmpeg_fallback(&e) => return from_ffmpeg(),
         Err(e) => return Err(header_error(path)(e)),
     };
-    let size = decoder.dimensions();
-    limit_decoder(&mut decoder, path, size, max_pixels)?;
-    let mut img = match image::DynamicImage::from_decoder(decoder) {
-        Ok(i) => i,
+    let (sw, sh) = decoder.dimensions();
+    limit_decoder(&mut decoder, path, (sw, sh), max_pixels)?;
+    let color = decoder.color_type();
+    let bytes = usize::try_from(decoder.total_bytes()).unwrap_or(usize::MAX);
+    // Read straight into a buffer of the sample type, so it is the only copy.
+    fn read<T: bytemuck::Pod + Clone + Default>(
+        decoder: impl ImageDecoder,
+        bytes: usize,
+    ) -> Result<std::result::Result<Vec<T>, image::ImageError>> {
+        let mut buf: Vec<T> = try_zeroed(bytes / std::mem::size_of::<T>())?;
+        Ok(decoder
+            .read_image(bytemuck::cast_slice_mut(&mut buf))
+            .map(|()| buf))
+    }
+    let named = |e: Error| e.for_path(path);
+    let read =
+        match color {
+            C::L8 | C::La8 | C::Rgb8 | C::Rgba8 => {
+                read::<u8>(decoder, bytes)
+                    .map_err(named)?
+                    .map(|buf| match color {
+                        C::L8 => ImageBuffer::from_raw(sw, sh, buf).map(D::ImageLuma8),
+                        C::La8 => ImageBuffer::from_raw(sw, sh, buf).map(D::ImageLumaA8),
+                        C::Rgb8 => ImageBuffer::from_raw(sw, sh, buf).map(D::ImageRgb8),
+                        _ => ImageBuffer::from_raw(sw, sh, buf).map(D::ImageRgba8),
+                    })
+            }
+            C::L16 | C::La16 | C::Rgb16 | C::Rgba16 => read::<u16>(decoder, bytes)
+                .map_err(named)?
+                .map(|buf| match color {
+                    C::L16 => ImageBuffer::from_raw(sw, sh, buf).map(D::ImageLuma16),
+                    C::La16 => ImageBuffer::from_raw(sw, sh, buf).map(D::ImageLumaA16),
+                    C::Rgb16 => ImageBuffer::from_raw(sw, sh, buf).map(D::ImageRgb16),
+                    _ => ImageBuffer::from_raw(sw, sh, buf).map(D::ImageRgba16),
+                }),
+            C::Rgb32F | C::Rgba32F => {
+                read::<f32>(decoder, bytes)
+                    .map_err(named)?
+                    .map(|buf| match color {
+                        C::Rgb32F => ImageBuffer::from_raw(sw, sh, buf).map(D::ImageRgb32F),
+                        _ => ImageBuffer::from_raw(sw, sh, buf).map(D::ImageRgba32F),
+                    })
+            }
+            // A format newer than this code: the crate's own path (not bounded by us).
+            _ => D::from_decoder(decoder).map(Some),
+        };
+    let mut img = match read {
+        Ok(Some(img)) => img,
+        Ok(None) => return Err(bad_size()),
         Err(e) if ffmpeg_fallback(&e) => return from_ffmpeg(),
         Err(e) => {
             return Err(Error::at_path(
@@ -748,8 +891,22 @@ fn decode_rgba(path: &Path, max_pixels: u64) -> Result<(u32, u32, Vec<u8>)> {
         }
     };
     img.apply_orientation(orientation);
-    let rgba = img.to_rgba8();
-    Ok((rgba.width(), rgba.height(), rgba.into_raw()))
+    Ok(Decoded { img })
+}
+
+/// Loads an image as full-size Y'CbCr planes (alpha composited over `bg`), with the checks
+/// of [`decode_image`] (for pictures of about the render size; a start image of any size
+/// goes through [`decode_image`] and the renderer's row-by-row shrink).
+pub fn load_image(path: &Path, max_pixels: u64, bg: [u8; 3]) -> Result<Planes> {
+    decode_image(path, max_pixels)?
+        .to_planes(bg)
+        .map_err(|e| e.for_path(path))
+}
+
+/// Loads an image as upright RGBA8 (EXIF orientation applied), with the checks of
+/// [`decode_image`].
+pub fn load_rgba8(path: &Path, max_pixels: u64) -> Result<image::RgbaImage> {
+    Ok(decode_image(path, max_pixels)?.img.into_rgba8())
 }
 
 #[cfg(test)]
@@ -877,6 +1034,70 @@ mod tests {
         // Limited-range extremes.
         let white = Planes::from_rgba8_mapped(1, 1, &[255, 255, 255, 255], 4, bg, |x, y| (x, y));
         assert!((white.y[0] - 235.0).abs() < 1e-3 && (white.cb[0] - 128.0).abs() < 1e-3);
+    }
+
+    /// A test picture in each of the image crate's formats (alpha varying where there is one).
+    fn every_format() -> Vec<image::DynamicImage> {
+        let (w, h) = (13u32, 7u32);
+        let rgba = image::RgbaImage::from_fn(w, h, |x, y| {
+            image::Rgba([
+                (x * 19 + y * 3) as u8,
+                (y * 37) as u8,
+                (x * y * 5 + 7) as u8,
+                (x * 20 + y * 9) as u8,
+            ])
+        });
+        let base = image::DynamicImage::ImageRgba8(rgba);
+        vec![
+            image::DynamicImage::ImageLuma8(base.to_luma8()),
+            image::DynamicImage::ImageLumaA8(base.to_luma_alpha8()),
+            image::DynamicImage::ImageRgb8(base.to_rgb8()),
+            base.clone(),
+            image::DynamicImage::ImageLuma16(base.to_luma16()),
+            image::DynamicImage::ImageLumaA16(base.to_luma_alpha16()),
+            image::DynamicImage::ImageRgb16(base.to_rgb16()),
+            image::DynamicImage::ImageRgba16(base.to_rgba16()),
+            image::DynamicImage::ImageRgb32F(base.to_rgb32f()),
+            image::DynamicImage::ImageRgba32F(base.to_rgba32f()),
+        ]
+    }
+
+    /// The row-by-row conversion gives the planes the whole-image conversion gives (to_rgba8,
+    /// then from_rgba8), sample for sample, in every pixel format.
+    #[test]
+    fn decoded_rows_match_the_whole_image_conversion_in_every_format() {
+        let bg = [200, 30, 90];
+        for img in every_format() {
+            let want = {
+                let rgba = img.to_rgba8();
+                Planes::from_rgba8(rgba.width(), rgba.height(), rgba.as_raw(), bg)
+            };
+            let what = format!("{:?}", img.color());
+            let got = Decoded::from_image(img).to_planes(bg).unwrap();
+            assert_eq!((got.width, got.height), (want.width, want.height), "{what}");
+            assert_eq!(got.y, want.y, "{what}");
+            assert_eq!(got.cb, want.cb, "{what}");
+            assert_eq!(got.cr, want.cr, "{what}");
+        }
+    }
+
+    #[test]
+    fn decode_image_reads_files_and_refuses_over_the_limit_from_the_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.png");
+        every_format()[6].save(&p).unwrap(); // 16-bit RGB
+        let d = decode_image(&p, 1_000).unwrap();
+        assert_eq!(d.size(), (13, 7));
+        let e = decode_image(&p, 90).err().unwrap();
+        assert_eq!(e.kind, ErrorKind::UnsupportedFormat);
+        assert!(e.message.contains("91 pixels"), "{e}");
+    }
+
+    #[test]
+    fn an_allocation_too_big_is_an_error_not_an_abort() {
+        let e = try_zeroed::<f32>(usize::MAX / 8).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Internal);
+        assert!(e.message.contains("memory"), "{e}");
     }
 }
 

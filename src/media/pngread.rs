@@ -180,11 +180,12 @@ impl PngReader {
             let kind = &b[i + 4..i + 8];
             let body = &b[i + 8..end - 4];
             match kind {
-                b"IDAT" | b"IEND" | b"PLTE" => {
-                    if crc(&b[i + 4..end - 4]) != be32(&b[end - 4..end]) {
-                        return false;
-                    }
+                b"IDAT" | b"IEND" | b"PLTE"
+                    if crc(&b[i + 4..end - 4]) != be32(&b[end - 4..end]) =>
+                {
+                    return false
                 }
+                b"IDAT" | b"IEND" | b"PLTE" => {}
                 b"tRNS" | b"eXIf" => return false,
                 k if k[0].is_ascii_uppercase() => return false,
                 _ => {}

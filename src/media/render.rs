@@ -7,8 +7,9 @@
 //! average when minifying). Windows are never snapped to whole pixels, which is what makes
 //! slow zooms smooth; samples outside the source take the background colour.
 
-use super::picture::{rgb8_working_rows, Planes, Yuv420, YuvColor};
+use super::picture::{rgb8_working_rows, Decoded, Planes, Yuv420, YuvColor};
 use super::pngread::Rgb8;
+use crate::error::Result;
 use crate::timeline::CropWindow;
 
 /// Filter taps for one axis: for output index j, `weights[j*len..][..len]` apply to source
@@ -110,6 +111,10 @@ fn coverage(origin: f64, step: f64, j: usize, extent: f64) -> f64 {
 #[derive(Clone, Copy)]
 struct Plane<'a> {
     data: &'a [f32],
+    /// Rows made on demand instead of `data` (which is then empty): `make(r, out)` writes
+    /// row `r` into `out`. How a big source picture is shrunk without ever being held as
+    /// full-size planes; only [`resample_plane`] reads such a plane.
+    make: Option<MakeRow<'a>>,
     w: usize,
     h: usize,
     bg: f32,
@@ -126,6 +131,18 @@ impl Plane<'_> {
             .then(|| &self.data[r as usize * self.w..(r as usize + 1) * self.w])
     }
 }
+
+/// Where the rows of a source plane come from.
+#[derive(Clone, Copy)]
+enum Rows<'a> {
+    /// The plane in memory.
+    Held(&'a [f32]),
+    /// Made on demand: `make(r, out)` writes row `r`.
+    Made(MakeRow<'a>),
+}
+
+/// Writes row `r` of a plane into `out`.
+type MakeRow<'a> = &'a dyn Fn(usize, &mut [f32]);
 
 /// Rounds `v` to the nearest integer as u8 without a float-to-int conversion: adding 1.5·2^23
 /// puts the rounded value in the low mantissa bits. `v` must lie in [0, 255]; every value
@@ -145,6 +162,8 @@ struct General {
     /// Their horizontal interpolation (interleaved), then all rows of it as plain rows.
     inter: Vec<[f32; LANES]>,
     tmp: Vec<f32>,
+    /// `LANES` rows of a plane whose rows are made on demand.
+    made: Vec<f32>,
 }
 
 /// General separable resampling of one plane through `win` into `ow`×`oh` f32 rows handed to
@@ -173,10 +192,26 @@ fn resample_plane(
     g.cols.resize(padded, [0.0; LANES]);
     g.inter.resize(ow, [0.0; LANES]);
     g.tmp.resize(rows.next_multiple_of(LANES) * ow, 0.0);
+    g.made
+        .resize(if src.make.is_some() { LANES * src.w } else { 0 }, 0.0);
     for (b, block) in g.tmp.chunks_exact_mut((LANES * ow).max(1)).enumerate() {
+        if let Some(make) = src.make {
+            for (k, row) in g.made.chunks_exact_mut(src.w.max(1)).enumerate() {
+                let r = r0 + b * LANES + k;
+                if r < r1 {
+                    make(r, row);
+                }
+            }
+        }
         let row = |k: usize| {
             let r = r0 + b * LANES + k;
-            match src.row(r as i64).filter(|_| r < r1) {
+            if r >= r1 {
+                return &g.zeros[..];
+            }
+            if src.make.is_some() {
+                return &g.made[k * src.w + c0..k * src.w + c1];
+            }
+            match src.row(r as i64) {
                 Some(s) => &s[c0..c1],
                 None => &g.zeros[..],
             }
@@ -621,15 +656,20 @@ impl Work {
 /// Shrinks a `w`×`h` plane by `factor` (>= 1) with the area-like filter into `out`; the
 /// result covers `ceil(w/factor)`×`ceil(h/factor)` working pixels of `factor` source pixels
 /// each, and those dimensions are returned.
+///
+/// For made rows (a decoded picture of any size) the buffers that grow with the source are
+/// reserved fallibly, so a picture too big for the memory at hand is an error, not an abort;
+/// held planes reserve as they always did (they are already in memory, and these buffers are
+/// smaller).
 fn shrink_into(
-    data: &[f32],
+    src: Rows,
     w: usize,
     h: usize,
     bg: f32,
     factor: f64,
     scratch: &mut General,
     out: &mut Vec<f32>,
-) -> (usize, usize) {
+) -> Result<(usize, usize)> {
     let ww = (w as f64 / factor).ceil().max(1.0) as usize;
     let wh = (h as f64 / factor).ceil().max(1.0) as usize;
     let win = CropWindow {
@@ -639,10 +679,27 @@ fn shrink_into(
         h: wh as f64 * factor,
     };
     out.clear();
-    out.reserve(ww * wh);
+    let (data, make) = match src {
+        Rows::Held(d) => {
+            out.reserve(ww * wh);
+            (d, None)
+        }
+        Rows::Made(m) => {
+            // The horizontal pass keeps every source row it touches (at most h, rounded up
+            // to whole blocks), `ww` samples each.
+            let tmp = (h + LANES) * ww;
+            if scratch.tmp.capacity() < tmp {
+                scratch.tmp = super::picture::try_zeroed(tmp)?;
+            }
+            out.try_reserve_exact(ww * wh)
+                .map_err(|_| super::picture::out_of_memory(ww * wh * 4))?;
+            (&[][..], Some(m))
+        }
+    };
     resample_plane(
         Plane {
             data,
+            make,
             w,
             h,
             bg,
@@ -654,76 +711,106 @@ fn shrink_into(
         scratch,
         |_, line| out.extend_from_slice(line),
     );
-    (ww, wh)
+    Ok((ww, wh))
 }
 
 impl Renderer {
     /// `min_window_w`: the narrowest window (in source pixels) that will be asked for.
     pub fn new(src: Planes, out_w: u32, out_h: u32, bg: YuvColor, min_window_w: f64) -> Renderer {
-        let mut r = Renderer {
-            luma: Vec::new(),
-            luma_w: 0,
-            luma_h: 0,
-            cb: Vec::new(),
-            cr: Vec::new(),
-            chroma_w: 0,
-            chroma_h: 0,
-            prescale: 1.0,
-            src_size: (0.0, 0.0),
-            bg,
-            out_w,
-            out_h,
-            work: Box::default(),
-        };
+        let mut r = Renderer::empty(out_w, out_h, bg);
         r.set_source(&src, min_window_w);
         r
+    }
+
+    /// A renderer for a decoded image of any size: its planes are made row by row from the
+    /// decoded pixels (alpha composited over `bg_rgb`) and shrunk on the way, so memory stays
+    /// at the decoded picture plus the working planes. The working planes are those
+    /// [`Renderer::new`] makes from [`Decoded::to_planes`], sample for sample.
+    pub fn from_decoded(
+        src: &Decoded,
+        bg_rgb: [u8; 3],
+        out_w: u32,
+        out_h: u32,
+        bg: YuvColor,
+        min_window_w: f64,
+    ) -> Result<Renderer> {
+        let mut r = Renderer::empty(out_w, out_h, bg);
+        let (w, h) = src.size();
+        let scratch = std::cell::RefCell::new(Vec::new());
+        let plane = |k: usize| {
+            let scratch = &scratch;
+            move |row: usize, out: &mut [f32]| {
+                src.yuv_row(
+                    row as u32,
+                    bg_rgb,
+                    &mut scratch.borrow_mut(),
+                    &mut |x, c| {
+                        out[x] = [c.y, c.cb, c.cr][k];
+                    },
+                );
+            }
+        };
+        let (y, cb, cr) = (plane(0), plane(1), plane(2));
+        r.set_rows(
+            (w as usize, h as usize),
+            [Rows::Made(&y), Rows::Made(&cb), Rows::Made(&cr)],
+            min_window_w,
+        )?;
+        Ok(r)
     }
 
     /// Points this renderer at another source picture, reusing its buffers: what a start
     /// video does once per source frame it shows (same result as [`Renderer::new`] with the
     /// same arguments).
     pub fn set_source(&mut self, src: &Planes, min_window_w: f64) {
-        let (sw, sh) = (src.width as usize, src.height as usize);
+        let size = (src.width as usize, src.height as usize);
+        let rows = [Rows::Held(&src.y), Rows::Held(&src.cb), Rows::Held(&src.cr)];
+        // Held rows reserve infallibly (see `shrink_into`): this cannot return an error.
+        let _ = self.set_rows(size, rows, min_window_w);
+    }
+
+    /// The working planes from the source's Y', Cb and Cr rows: luma shrunk to the
+    /// narrowest window's scale (kept whole when no shrink is needed), chroma to half that.
+    fn set_rows(
+        &mut self,
+        (sw, sh): (usize, usize),
+        [y, cb, cr]: [Rows; 3],
+        min_window_w: f64,
+    ) -> Result<()> {
         let factor = (min_window_w / f64::from(self.out_w)).max(1.0);
         let factor = if factor > PRESCALE_MIN { factor } else { 1.0 };
         let bg = self.bg;
         (self.luma_w, self.luma_h) = if factor > PRESCALE_MIN {
             shrink_into(
-                &src.y,
+                y,
                 sw,
                 sh,
                 bg.y,
                 factor,
                 &mut self.work.general,
                 &mut self.luma,
-            )
+            )?
         } else {
             self.luma.clear();
-            self.luma.extend_from_slice(&src.y);
+            match y {
+                Rows::Held(data) => self.luma.extend_from_slice(data),
+                Rows::Made(make) => {
+                    self.luma = super::picture::try_zeroed(sw * sh)?;
+                    for (r, row) in self.luma.chunks_exact_mut(sw.max(1)).enumerate() {
+                        make(r, row);
+                    }
+                }
+            }
             (sw, sh)
         };
         let cf = factor * 2.0;
-        (self.chroma_w, self.chroma_h) = shrink_into(
-            &src.cb,
-            sw,
-            sh,
-            bg.cb,
-            cf,
-            &mut self.work.general,
-            &mut self.cb,
-        );
-        shrink_into(
-            &src.cr,
-            sw,
-            sh,
-            bg.cr,
-            cf,
-            &mut self.work.general,
-            &mut self.cr,
-        );
+        (self.chroma_w, self.chroma_h) =
+            shrink_into(cb, sw, sh, bg.cb, cf, &mut self.work.general, &mut self.cb)?;
+        shrink_into(cr, sw, sh, bg.cr, cf, &mut self.work.general, &mut self.cr)?;
         self.prescale = factor;
         self.src_size = (sw as f64, sh as f64);
         self.work.blocked.iter_mut().for_each(|b| b.ready = false);
+        Ok(())
     }
 
     /// A renderer with no source yet: give it one ([`Renderer::set_source_rgb8`],
@@ -822,6 +909,7 @@ impl Renderer {
         let (le, ce) = (ext(self.prescale), ext(self.prescale * 2.0));
         let plane = |data, w, h, bg, ext| Plane {
             data,
+            make: None,
             w,
             h,
             bg,
@@ -1097,6 +1185,7 @@ mod tests {
         let mut r = Renderer::new(p.clone(), ow as u32, oh as u32, YuvColor::BLACK, 40.0);
         let src = Plane {
             data: &p.y,
+            make: None,
             w: 64,
             h: 40,
             bg: 16.0,
@@ -1159,6 +1248,42 @@ mod tests {
                 "j={j} {} {want}",
                 out.y[2 * 40 + j]
             );
+        }
+    }
+
+    /// A renderer made row by row from a decoded picture renders what one made from its
+    /// whole planes renders, byte for byte: shrinking (a big picture) and not (a small one),
+    /// with and without alpha.
+    #[test]
+    fn renderer_from_decoded_rows_matches_the_one_from_planes() {
+        let bg_rgb = [10, 40, 200];
+        let bg = YuvColor::from_rgb(10.0, 40.0, 200.0);
+        let pic = |w: u32, h: u32| {
+            image::RgbaImage::from_fn(w, h, |x, y| {
+                image::Rgba([
+                    (x * 7 + y) as u8,
+                    (y * 5) as u8,
+                    (x ^ y) as u8,
+                    if (x + y) % 9 == 0 { 90 } else { 255 },
+                ])
+            })
+        };
+        for (w, h, out, min_w) in [(300, 200, (64, 48), 280.0), (40, 30, (64, 48), 30.0)] {
+            let img = image::DynamicImage::ImageRgba8(pic(w, h));
+            let decoded = Decoded::from_image(img);
+            let planes = decoded.to_planes(bg_rgb).unwrap();
+            let mut whole = Renderer::new(planes, out.0, out.1, bg, min_w);
+            let mut rows =
+                Renderer::from_decoded(&decoded, bg_rgb, out.0, out.1, bg, min_w).unwrap();
+            for win in [
+                crate::timeline::crop_window(1.0, w, h, out.0, out.1, None),
+                crate::timeline::crop_window(1.07, w, h, out.0, out.1, Some((100.3, 61.7))),
+            ] {
+                let (mut a, mut b) = (Yuv420::new(out.0, out.1), Yuv420::new(out.0, out.1));
+                whole.render(&win, &mut a);
+                rows.render(&win, &mut b);
+                assert_eq!(a, b, "{w}x{h} window {win:?}");
+            }
         }
     }
 }

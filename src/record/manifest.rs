@@ -12,20 +12,16 @@
 //! none of them (the timeline does).
 
 use std::fmt;
-use std::fs::File;
-use std::io::Read;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use super::atomic::write_json_atomic;
-use super::serde_path;
 use crate::error::{Error, ErrorKind, Result};
+use crate::files::{path_json, sha256_file, write_json_atomic};
 
 /// The manifest's file name inside the workdir.
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -59,7 +55,8 @@ pub enum RunStatus {
     Failed,
     /// Stopped on request (`DELETE /jobs/:id` of the API); resumable.
     Cancelled,
-    /// Its supervising `va serve` went away mid-run; resumable (`POST /jobs/:id/resume`).
+    /// Stopped before it ended: SIGINT/SIGTERM, its supervising `va serve` went away, or its
+    /// process died without a word (its workdir lock was found free); resumable.
     Interrupted,
 }
 
@@ -97,6 +94,8 @@ pub enum PhaseStatus {
     Completed,
     Skipped,
     Failed,
+    /// The run was stopped while this phase ran.
+    Interrupted,
 }
 
 impl PhaseStatus {
@@ -107,6 +106,7 @@ impl PhaseStatus {
             PhaseStatus::Completed => "completed",
             PhaseStatus::Skipped => "skipped",
             PhaseStatus::Failed => "failed",
+            PhaseStatus::Interrupted => "interrupted",
         }
     }
 }
@@ -161,7 +161,7 @@ impl From<&Error> for ErrorRecord {
 /// `inputs.<role>`: an input file and its real SHA-256.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InputRecord {
-    #[serde(serialize_with = "serde_path::lossy")]
+    #[serde(with = "path_json")]
     pub path: PathBuf,
     /// Lowercase hex, or [`INPUT_NOT_FOUND`].
     pub sha256: String,
@@ -315,7 +315,7 @@ pub struct Manifest {
     /// What reading the final file back found (frames, samples, CFR, A/V delta).
     pub verify: Value,
     /// The final file.
-    #[serde(rename = "final", serialize_with = "serde_path::lossy_opt")]
+    #[serde(rename = "final", with = "path_json::opt")]
     pub final_path: Option<PathBuf>,
     pub warnings: Vec<String>,
     /// Keys this version does not know (written by a newer one, or added by hand); kept so
@@ -419,28 +419,40 @@ impl Manifest {
     /// The run failed with `err`: records code and message, the exit status, and fails
     /// whichever phase was still running.
     pub fn mark_failed(&mut self, err: &Error) {
-        let now = now_rfc3339();
-        for (_, phase) in self.phases.iter_mut() {
-            if phase.status == PhaseStatus::Running {
-                phase.status = PhaseStatus::Failed;
-                phase.ended_at = Some(now.clone());
-            }
-        }
+        self.end_running_phases(PhaseStatus::Failed);
         self.run_status = RunStatus::Failed;
         self.exit_status = Some(err.exit_code());
         self.error = Some(ErrorRecord::from(err));
     }
 
+    /// The run was stopped before it ended (`err`: `INTERRUPTED`/`TERMINATED`, or why it is
+    /// known to have died): `interrupted`, resumable; the phase that ran is `interrupted`.
+    pub fn mark_interrupted(&mut self, err: &Error) {
+        self.end_running_phases(PhaseStatus::Interrupted);
+        self.run_status = RunStatus::Interrupted;
+        self.exit_status = Some(err.exit_code());
+        self.error = Some(ErrorRecord::from(err));
+    }
+
+    fn end_running_phases(&mut self, status: PhaseStatus) {
+        let now = now_rfc3339();
+        for (_, phase) in self.phases.iter_mut() {
+            if phase.status == PhaseStatus::Running {
+                phase.status = status;
+                phase.ended_at = Some(now.clone());
+            }
+        }
+    }
+
+    /// The job's `output.final_name` as this run recorded it (in `effective_params`).
+    pub fn final_name(&self) -> Option<&str> {
+        self.effective_params["output"]["final_name"].as_str()
+    }
+
     /// Writes `<workdir>/manifest.json` atomically (temp file + rename), creating the workdir
     /// if needed.
     pub fn save(&self, workdir: &Path) -> Result<()> {
-        std::fs::create_dir_all(workdir).map_err(|e| {
-            Error::at_path(
-                ErrorKind::Internal,
-                workdir,
-                format!("cannot create workdir: {e}"),
-            )
-        })?;
+        super::workdir::create(workdir)?;
         write_json_atomic(&Manifest::path(workdir), self)
     }
 
@@ -629,41 +641,6 @@ pub(crate) fn now_compact() -> String {
     let t = OffsetDateTime::now_utc();
     t.format(&fmt)
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
-}
-
-/// SHA-256 of a file as lowercase hex, read in 64 KiB blocks (inputs can be large videos).
-/// A file that cannot be opened is `INPUT_NOT_FOUND`; a read failure midway is `INTERNAL`.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut file =
-        File::open(path).map_err(|e| Error::at_path(ErrorKind::InputNotFound, path, e))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(Error::at_path(
-                    ErrorKind::Internal,
-                    path,
-                    format!("read failed: {e}"),
-                ))
-            }
-        };
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex(&hasher.finalize()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    s
 }
 
 #[cfg(test)]
@@ -950,22 +927,6 @@ mod tests {
         done.store(true, Ordering::Relaxed);
         let reads = reader.join().unwrap();
         assert!(reads > 0);
-    }
-
-    #[test]
-    fn sha256_of_known_content_and_of_a_multi_block_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("abc");
-        std::fs::write(&p, b"abc").unwrap();
-        assert_eq!(
-            sha256_file(&p).unwrap(),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-
-        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-        let pb = dir.path().join("big");
-        std::fs::write(&pb, &big).unwrap();
-        assert_eq!(sha256_file(&pb).unwrap(), hex(&Sha256::digest(&big)));
     }
 
     #[test]

@@ -6,38 +6,23 @@
 //!   processes (OS file lock + atomic replace).
 //! - [`events`]: `<workdir>/logs/events.jsonl`, a `tracing` layer writing one JSON object per
 //!   event, plus the reader/formatter/follower behind `va logs`.
-//! - [`atomic`]: temp file + fsync + rename, used by the two JSON records.
+//! - [`workdir`]: the workdir's lock (one run per workdir) and who holds it.
+//!
+//! The file helpers the records stand on (atomic writes, SHA-256, the state dir, file locks,
+//! paths in JSON) live in [`crate::files`], shared with `install`.
 //!
 //! This module records; it does not decide. Which phase runs, what exit status a run gets and
 //! what a degraded run means are the stages' and the binary's business.
 
-pub mod atomic;
 pub mod events;
 pub mod manifest;
 pub mod registry;
+pub mod workdir;
 
-pub use atomic::{write_atomic, write_json_atomic};
 pub use events::{format_event_human, read_events, EventLayer, EventLog};
-pub use manifest::{now_rfc3339, sha256_file, Manifest, Phase, PhaseStatus, RunStatus};
-pub use registry::{state_dir, RunEntry};
+pub use manifest::{now_rfc3339, Manifest, Phase, PhaseStatus, RunStatus};
+pub use registry::RunEntry;
 
-/// Serializing paths as JSON strings without failing on non-UTF-8 names (serde's own
-/// `Path` impl refuses them, which would fail a run over a log record). Deserializing needs no
-/// help: serde reads a string into a `PathBuf`.
-pub(crate) mod serde_path {
-    use std::path::{Path, PathBuf};
-
-    use serde::Serializer;
-
-    pub fn lossy<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&p.to_string_lossy())
-    }
-
-    #[allow(clippy::ref_option)] // serde's `serialize_with` hands us `&Option<_>`.
-    pub fn lossy_opt<S: Serializer>(p: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
-        match p {
-            Some(p) => s.serialize_str(&p.to_string_lossy()),
-            None => s.serialize_none(),
-        }
-    }
-}
+// The file helpers moved to `crate::files`; the stages still name them here (kept until the
+// stage rewrites in flight have landed, so that their merges build).
+pub use crate::files::{atomic, sha256_file, state_dir, write_atomic, write_json_atomic};

@@ -13,60 +13,33 @@
 //! Entries are kept on disk as raw JSON, so fields or entries this version cannot read are
 //! carried along untouched rather than dropped.
 
-use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
-use fs4::fs_std::FileExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::atomic::write_json_atomic;
-use super::manifest::{now_compact, now_rfc3339, RunStatus};
-use super::serde_path;
+use super::manifest::{now_compact, now_rfc3339, ErrorRecord, RunStatus};
 use crate::error::{Error, ErrorKind, Result};
+use crate::files::{path_json, write_json_atomic, FileLock};
 
 /// The registry's file name inside the state dir.
 pub const REGISTRY_FILE: &str = "runs.json";
 /// The lock file next to it.
 pub const LOCK_FILE: &str = "runs.json.lock";
 
-/// The state dir: `$VA_STATE_DIR/state`, with `VA_STATE_DIR` defaulting to `~/.va` (SPEC §8).
-pub fn state_dir() -> PathBuf {
-    state_dir_from(
-        std::env::var_os("VA_STATE_DIR"),
-        std::env::var_os("HOME").or_else(|| std::env::var_os("USERPROFILE")),
-    )
-}
-
-/// [`state_dir`] without the environment, for tests. Empty values count as unset.
-fn state_dir_from(
-    va_state_dir: Option<std::ffi::OsString>,
-    home: Option<std::ffi::OsString>,
-) -> PathBuf {
-    let base = match va_state_dir.filter(|v| !v.is_empty()) {
-        Some(v) => PathBuf::from(v),
-        None => match home.filter(|h| !h.is_empty()) {
-            Some(h) => PathBuf::from(h).join(".va"),
-            // No home at all (a bare container): beside the working directory, visibly.
-            None => PathBuf::from(".va"),
-        },
-    };
-    base.join("state")
-}
-
-/// One run in the registry.
+/// One run in the registry. Paths are written losslessly ([`path_json`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunEntry {
     pub id: String,
-    #[serde(serialize_with = "serde_path::lossy")]
+    #[serde(with = "path_json")]
     pub workdir: PathBuf,
     /// The job file the run was started from (for `produce`, the one it wrote).
-    #[serde(default, serialize_with = "serde_path::lossy_opt")]
+    #[serde(default, with = "path_json::opt")]
     pub job: Option<PathBuf>,
     #[serde(default)]
     pub status: RunStatus,
     /// The final file, once written.
-    #[serde(rename = "final", default, serialize_with = "serde_path::lossy_opt")]
+    #[serde(rename = "final", default, with = "path_json::opt")]
     pub final_path: Option<PathBuf>,
     /// RFC 3339 UTC. [`upsert`] keeps the first recorded value of a run.
     #[serde(default)]
@@ -76,6 +49,12 @@ pub struct RunEntry {
     pub updated_at: String,
     #[serde(default)]
     pub exit_status: Option<i32>,
+    /// A completed run fell back to a lesser picture source (the manifest says why).
+    #[serde(default)]
+    pub degraded: bool,
+    /// Why a failed or interrupted run ended: the code name and the one-line reason.
+    #[serde(default)]
+    pub error: Option<ErrorRecord>,
 }
 
 impl RunEntry {
@@ -91,6 +70,8 @@ impl RunEntry {
             created_at: now.clone(),
             updated_at: now,
             exit_status: None,
+            degraded: false,
+            error: None,
         }
     }
 }
@@ -129,46 +110,25 @@ pub fn upsert(state_dir: &Path, mut entry: RunEntry) -> Result<()> {
     })
 }
 
-/// The entry with id `id` exactly as stored (to put back with [`restore`]).
-pub fn raw_entry(state_dir: &Path, id: &str) -> Result<Option<Value>> {
-    let path = state_dir.join(REGISTRY_FILE);
-    if !path.is_file() {
-        return Ok(None);
-    }
-    let _lock = RegistryLock::shared(state_dir).ok();
-    Ok(match read_registry(&path)? {
-        Contents::Runs(runs) => runs
-            .into_iter()
-            .find(|v| v.get("id").and_then(Value::as_str) == Some(id)),
-        _ => None,
-    })
-}
-
-/// Puts the registry back as it was before run `id` started: its earlier entry `previous`
-/// (a resumed run) or no entry at all. A registry left without runs is removed, as it was
-/// before the first run. Used when a run fails: a failed run leaves the registry untouched.
-pub fn restore(state_dir: &Path, id: &str, previous: Option<Value>) -> Result<()> {
-    let path = state_dir.join(REGISTRY_FILE);
-    let mut empty = false;
-    edit(state_dir, |runs, _| {
-        let at = runs
-            .iter()
-            .position(|v| v.get("id").and_then(Value::as_str) == Some(id));
-        match (at, previous) {
-            (Some(i), Some(prev)) => runs[i] = prev,
-            (Some(i), None) => {
-                runs.remove(i);
+/// Changes the entry with id `id` in place through `f` (stamping `updated_at`), under the
+/// exclusive registry lock; `false` when there is no such (readable) entry.
+pub fn update(state_dir: &Path, id: &str, f: impl FnOnce(&mut RunEntry)) -> Result<bool> {
+    let mut found = false;
+    edit(state_dir, |runs, path| {
+        let slot = runs
+            .iter_mut()
+            .find(|v| v.get("id").and_then(Value::as_str) == Some(id));
+        if let Some(old) = slot {
+            if let Ok(mut entry) = serde_json::from_value::<RunEntry>(old.clone()) {
+                f(&mut entry);
+                entry.updated_at = now_rfc3339();
+                *old = to_value(&entry, path)?;
+                found = true;
             }
-            (None, Some(prev)) => runs.push(prev),
-            (None, None) => {}
         }
-        empty = runs.is_empty();
         Ok(())
     })?;
-    if empty {
-        std::fs::remove_file(&path).map_err(|e| Error::at_path(ErrorKind::Internal, &path, e))?;
-    }
-    Ok(())
+    Ok(found)
 }
 
 /// Reads the runs under the exclusive lock, lets `f` change them and writes them back
@@ -181,7 +141,7 @@ fn edit(state_dir: &Path, f: impl FnOnce(&mut Vec<Value>, &Path) -> Result<()>) 
             format!("cannot create state dir: {e}"),
         )
     })?;
-    let _lock = RegistryLock::exclusive(state_dir)?;
+    let _lock = FileLock::exclusive(&state_dir.join(LOCK_FILE))?;
     let path = state_dir.join(REGISTRY_FILE);
 
     let mut runs = match read_registry(&path)? {
@@ -219,7 +179,7 @@ pub fn list(state_dir: &Path) -> Result<Vec<RunEntry>> {
     }
     // The lock is belt and braces (writers rename, so a read never sees half a file); a state
     // dir we may not write to must not stop `va status`.
-    let _lock = RegistryLock::shared(state_dir).ok();
+    let _lock = FileLock::shared(&state_dir.join(LOCK_FILE)).ok();
     let path = state_dir.join(REGISTRY_FILE);
     let runs = match read_registry(&path)? {
         Contents::Missing => return Ok(Vec::new()),
@@ -318,65 +278,9 @@ fn read_registry(path: &Path) -> Result<Contents> {
     })
 }
 
-/// An OS-level lock (flock on Unix, LockFileEx on Windows) on `runs.json.lock`, so it holds
-/// between processes, not only threads; each holder opens its own handle. Released on drop
-/// (closing the handle would release it too).
-struct RegistryLock(File);
-
-impl RegistryLock {
-    fn open(state_dir: &Path) -> Result<File> {
-        let path = state_dir.join(LOCK_FILE);
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| {
-                Error::at_path(
-                    ErrorKind::Internal,
-                    &path,
-                    format!("cannot open lock file: {e}"),
-                )
-            })
-    }
-
-    fn exclusive(state_dir: &Path) -> Result<RegistryLock> {
-        let file = RegistryLock::open(state_dir)?;
-        // Fully qualified: std's `File` has grown inherent lock methods of its own.
-        FileExt::lock_exclusive(&file).map_err(|e| {
-            Error::at_path(
-                ErrorKind::Internal,
-                &state_dir.join(LOCK_FILE),
-                format!("cannot lock: {e}"),
-            )
-        })?;
-        Ok(RegistryLock(file))
-    }
-
-    fn shared(state_dir: &Path) -> Result<RegistryLock> {
-        let file = RegistryLock::open(state_dir)?;
-        FileExt::lock_shared(&file).map_err(|e| {
-            Error::at_path(
-                ErrorKind::Internal,
-                &state_dir.join(LOCK_FILE),
-                format!("cannot lock: {e}"),
-            )
-        })?;
-        Ok(RegistryLock(file))
-    }
-}
-
-impl Drop for RegistryLock {
-    fn drop(&mut self) {
-        let _ = FileExt::unlock(&self.0);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::ffi::OsString;
 
     fn entry(id: &str) -> RunEntry {
         let mut e = RunEntry::new(id, format!("/runs/{id}"));
@@ -386,26 +290,6 @@ mod tests {
 
     fn raw(state: &Path) -> Value {
         serde_json::from_str(&std::fs::read_to_string(state.join(REGISTRY_FILE)).unwrap()).unwrap()
-    }
-
-    #[test]
-    fn state_dir_follows_va_state_dir_then_home() {
-        assert_eq!(
-            state_dir_from(
-                Some(OsString::from("/srv/va")),
-                Some(OsString::from("/home/u"))
-            ),
-            PathBuf::from("/srv/va/state")
-        );
-        assert_eq!(
-            state_dir_from(None, Some(OsString::from("/home/u"))),
-            PathBuf::from("/home/u/.va/state")
-        );
-        assert_eq!(
-            state_dir_from(Some(OsString::new()), Some(OsString::from("/home/u"))),
-            PathBuf::from("/home/u/.va/state")
-        );
-        assert_eq!(state_dir_from(None, None), PathBuf::from(".va/state"));
     }
 
     #[test]
@@ -440,6 +324,45 @@ mod tests {
         assert_eq!(v["runs"][0]["status"], "completed");
         assert_eq!(v["runs"][1]["final"], Value::Null);
         assert_eq!(v["runs"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn update_changes_one_entry_in_place_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path();
+        upsert(state, entry("a")).unwrap();
+        upsert(state, entry("b")).unwrap();
+        let found = update(state, "a", |e| {
+            e.status = RunStatus::Failed;
+            e.exit_status = Some(30);
+            e.error = Some(ErrorRecord {
+                code: "COMFYUI_UNAVAILABLE".into(),
+                message: "no answer".into(),
+            });
+        })
+        .unwrap();
+        assert!(found);
+        assert!(!update(state, "zzz", |_| {}).unwrap());
+        let v = raw(state);
+        assert_eq!(v["runs"][0]["status"], "failed");
+        assert_eq!(v["runs"][0]["error"]["code"], "COMFYUI_UNAVAILABLE");
+        assert_eq!(v["runs"][0]["exit_status"], 30);
+        assert_eq!(v["runs"][1]["status"], "pending");
+        assert_eq!(v["runs"][1]["error"], Value::Null);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_workdir_that_is_not_utf8_is_stored_losslessly() {
+        use std::os::unix::ffi::OsStringExt;
+        let dir = tempfile::tempdir().unwrap();
+        let odd = PathBuf::from(std::ffi::OsString::from_vec(b"/runs/caf\xe9".to_vec()));
+        upsert(dir.path(), RunEntry::new("r", odd.clone())).unwrap();
+        assert_eq!(
+            raw(dir.path())["runs"][0]["workdir"]["escaped"],
+            "/runs/caf%E9"
+        );
+        assert_eq!(list(dir.path()).unwrap()[0].workdir, odd);
     }
 
     #[test]

@@ -396,7 +396,7 @@ async fn connect<'a>(
     )?;
     let health = tokio::time::timeout_at(
         deadline.min(Instant::now() + client::REQUEST_TIMEOUT),
-        client.health(),
+        crate::interrupt::unless_stopped(client.health()),
     )
     .await
     .map_err(|_| {
@@ -471,7 +471,9 @@ fn run_blocking(input: &Input, m: &mut Manifest) -> Result<Outcome> {
             m.comfyui["action"] = "no workflow for this job: nothing asked of ComfyUI".into();
             return Ok(Outcome::default());
         }
-        match tokio::time::timeout_at(deadline, runner.run_all(&workflows, m)).await {
+        // A stop (SIGINT/SIGTERM, the supervisor) ends every wait of the stage at once.
+        let waits = crate::interrupt::unless_stopped(runner.run_all(&workflows, m));
+        match tokio::time::timeout_at(deadline, waits).await {
             Ok(r) => {
                 runner.record(m);
                 r
@@ -514,7 +516,8 @@ fn face_check_blocking(
         if let Some(e) = over {
             return Ok(FaceCheck::Failed(e.message));
         }
-        let r = tokio::time::timeout_at(deadline, runner.face_check(probes)).await;
+        let waits = crate::interrupt::unless_stopped(runner.face_check(probes));
+        let r = tokio::time::timeout_at(deadline, waits).await;
         m.phase_field("faceprobe", "prompt_ids", json!(runner.prompt_ids));
         m.phase_field("faceprobe", "attempts", json!(runner.attempts));
         match r {

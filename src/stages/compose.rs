@@ -403,8 +403,10 @@ impl Compositor {
         let main = match start_video {
             Some(v) => Main::Video(Box::new(VideoMain::new(v, bg, bgc, out)?)),
             None => {
-                let start = picture::load_image(job.start.path(), job.limits.max_image_pixels, bg)?;
-                let src = (start.width, start.height);
+                // Decoded once and shrunk row by row: a big start image is never held as
+                // full-size planes.
+                let start = picture::decode_image(job.start.path(), job.limits.max_image_pixels)?;
+                let src = start.size();
                 let curve = ZoomCurve {
                     mode: job.motion.mode,
                     strength: job.motion.strength,
@@ -412,8 +414,10 @@ impl Compositor {
                 };
                 let tightest =
                     crop_window(1.0 + job.motion.strength, src.0, src.1, out.0, out.1, None).w;
+                let renderer = Renderer::from_decoded(&start, bg, out.0, out.1, bgc, tightest)
+                    .map_err(|e| e.for_path(job.start.path()))?;
                 Main::Image {
-                    renderer: Renderer::new(start, out.0, out.1, bgc, tightest),
+                    renderer,
                     curve,
                     src,
                     out,
@@ -455,10 +459,10 @@ fn end_hold(
 ) -> Result<Option<Yuv420>> {
     Ok(match &job.end_image {
         Some(path) if plan.hold_frames > 0 => {
-            let end = picture::load_image(path, job.limits.max_image_pixels, bg)?;
-            let size = (end.width, end.height);
-            let win = fit_window(job.end_image_fit, size, out);
-            let mut r = Renderer::new(end, out.0, out.1, bgc, win.w);
+            let end = picture::decode_image(path, job.limits.max_image_pixels)?;
+            let win = fit_window(job.end_image_fit, end.size(), out);
+            let mut r = Renderer::from_decoded(&end, bg, out.0, out.1, bgc, win.w)
+                .map_err(|e| e.for_path(path))?;
             let mut frame = Yuv420::new(out.0, out.1);
             r.render(&win, &mut frame);
             Some(frame)

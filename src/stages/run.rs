@@ -1,6 +1,12 @@
 //! Orders the phases of one run, keeps the manifest and the registry current, and makes a
 //! failed run harmless: the final file is written under a temporary name and renamed only
 //! after it verified, so an earlier final is never overwritten or removed.
+//!
+//! The run around the phases ([`run_job`]): it holds its workdir's lock from before it
+//! reads or writes anything there until its records are final (one run per workdir), it
+//! never takes over a workdir that holds another run's manifest, and every run that got an
+//! id stays on record: `completed` (flagged when degraded), `failed` with its code, or
+//! `interrupted` (SIGINT/SIGTERM or the supervising server, see [`crate::interrupt`]).
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -9,10 +15,11 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::job::{Job, OnNoFace, SeedPolicy, StartKind};
 use crate::media;
 use crate::record::manifest::{
-    LipsyncSource, Manifest, PhaseStatus, Seeds, StartSource, VideoSourceDetail,
+    ErrorRecord, LipsyncSource, Manifest, PhaseStatus, Seeds, StartSource, VideoSourceDetail,
 };
 use crate::record::registry::{self, RunEntry};
-use crate::record::RunStatus;
+use crate::record::workdir::{self, WorkdirLock};
+use crate::record::{EventLog, RunStatus};
 use crate::timeline::Rounding;
 
 use super::compose::Compositor;
@@ -20,19 +27,24 @@ use super::faceprobe::FaceMeta;
 use super::staging::{self, Staged};
 use super::{comfyui, faceprobe, lipsync, prepare};
 
+pub use crate::record::workdir::partial_path;
+
 /// How to run a job.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub workdir: PathBuf,
     pub resume: bool,
     pub state_dir: PathBuf,
-    /// The job file, for the registry.
+    /// The job file, for the registry and the `--resume` hint (`None`: the run's own
+    /// `job.json`).
     pub job_file: Option<PathBuf>,
     /// Where the run reports its phases and the encode's progress (the CLI draws it).
     pub progress: crate::progress::Reporter,
     /// The run id to use for a new run (the CLI names the default workdir after it, the API
     /// uses its job id); `None`: a fresh one. A resumed run keeps its manifest's id.
     pub run_id: Option<String>,
+    /// The process's event log: pointed at the workdir once the run holds it.
+    pub events: Option<EventLog>,
 }
 
 /// The result of a completed run.
@@ -84,72 +96,200 @@ pub(crate) fn random_seed() -> u64 {
 }
 
 /// Runs `job` in `opts.workdir`.
+///
+/// Before the run gets an id nothing is written: an existing final (`OUTPUT_EXISTS`, or
+/// `RESUME_INVALID` with `--resume`), bad input (preflight), a workdir another run holds
+/// (`WORKDIR_BUSY`) or one that holds another run's manifest (`OUTPUT_EXISTS`, naming that
+/// run and its `--resume` command). From then on the run is on record whatever happens.
 pub fn run_job(job: &Job, opts: &RunOptions) -> Result<RunOutcome> {
+    crate::interrupt::check()?;
     let workdir = &opts.workdir;
     let final_path = workdir.join(&job.output.final_name);
-    if final_path.exists() {
-        if opts.resume {
-            return Err(Error::at_path(
-                ErrorKind::ResumeInvalid,
-                &final_path,
-                "already exists: nothing to resume",
-            ));
-        }
-        return Err(
-            Error::at_path(ErrorKind::OutputExists, &final_path, "already exists").with_hint(
-                "choose another --workdir, remove the file, or pass --resume for an unfinished run",
-            ),
-        );
-    }
+    refuse_existing_final(&final_path, opts.resume)?;
     // Bad input is refused before anything is written: no manifest, no registry entry.
     preflight(job)?;
-    let mut manifest = if opts.resume {
-        let mut m = Manifest::load(workdir)?;
-        m.run_status = RunStatus::Running;
-        m.exit_status = None;
-        m.error = None;
-        m
-    } else {
-        Manifest::new(opts.run_id.clone().unwrap_or_else(new_run_id))
-    };
-    std::fs::create_dir_all(workdir)
-        .map_err(|e| Error::at_path(ErrorKind::Internal, workdir, e))?;
+    let lock = WorkdirLock::acquire(workdir)?;
+    // Another run may have finished here while this one was checking its inputs.
+    refuse_existing_final(&final_path, opts.resume)?;
+    let mut manifest = claim(opts, &lock)?;
     let run_id = manifest.run_id.clone();
-    // A failed run puts the registry back as it found it.
-    let previous_entry = registry::raw_entry(&opts.state_dir, &run_id)?;
+    lock.set_holder(&run_id)?;
+    if let Some(events) = &opts.events {
+        events.set_workdir(Some(workdir))?;
+    }
     let mut entry = RunEntry::new(run_id.clone(), workdir.clone());
-    entry.job = opts.job_file.clone();
+    entry.job = Some(
+        opts.job_file
+            .clone()
+            .unwrap_or_else(|| workdir.join("job.json")),
+    );
     entry.status = RunStatus::Running;
     registry::upsert(&opts.state_dir, entry.clone())?;
 
     let _span = tracing::info_span!("run", run_id = %run_id).entered();
     opts.progress.run_started(&run_id, workdir);
-    let result = run_phases(job, opts, &mut manifest, &final_path);
-    match &result {
+    let result =
+        crate::interrupt::check().and_then(|()| run_phases(job, opts, &mut manifest, &final_path));
+    let result = match result {
         Ok(()) => {
             manifest.mark_completed(0);
             entry.status = RunStatus::Completed;
             entry.exit_status = Some(0);
             entry.final_path = Some(final_path.clone());
+            entry.degraded = manifest.degraded();
+            entry.error = None;
+            Ok(())
+        }
+        Err(e) if e.kind.is_stop() => {
+            let _ = std::fs::remove_file(partial_path(workdir, &job.output.final_name));
+            // Like a failure: in the event log, not on stderr (the error line says it).
+            tracing::error!(stage = "run", code = e.code(), "{}", e.message);
+            manifest.mark_interrupted(&e);
+            entry.status = RunStatus::Interrupted;
+            entry.exit_status = Some(e.exit_code());
+            entry.error = Some(ErrorRecord::from(&e));
+            Err(stopped(e, &run_id, opts))
         }
         Err(e) => {
             tracing::error!(stage = "run", code = e.code(), "{}", e.message);
-            manifest.mark_failed(e);
+            manifest.mark_failed(&e);
+            entry.status = RunStatus::Failed;
+            entry.exit_status = Some(e.exit_code());
+            entry.error = Some(ErrorRecord::from(&e));
+            Err(e)
         }
-    }
+    };
     let saved = manifest.save(workdir);
-    match &result {
-        Ok(()) => registry::upsert(&opts.state_dir, entry)?,
-        Err(_) => registry::restore(&opts.state_dir, &run_id, previous_entry)?,
-    }
+    let registered = registry::upsert(&opts.state_dir, entry);
+    // The run's own error first: a record that could not be written is the lesser news.
     result?;
     saved?;
+    registered?;
+    drop(lock);
     Ok(RunOutcome {
         run_id,
         degraded: manifest.degraded(),
         final_path,
         manifest,
     })
+}
+
+fn refuse_existing_final(final_path: &Path, resume: bool) -> Result<()> {
+    if !final_path.exists() {
+        return Ok(());
+    }
+    if resume {
+        return Err(Error::at_path(
+            ErrorKind::ResumeInvalid,
+            final_path,
+            "already exists: nothing to resume",
+        ));
+    }
+    Err(
+        Error::at_path(ErrorKind::OutputExists, final_path, "already exists").with_hint(
+            "choose another --workdir, remove the file, or pass --resume for an unfinished run",
+        ),
+    )
+}
+
+/// The run's manifest, with the workdir's lock held: a fresh one for a new run in a workdir
+/// without one, the earlier attempt's for `--resume`. A new run never takes over a workdir
+/// that holds another run's manifest (readable or not): `OUTPUT_EXISTS`, naming that run and
+/// the command that continues it. An earlier run found `running` there died without a word
+/// (the lock was free) and is recorded `interrupted` first.
+fn claim(opts: &RunOptions, lock: &WorkdirLock) -> Result<Manifest> {
+    let workdir = &opts.workdir;
+    let manifest_path = Manifest::path(workdir);
+    let earlier = if manifest_path.exists() {
+        workdir::settle_dead_run(lock, workdir, &opts.state_dir)?
+    } else {
+        None
+    };
+    if opts.resume {
+        let mut m = match earlier {
+            Some(m) => m,
+            None => Manifest::load(workdir)?,
+        };
+        m.run_status = RunStatus::Running;
+        m.exit_status = None;
+        m.error = None;
+        return Ok(m);
+    }
+    if !manifest_path.exists() {
+        return Ok(Manifest::new(
+            opts.run_id.clone().unwrap_or_else(new_run_id),
+        ));
+    }
+    let held_by = match &earlier {
+        Some(m) => format!("run {} ({})", m.run_id, m.run_status),
+        None => "a run record that cannot be read".to_string(),
+    };
+    let job_file = opts
+        .job_file
+        .clone()
+        .unwrap_or_else(|| workdir.join("job.json"));
+    let hint = match &earlier {
+        Some(m) if m.run_status == RunStatus::Completed => format!(
+            "that run completed: choose another --workdir (if its final is gone, {} makes it again)",
+            resume_command(&job_file, workdir)
+        ),
+        _ => format!(
+            "continue it with: {}, or choose another --workdir",
+            resume_command(&job_file, workdir)
+        ),
+    };
+    Err(Error::at_path(
+        ErrorKind::OutputExists,
+        workdir,
+        format!("already holds {held_by}; nothing was written"),
+    )
+    .with_hint(hint))
+}
+
+/// The stop's error with the run named and the command that continues it.
+fn stopped(e: Error, run_id: &str, opts: &RunOptions) -> Error {
+    let job_file = opts
+        .job_file
+        .clone()
+        .unwrap_or_else(|| opts.workdir.join("job.json"));
+    Error::new(e.kind, format!("run {run_id} {}", e.message)).with_hint(format!(
+        "continue it with: {}",
+        resume_command(&job_file, &opts.workdir)
+    ))
+}
+
+/// `va run JOB --workdir DIR --resume`, quoted for a POSIX shell.
+fn resume_command(job_file: &Path, workdir: &Path) -> String {
+    format!(
+        "va run {} --workdir {} --resume",
+        shell_quote(job_file),
+        shell_quote(workdir)
+    )
+}
+
+/// A path as a POSIX shell word: bare when it is plain, in single quotes otherwise, and as
+/// `$'…'` with `\xNN` escapes when it is not UTF-8 (bash, zsh, ksh).
+pub fn shell_quote(p: &Path) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+,:@%=".contains(c);
+    match p.to_str() {
+        Some(s) if !s.is_empty() && s.chars().all(plain) => s.to_string(),
+        Some(s) => format!("'{}'", s.replace('\'', r"'\''")),
+        None => {
+            let mut out = String::from("$'");
+            for &b in crate::files::path_json::os_bytes(p).iter() {
+                match b {
+                    b'\'' | b'\\' => {
+                        out.push('\\');
+                        out.push(char::from(b));
+                    }
+                    0x20..=0x7e => out.push(char::from(b)),
+                    _ => out.push_str(&format!("\\x{b:02x}")),
+                }
+            }
+            out.push('\'');
+            out
+        }
+    }
 }
 
 /// On `--resume`, the completed `prepare` of the earlier attempt, when its padded WAV is
@@ -277,6 +417,8 @@ fn phase<T>(
 ) -> Result<T> {
     use crate::progress::PhaseChange;
     let workdir = &opts.workdir;
+    // A stop requested meanwhile is honoured between phases too (not only in the waits).
+    crate::interrupt::check()?;
     m.phase_start(name);
     m.save(workdir)?;
     tracing::info!(stage = name, "phase started");
@@ -286,20 +428,20 @@ fn phase<T>(
     m.phase_field(name, "duration_seconds", started.elapsed().as_secs_f64());
     m.phase_end(
         name,
-        if out.is_ok() {
-            PhaseStatus::Completed
-        } else {
-            PhaseStatus::Failed
+        match &out {
+            Ok(_) => PhaseStatus::Completed,
+            Err(e) if e.kind.is_stop() => PhaseStatus::Interrupted,
+            Err(_) => PhaseStatus::Failed,
         },
     );
     m.save(workdir)?;
     tracing::info!(stage = name, ok = out.is_ok(), "phase ended");
     opts.progress.phase(
         name,
-        if out.is_ok() {
-            PhaseChange::Completed
-        } else {
-            PhaseChange::Failed
+        match &out {
+            Ok(_) => PhaseChange::Completed,
+            Err(e) if e.kind.is_stop() => PhaseChange::Interrupted,
+            Err(_) => PhaseChange::Failed,
         },
     );
     out
@@ -629,12 +771,6 @@ fn local_motion_meta(
     })
 }
 
-/// Where the final is encoded before it verified and is linked into place; a run stopped
-/// mid-encode leaves it behind (the API's cancel removes it).
-pub fn partial_path(workdir: &Path, final_name: &str) -> PathBuf {
-    workdir.join(format!(".{final_name}.partial"))
-}
-
 /// The A/V delta the rounding allows: half a frame for `round`, under one frame otherwise.
 fn max_delta(rounding: Rounding) -> f64 {
     match rounding {
@@ -726,7 +862,19 @@ fn encode_with(
         wav: prepared.wav.clone(),
         bitrate: job.encode.audio_bitrate,
     };
-    media::encode::encode_mp4(out, &video, Box::new(compositor), &audio, progress)
+    let producer = Box::new(StopAware(compositor));
+    media::encode::encode_mp4(out, &video, producer, &audio, progress)
+}
+
+/// The compositor, ending the encode at the next frame once a stop is requested (the encode
+/// then fails with the stop's error and its partial file is removed).
+struct StopAware(Compositor);
+
+impl media::encode::FrameProducer for StopAware {
+    fn render(&mut self, index: u64, out: &mut media::picture::Yuv420) -> Result<()> {
+        crate::interrupt::check()?;
+        self.0.render(index, out)
+    }
 }
 
 /// The `lipsync` phase with an external provider: the base video (the main segment as it

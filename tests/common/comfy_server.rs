@@ -68,6 +68,9 @@ pub struct Config {
     pub view_delay_ms: u64,
     /// How long a prompt runs before its history appears.
     pub run_ms: u64,
+    /// `run_ms` holds only graphs with a node of this class (`None`: every graph); the others
+    /// (e.g. the face check before a held lip-sync) finish at once.
+    pub hold_class: Option<String>,
     /// SaveImage counters start here (files of earlier runs with the same prefix).
     pub counter_start: u64,
     /// ComfyUI's input folder, for graphs that name files copied there instead of uploaded.
@@ -775,7 +778,14 @@ async fn execute(s: Arc<ServerState>, prompt_id: String) {
         "execution_cached",
         json!({"nodes": cached_nodes, "prompt_id": prompt_id, "timestamp": ts}),
     );
-    tokio::time::sleep(Duration::from_millis(s.cfg.run_ms)).await;
+    let held = s
+        .cfg
+        .hold_class
+        .as_deref()
+        .is_none_or(|cls| ids.iter().any(|id| graph[id.as_str()]["class_type"] == cls));
+    if held {
+        tokio::time::sleep(Duration::from_millis(s.cfg.run_ms)).await;
+    }
     let failing = s.cfg.runtime_error_class.as_deref().and_then(|cls| {
         ids.iter()
             .find(|id| graph[id.as_str()]["class_type"] == cls)

@@ -335,3 +335,42 @@ pub fn va_verify(sb: &Sandbox, file: &Path) -> Value {
 pub fn round_half_up(num: u128, den: u128) -> u128 {
     (2 * num + den) / (2 * den)
 }
+
+/// A PNG whose header is whole and claims `w`×`h` pixels, with an empty image stream (one
+/// stored zlib block): what a decompression bomb or a cut file looks like from its header.
+pub fn header_only_png(path: &Path, w: u32, h: u32) {
+    fn crc(t: &[u8], d: &[u8]) -> u32 {
+        let mut crc = 0xffff_ffffu32;
+        for &b in t.iter().chain(d) {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+    let chunk = |t: &[u8], d: &[u8]| -> Vec<u8> {
+        let mut v = (d.len() as u32).to_be_bytes().to_vec();
+        v.extend_from_slice(t);
+        v.extend_from_slice(d);
+        v.extend_from_slice(&crc(t, d).to_be_bytes());
+        v
+    };
+    let mut ihdr = w.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
+    bytes.extend(chunk(b"IHDR", &ihdr));
+    bytes.extend(chunk(
+        b"IDAT",
+        &[
+            0x78, 0x01, 0x01, 0x00, 0x00, 0xff, 0xff, 0x00, 0x00, 0x00, 0x01,
+        ],
+    ));
+    bytes.extend(chunk(b"IEND", b""));
+    std::fs::write(path, bytes).unwrap();
+}

@@ -1,11 +1,12 @@
-//! Atomic file replacement for the run records (`manifest.json`, `runs.json`).
+//! Atomic file replacement: the run records (`manifest.json`, `runs.json`, `job.json`), the
+//! API's job records, and the files `va install` writes.
 //!
 //! A reader (another process running `va status`, the API serving `/jobs/:id/manifest`) must
-//! never see a half-written record, and a crash must leave either the old or the new file. So
+//! never see a half-written file, and a crash must leave either the old or the new file. So
 //! the bytes go to a temporary file in the same directory (same filesystem, so the rename is
 //! atomic), are flushed to disk, and the temporary file is renamed over the target.
 //!
-//! This module only writes; it knows nothing about what the records contain.
+//! This module only writes; it knows nothing about what the files contain.
 
 use std::io::Write;
 use std::path::Path;
