@@ -24,7 +24,7 @@ use crate::record::{EventLog, Manifest};
 use crate::stages::comfyui::Visual;
 use crate::stages::compose::Compositor;
 use crate::stages::{prepare, run_job, RunOptions};
-use crate::timeline::CropWindow;
+use crate::timeline::{crop_window, CropWindow, ZoomCurve};
 
 /// The visual source a bench job renders from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
@@ -463,30 +463,48 @@ fn write_speech(path: &Path, seconds: f64) -> Result<()> {
     w.finalize().at(ErrorKind::Internal, path)
 }
 
-/// A ComfyUI-like frames folder: `count` PNGs (`000001.png`…) of the start picture with a
-/// moving mouth and film grain, so that they compress and decode like photographs.
-fn write_frames(dir: &Path, w: u32, h: u32, count: u64) -> Result<()> {
+/// A ComfyUI-like frames folder: `count` PNGs (`000001.png`…) of what a lip-sync returns, the
+/// bench's start picture (with its film grain, so that the frames compress and decode like
+/// photographs) with a moving mouth, under `zoom` when given: then frame `k` is the still
+/// path's own rendering of main frame `k` (the engine's renderer over the same start picture),
+/// so that a frames job and a still-image job give x264 the same pictures and differ only in
+/// where the pictures come from. (The first frames of this bench had grain that changed every
+/// frame: x264 spent three times the still path's CPU on noise no lip-sync output has.)
+pub(crate) fn write_frames(
+    dir: &Path,
+    w: u32,
+    h: u32,
+    count: u64,
+    zoom: Option<ZoomCurve>,
+) -> Result<()> {
     use image::codecs::png::{CompressionType, FilterType, PngEncoder};
     std::fs::create_dir_all(dir).at(ErrorKind::Internal, dir)?;
     if frame_count(dir) >= count {
         return Ok(()); // made by an earlier bench in this folder
     }
-    let base = picture_rgb(w, h, false);
-    let mut seed: u32 = 0x2545_f491;
+    let base = start_picture(w, h);
+    let mut zoomed = zoom.map(|curve| {
+        let rgba = image::DynamicImage::ImageRgb8(base.clone()).to_rgba8();
+        let planes = Planes::from_rgba8(w, h, rgba.as_raw(), [0; 3]);
+        let tightest = crop_window(1.0 + curve.strength, w, h, w, h, None).w;
+        let r = Renderer::new(planes, w, h, YuvColor::BLACK, tightest);
+        (curve, r, Yuv420::new(w, h))
+    });
     for k in 0..count {
+        let mut img = match &mut zoomed {
+            None => base.clone(),
+            Some((curve, r, frame)) => {
+                r.render(&crop_window(curve.zoom(k), w, h, w, h, None), frame);
+                yuv_to_rgb(frame)
+            }
+        };
         let open = 0.5 + 0.5 * (k as f64 * 0.7).sin();
-        let mut img = base.clone();
         for (x, y, px) in img.enumerate_pixels_mut() {
             let (u, v) = (f64::from(x) / f64::from(w), f64::from(y) / f64::from(h));
             let (dx, dy) = ((u - 0.5) / 0.08, (v - 0.62) / (0.01 + 0.03 * open));
             if dx * dx + dy * dy < 1.0 {
-                *px = image::Rgb([90, 30, 40]);
-            }
-            for c in px.0.iter_mut() {
-                seed ^= seed << 13;
-                seed ^= seed >> 17;
-                seed ^= seed << 5;
-                *c = (i32::from(*c) + (seed % 7) as i32 - 3).clamp(0, 255) as u8;
+                let g = (x.wrapping_mul(7) ^ y.wrapping_mul(13)) % 5;
+                *px = image::Rgb([88 + g as u8, 30, 40]);
             }
         }
         let path = dir.join(format!("{:06}.png", k + 1));
@@ -570,9 +588,47 @@ fn write_start_video(dir: &Path, seconds: f64) -> Result<PathBuf> {
 }
 
 fn write_picture(path: &Path, w: u32, h: u32, end: bool) -> Result<()> {
-    picture_rgb(w, h, end)
-        .save(path)
+    let img = if end {
+        picture_rgb(w, h, true)
+    } else {
+        start_picture(w, h)
+    };
+    img.save(path)
         .map_err(|e| Error::at_path(ErrorKind::Internal, path, e))
+}
+
+/// The bench's start picture: [`picture_rgb`] with a fixed film grain (±3 levels per channel),
+/// as a photograph has; it makes PNGs of it about as large as a photograph's (~600 kB at
+/// 854x480).
+fn start_picture(w: u32, h: u32) -> image::RgbImage {
+    let mut img = picture_rgb(w, h, false);
+    let mut seed: u32 = 0x2545_f491;
+    for px in img.pixels_mut() {
+        for c in px.0.iter_mut() {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            *c = (i32::from(*c) + (seed % 7) as i32 - 3).clamp(0, 255) as u8;
+        }
+    }
+    img
+}
+
+/// A rendered frame as R'G'B' (BT.709 limited range, chroma taken from the sample above
+/// left): the bench's frames written as a ComfyUI would.
+fn yuv_to_rgb(f: &Yuv420) -> image::RgbImage {
+    let cw = f.width as usize / 2;
+    image::RgbImage::from_fn(f.width, f.height, |x, y| {
+        let (x, y) = (x as usize, y as usize);
+        let l = 255.0 / 219.0 * (f32::from(f.y[y * f.width as usize + x]) - 16.0);
+        let c = (y / 2) * cw + x / 2;
+        let cb = 255.0 / 224.0 * (f32::from(f.u[c]) - 128.0);
+        let cr = 255.0 / 224.0 * (f32::from(f.v[c]) - 128.0);
+        let r = l + 1.5748 * cr;
+        let b = l + 1.8556 * cb;
+        let g = (l - 0.2126 * r - 0.0722 * b) / 0.7152;
+        image::Rgb([r, g, b].map(|v| v.round().clamp(0.0, 255.0) as u8))
+    })
 }
 
 /// The bench's start (a face-like disc over a gradient) or end picture.
@@ -698,7 +754,13 @@ pub fn run(a: BenchArgs) -> Result<i32> {
         let fps = crate::timeline::time::parse_fps(&a.fps)
             .map_err(|e| Error::new(ErrorKind::Usage, format!("--fps: {e}")))?;
         let main = ((a.seconds + a.pre) * fps.to_f64()).ceil() as u64 + 1;
-        write_frames(fd, a.width, a.height, main)?;
+        let j = job::load(&job)?;
+        let curve = ZoomCurve {
+            mode: j.motion.mode,
+            strength: j.motion.strength,
+            frames: main,
+        };
+        write_frames(fd, a.width, a.height, main, Some(curve))?;
     }
     let frames_dir = frames_dir.as_deref();
 

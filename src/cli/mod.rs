@@ -1,7 +1,7 @@
 //! The `va` command line: flags parsed once into each command's options, errors printed as
 //! one line with their code, and the exit code chosen here.
 
-mod bench;
+pub(crate) mod bench;
 mod doctor;
 mod inspect;
 mod install;

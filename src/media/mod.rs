@@ -18,6 +18,7 @@ mod ffi;
 pub mod loudness;
 pub(crate) use ffi::{open_input, open_output};
 pub mod picture;
+pub mod pngread;
 pub mod probe;
 pub mod render;
 pub mod resample;

@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use super::pngread::{self, PngReader, Rgb8};
 use crate::error::{Error, ErrorKind, Result};
 
 /// An 8-bit planar 4:2:0 frame, tightly packed (stride = width), even dimensions.
@@ -95,7 +96,7 @@ impl YuvColor {
 }
 
 /// A full-resolution Y'CbCr image with f32 samples on the 8-bit scale.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Planes {
     pub width: u32,
     pub height: u32,
@@ -216,31 +217,17 @@ impl Planes {
         }
     }
 
-    /// Converts one row of RGBA pixels into row `row` (the conversion of
-    /// [`Planes::from_rgba8`], constants folded, alpha composited over `bgf`).
+    /// Converts one row of RGBA pixels into row `row` ([`convert_rgba_row`]).
     fn convert_row(&mut self, row: usize, pixels: &[[u8; 4]], bgf: [f32; 3]) {
-        const KR: f32 = 0.2126;
-        const KG: f32 = 0.7152;
-        const KB: f32 = 0.0722;
-        const SY: f32 = 219.0 / 255.0;
-        const SB: f32 = 224.0 / 255.0 / 1.8556;
-        const SR: f32 = 224.0 / 255.0 / 1.5748;
         let w = pixels.len();
         let o = row * w;
-        let out = self.y[o..o + w]
-            .iter_mut()
-            .zip(&mut self.cb[o..o + w])
-            .zip(&mut self.cr[o..o + w]);
-        for (((y, cb), cr), px) in out.zip(pixels) {
-            // Branch-free compositing: exact for opaque pixels (a = 1).
-            let a = f32::from(px[3]) * (1.0 / 255.0);
-            let mix = |c: u8, bg: f32| f32::from(c) * a + bg * (1.0 - a);
-            let (r, g, b) = (mix(px[0], bgf[0]), mix(px[1], bgf[1]), mix(px[2], bgf[2]));
-            let l = KR * r + KG * g + KB * b;
-            *y = 16.0 + SY * l;
-            *cb = 128.0 + SB * (b - l);
-            *cr = 128.0 + SR * (r - l);
-        }
+        convert_rgba_row(
+            pixels,
+            bgf,
+            &mut self.y[o..o + w],
+            &mut self.cb[o..o + w],
+            &mut self.cr[o..o + w],
+        );
     }
 
     /// Fills this picture from 8-bit limited-range BT.709 Y'CbCr 4:4:4 planes (`data`,
@@ -267,87 +254,234 @@ impl Planes {
         }
     }
 
-    /// Fills this picture from tightly packed 8-bit RGB (`channels` 3) or RGBA (4) rows, with
-    /// the conversion of [`Planes::fill_from_rgba8_mapped`] (same values), reusing its buffers.
-    pub fn fill_from_rgb8(
-        &mut self,
-        width: u32,
-        height: u32,
-        data: &[u8],
-        channels: usize,
-        bg: [u8; 3],
-    ) {
-        let w = width as usize;
-        self.resize(width, height);
+    /// Fills this picture from 8-bit R'G'B' or R'G'B'A rows, with the conversion of
+    /// [`Planes::fill_from_rgba8_mapped`] (same values), reusing its buffers.
+    pub fn fill_from_rgb8(&mut self, px: &Rgb8, bg: [u8; 3]) {
+        self.resize(px.width, px.height);
         let bgf = bg.map(f32::from);
-        let mut row = vec![[0u8, 0, 0, 255]; w];
-        for (r, src) in data
-            .chunks_exact((w * channels).max(1))
-            .take(height as usize)
-            .enumerate()
-        {
-            if channels == 4 {
-                for (o, px) in row.iter_mut().zip(src.chunks_exact(4)) {
-                    *o = [px[0], px[1], px[2], px[3]];
-                }
-            } else {
-                for (o, px) in row.iter_mut().zip(src.chunks_exact(3)) {
-                    *o = [px[0], px[1], px[2], 255];
-                }
-            }
+        let mut row = Vec::new();
+        for r in 0..px.height as usize {
+            rgba_pixels(px, r, &mut row);
             self.convert_row(r, &row, bgf);
         }
     }
 }
 
-/// Loads pictures one after another into the same buffers: a frames folder's frames. Plain
-/// 8-bit RGB and RGBA images without an EXIF turn (what ComfyUI writes) are decoded straight
-/// into a reused buffer and converted row by row; any other image goes through
-/// [`load_image`].
+/// Row `r` of `px` as RGBA pixels (opaque when it has no alpha) in `row`.
+fn rgba_pixels(px: &Rgb8, r: usize, row: &mut Vec<[u8; 4]>) {
+    let src = px.row(r);
+    row.clear();
+    if px.channels == 4 {
+        row.extend(src.chunks_exact(4).map(|p| [p[0], p[1], p[2], p[3]]));
+    } else {
+        row.extend(src.chunks_exact(3).map(|p| [p[0], p[1], p[2], 255]));
+    }
+}
+
+/// Converts RGBA pixels to BT.709 limited-range Y'CbCr on the 8-bit scale (the conversion of
+/// [`Planes::from_rgba8`], constants folded, alpha composited over `bgf`), one output per
+/// pixel.
+fn convert_rgba_row(
+    pixels: &[[u8; 4]],
+    bgf: [f32; 3],
+    y: &mut [f32],
+    cb: &mut [f32],
+    cr: &mut [f32],
+) {
+    const KR: f32 = 0.2126;
+    const KG: f32 = 0.7152;
+    const KB: f32 = 0.0722;
+    const SY: f32 = 219.0 / 255.0;
+    const SB: f32 = 224.0 / 255.0 / 1.8556;
+    const SR: f32 = 224.0 / 255.0 / 1.5748;
+    let out = y.iter_mut().zip(cb.iter_mut()).zip(cr.iter_mut());
+    for (((y, cb), cr), px) in out.zip(pixels) {
+        // Branch-free compositing: exact for opaque pixels (a = 1).
+        let a = f32::from(px[3]) * (1.0 / 255.0);
+        let mix = |c: u8, bg: f32| f32::from(c) * a + bg * (1.0 - a);
+        let (r, g, b) = (mix(px[0], bgf[0]), mix(px[1], bgf[1]), mix(px[2], bgf[2]));
+        let l = KR * r + KG * g + KB * b;
+        *y = 16.0 + SY * l;
+        *cb = 128.0 + SB * (b - l);
+        *cr = 128.0 + SR * (r - l);
+    }
+}
+
+/// The renderer's working form of an 8-bit picture at its own size, made row by row without
+/// a full-resolution chroma picture: `luma(r, row)` gets each row of Y' (f32 on the 8-bit
+/// scale) and `chroma(j, cb, cr)` each row of Cb and Cr at half resolution
+/// (`ceil(w/2)`×`ceil(h/2)`), shrunk as the renderer shrinks chroma by 2: the triangle kernel
+/// of radius 2, which at an exact factor of 2 is (1, 3, 3, 1)/8 on each axis, edge samples
+/// repeated. The same values as [`Planes::fill_from_rgb8`] and then the renderer's shrink, up
+/// to float rounding.
+pub(crate) fn rgb8_working_rows(
+    px: &Rgb8,
+    bg: [u8; 3],
+    mut luma: impl FnMut(usize, &[f32]),
+    mut chroma: impl FnMut(usize, &[f32], &[f32]),
+) {
+    let (w, h) = (px.width as usize, px.height as usize);
+    if w == 0 || h == 0 {
+        return;
+    }
+    let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+    let bgf = bg.map(f32::from);
+    let row = || vec![0.0f32; w];
+    let (mut r, mut g, mut b, mut y) = (row(), row(), row(), row());
+    // The last four rows of full-resolution chroma (row i in slot i % 4), one row shrunk
+    // vertically, and that row shrunk horizontally.
+    let (mut ring_b, mut ring_r) = (vec![0.0f32; 4 * w], vec![0.0f32; 4 * w]);
+    let (mut vb, mut vr) = (row(), row());
+    let (mut hb, mut hr) = (vec![0.0f32; cw], vec![0.0f32; cw]);
+    let mut next = 0;
+    for i in 0..h {
+        rgb_floats(px, i, bgf, [&mut r, &mut g, &mut b]);
+        let slot = (i % 4) * w;
+        ycbcr_rows(
+            [&r, &g, &b],
+            &mut y,
+            &mut ring_b[slot..slot + w],
+            &mut ring_r[slot..slot + w],
+        );
+        luma(i, &y);
+        // Chroma row j needs rows 2j-1 ..= 2j+2 (clamped to the picture): all within the
+        // last four once row min(2j+2, h-1) is in.
+        while next < ch && (2 * next + 2).min(h - 1) <= i {
+            let k = 2 * next;
+            let rows = [k.saturating_sub(1), k, k + 1, k + 2].map(|i| (i.min(h - 1) % 4) * w);
+            for (ring, v, out) in [(&ring_b, &mut vb, &mut hb), (&ring_r, &mut vr, &mut hr)] {
+                let [p0, p1, p2, p3] = rows.map(|o| &ring[o..o + w]);
+                for ((((o, &a), &b), &c), &d) in v.iter_mut().zip(p0).zip(p1).zip(p2).zip(p3) {
+                    *o = (a + 3.0 * (b + c) + d) * 0.125;
+                }
+                shrink_row_by_2(v, out);
+            }
+            chroma(next, &hb, &hr);
+            next += 1;
+        }
+    }
+}
+
+/// Row `i` of `px` as R', G', B' floats (alpha composited over `bgf`).
+fn rgb_floats(px: &Rgb8, i: usize, bgf: [f32; 3], [r, g, b]: [&mut [f32]; 3]) {
+    let src = px.row(i);
+    let out = r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut());
+    if px.channels == 3 {
+        for (((r, g), b), p) in out.zip(src.chunks_exact(3)) {
+            (*r, *g, *b) = (f32::from(p[0]), f32::from(p[1]), f32::from(p[2]));
+        }
+    } else {
+        for (((r, g), b), p) in out.zip(src.chunks_exact(4)) {
+            let a = f32::from(p[3]) * (1.0 / 255.0);
+            let mix = |c: u8, bg: f32| f32::from(c) * a + bg * (1.0 - a);
+            (*r, *g, *b) = (mix(p[0], bgf[0]), mix(p[1], bgf[1]), mix(p[2], bgf[2]));
+        }
+    }
+}
+
+/// [`convert_rgba_row`]'s conversion on separate R', G', B' rows (which the compiler
+/// vectorises).
+fn ycbcr_rows([r, g, b]: [&[f32]; 3], y: &mut [f32], cb: &mut [f32], cr: &mut [f32]) {
+    const KR: f32 = 0.2126;
+    const KG: f32 = 0.7152;
+    const KB: f32 = 0.0722;
+    const SY: f32 = 219.0 / 255.0;
+    const SB: f32 = 224.0 / 255.0 / 1.8556;
+    const SR: f32 = 224.0 / 255.0 / 1.5748;
+    let n = y.len();
+    let (r, g, b, cb, cr) = (&r[..n], &g[..n], &b[..n], &mut cb[..n], &mut cr[..n]);
+    for i in 0..n {
+        let l = KR * r[i] + KG * g[i] + KB * b[i];
+        y[i] = 16.0 + SY * l;
+        cb[i] = 128.0 + SB * (b[i] - l);
+        cr[i] = 128.0 + SR * (r[i] - l);
+    }
+}
+
+/// `out[j]` = (1, 3, 3, 1)/8 over `v[2j-1 ..= 2j+2]`, indices clamped to `v`.
+fn shrink_row_by_2(v: &[f32], out: &mut [f32]) {
+    let last = v.len() - 1;
+    let at = |i: usize| v[i.min(last)];
+    let edge = |j: usize| {
+        let k = 2 * j;
+        (at(k.saturating_sub(1)) + 3.0 * (at(k) + at(k + 1)) + at(k + 2)) * 0.125
+    };
+    // Inside (2j+2 <= last): the four taps as they are.
+    let inside = if v.len() >= 3 {
+        (v.len() - 3) / 2 + 1
+    } else {
+        1
+    };
+    let inside = inside.min(out.len());
+    for (o, t) in out[1..inside].iter_mut().zip(v[1..].windows(4).step_by(2)) {
+        *o = (t[0] + 3.0 * (t[1] + t[2]) + t[3]) * 0.125;
+    }
+    out[0] = edge(0);
+    for (j, o) in out.iter_mut().enumerate().skip(inside) {
+        *o = edge(j);
+    }
+}
+
+/// A picture as the frames-folder loader gives it: the decoded 8-bit rows of a PNG like
+/// ComfyUI's, or any other image already in the working form.
+pub enum Picture<'a> {
+    Rgb8(Rgb8<'a>),
+    Planes(&'a Planes),
+}
+
+impl Picture<'_> {
+    pub fn size(&self) -> (u32, u32) {
+        match self {
+            Picture::Rgb8(p) => (p.width, p.height),
+            Picture::Planes(p) => (p.width, p.height),
+        }
+    }
+}
+
+/// Loads pictures one after another into the same buffers: a frames folder's frames. The
+/// PNGs ComfyUI writes (8-bit RGB or RGBA, see [`PngReader`]) are decoded into reused buffers
+/// by the fast reader; any other image goes through [`load_image`].
 pub struct ImageLoader {
-    bytes: Vec<u8>,
+    reader: PngReader,
     planes: Planes,
 }
 
 impl Default for ImageLoader {
     fn default() -> Self {
         ImageLoader {
-            bytes: Vec::new(),
+            reader: PngReader::default(),
             planes: Planes::from_rgba8(0, 0, &[], [0; 3]),
         }
     }
 }
 
 impl ImageLoader {
-    /// The picture at `path` (the checks and errors of [`load_image`]).
-    pub fn load(&mut self, path: &Path, max_pixels: u64, bg: [u8; 3]) -> Result<&Planes> {
-        use image::ImageDecoder;
-        let (mut decoder, orientation) = open_decoder(path)?;
-        let (w, h) = decoder.dimensions();
-        let channels = match decoder.color_type() {
-            image::ColorType::Rgb8 => 3,
-            image::ColorType::Rgba8 => 4,
-            _ => 0,
-        };
-        if channels == 0 || orientation != image::metadata::Orientation::NoTransforms {
-            drop(decoder);
-            self.planes = load_image(path, max_pixels, bg)?;
-            return Ok(&self.planes);
+    /// The picture at `path` (the checks and errors of [`load_image`]): its 8-bit rows when
+    /// the fast reader takes it, else the working form from [`load_image`].
+    pub fn decode(&mut self, path: &Path, max_pixels: u64, bg: [u8; 3]) -> Result<Picture<'_>> {
+        if self.read_fast(path, max_pixels)? {
+            return Ok(Picture::Rgb8(self.reader.picture()));
         }
-        check_pixels(path, "image", (w, h), max_pixels)?;
-        limit_decoder(&mut decoder, path, (w, h), max_pixels)?;
-        let n = usize::try_from(decoder.total_bytes())
-            .map_err(|_| Error::at_path(ErrorKind::UnsupportedFormat, path, "image too large"))?;
-        self.bytes.resize(n, 0);
-        decoder.read_image(&mut self.bytes).map_err(|e| {
-            Error::at_path(
-                ErrorKind::UnsupportedFormat,
-                path,
-                format!("cannot decode image ({e})"),
-            )
-        })?;
-        self.planes.fill_from_rgb8(w, h, &self.bytes, channels, bg);
+        self.planes = load_image(path, max_pixels, bg)?;
+        Ok(Picture::Planes(&self.planes))
+    }
+
+    /// The picture at `path` in the working form (the checks and errors of [`load_image`]).
+    pub fn load(&mut self, path: &Path, max_pixels: u64, bg: [u8; 3]) -> Result<&Planes> {
+        if self.read_fast(path, max_pixels)? {
+            self.planes.fill_from_rgb8(&self.reader.picture(), bg);
+        } else {
+            self.planes = load_image(path, max_pixels, bg)?;
+        }
         Ok(&self.planes)
+    }
+
+    /// Whether the fast reader decoded `path` (the pixel limit checked from its header).
+    fn read_fast(&mut self, path: &Path, max_pixels: u64) -> Result<bool> {
+        super::check_input_file(path)?;
+        let accept =
+            |h: pngread::Header| check_pixels(path, "image", (h.width, h.height), max_pixels);
+        Ok(self.reader.read(path, accept)?.is_some())
     }
 }
 
@@ -410,13 +544,9 @@ fn upright_size((w, h): (u32, u32), o: image::metadata::Orientation) -> (u32, u3
     }
 }
 
-/// A decoder for `path` (header read) and the picture's EXIF orientation.
-fn open_decoder(path: &Path) -> Result<(impl image::ImageDecoder, image::metadata::Orientation)> {
-    try_open_decoder(path)?.map_err(header_error(path))
-}
-
-/// [`open_decoder`], with the `image` crate's own error kept (the inner `Err`) for a file
-/// that is an image format it knows: an unsupported variant may be FFmpeg's to read.
+/// A decoder for `path` (header read) and the picture's EXIF orientation, with the `image`
+/// crate's own error kept (the inner `Err`) for a file that is an image format it knows: an
+/// unsupported variant may be FFmpeg's to read.
 #[allow(
     clippy::type_complexity,
     reason = "the decoder type is opaque; naming the pair would not make it clearer"

@@ -7,7 +7,8 @@
 //! average when minifying). Windows are never snapped to whole pixels, which is what makes
 //! slow zooms smooth; samples outside the source take the background colour.
 
-use super::picture::{Decoded, Planes, Yuv420, YuvColor};
+use super::picture::{rgb8_working_rows, Decoded, Planes, Yuv420, YuvColor};
+use super::pngread::Rgb8;
 use crate::error::Result;
 use crate::timeline::CropWindow;
 
@@ -583,6 +584,12 @@ fn bilinear_plane(
     }
 }
 
+/// The least shrink of the source worth its resampling: a source that the tightest window
+/// would minify by less (a picture staged for ComfyUI at the size the zoom needs, rounded up
+/// to whole pixels) is kept as it is, and the bilinear fast path minifies it that little
+/// (its widest window stays within [`BILINEAR_MAX_STEP`] for every zoom strength up to 0.23).
+const PRESCALE_MIN: f64 = 1.01;
+
 /// Renders windows of one source picture into 4:2:0 frames.
 ///
 /// The source is kept in a working form chosen once: luma at a resolution where the tightest
@@ -614,6 +621,8 @@ struct Work {
     blocked: [Blocked; 3],
     general: General,
     fast: Fast,
+    /// A converted picture, when an 8-bit source is shrunk for luma.
+    planes: Planes,
 }
 
 impl Work {
@@ -750,24 +759,6 @@ impl Renderer {
         Ok(r)
     }
 
-    fn empty(out_w: u32, out_h: u32, bg: YuvColor) -> Renderer {
-        Renderer {
-            luma: Vec::new(),
-            luma_w: 0,
-            luma_h: 0,
-            cb: Vec::new(),
-            cr: Vec::new(),
-            chroma_w: 0,
-            chroma_h: 0,
-            prescale: 1.0,
-            src_size: (0.0, 0.0),
-            bg,
-            out_w,
-            out_h,
-            work: Box::default(),
-        }
-    }
-
     /// Points this renderer at another source picture, reusing its buffers: what a start
     /// video does once per source frame it shows (same result as [`Renderer::new`] with the
     /// same arguments).
@@ -787,8 +778,9 @@ impl Renderer {
         min_window_w: f64,
     ) -> Result<()> {
         let factor = (min_window_w / f64::from(self.out_w)).max(1.0);
+        let factor = if factor > PRESCALE_MIN { factor } else { 1.0 };
         let bg = self.bg;
-        (self.luma_w, self.luma_h) = if factor > 1.0 + 1e-9 {
+        (self.luma_w, self.luma_h) = if factor > PRESCALE_MIN {
             shrink_into(
                 y,
                 sw,
@@ -819,6 +811,86 @@ impl Renderer {
         self.src_size = (sw as f64, sh as f64);
         self.work.blocked.iter_mut().for_each(|b| b.ready = false);
         Ok(())
+    }
+
+    /// A renderer with no source yet: give it one ([`Renderer::set_source_rgb8`],
+    /// [`Renderer::set_source`]) before rendering.
+    pub fn empty(out_w: u32, out_h: u32, bg: YuvColor) -> Renderer {
+        Renderer {
+            luma: Vec::new(),
+            luma_w: 0,
+            luma_h: 0,
+            cb: Vec::new(),
+            cr: Vec::new(),
+            chroma_w: 0,
+            chroma_h: 0,
+            prescale: 1.0,
+            src_size: (0.0, 0.0),
+            bg,
+            out_w,
+            out_h,
+            work: Box::default(),
+        }
+    }
+
+    /// [`Renderer::set_source`] for an 8-bit picture (`bg` composited under its alpha):
+    /// converted straight into the working form (luma as it is, chroma shrunk by 2 as the
+    /// rows come) unless luma is to be shrunk too, without a full-resolution Y'CbCr picture
+    /// in between. The same working form as `set_source` of the converted picture, up to
+    /// float rounding.
+    pub fn set_source_rgb8(&mut self, px: &Rgb8, bg: [u8; 3], min_window_w: f64) {
+        let factor = (min_window_w / f64::from(self.out_w)).max(1.0);
+        let factor = if factor > PRESCALE_MIN { factor } else { 1.0 };
+        if factor > PRESCALE_MIN {
+            let mut planes = std::mem::take(&mut self.work.planes);
+            planes.fill_from_rgb8(px, bg);
+            self.set_source(&planes, min_window_w);
+            self.work.planes = planes;
+            return;
+        }
+        let (w, h) = (px.width as usize, px.height as usize);
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        self.luma.resize(w * h, 0.0);
+        self.cb.resize(cw * ch, 0.0);
+        self.cr.resize(cw * ch, 0.0);
+        let (luma, cb, cr) = (&mut self.luma, &mut self.cb, &mut self.cr);
+        rgb8_working_rows(
+            px,
+            bg,
+            |r, row| luma[r * w..(r + 1) * w].copy_from_slice(row),
+            |j, b, r| {
+                cb[j * cw..(j + 1) * cw].copy_from_slice(b);
+                cr[j * cw..(j + 1) * cw].copy_from_slice(r);
+            },
+        );
+        (self.luma_w, self.luma_h) = (w, h);
+        (self.chroma_w, self.chroma_h) = (cw, ch);
+        self.prescale = 1.0;
+        self.src_size = (w as f64, h as f64);
+        self.work.blocked.iter_mut().for_each(|b| b.ready = false);
+    }
+
+    /// What a renderer gives for the window of the whole of `px` when `px` has the output's
+    /// size (every output sample is its working sample, rounded), straight from the rows:
+    /// the frames-folder path when ComfyUI's frames have the render size. `out` must have
+    /// `px`'s size (even, as every output frame).
+    pub fn render_whole_rgb8(px: &Rgb8, bg: [u8; 3], out: &mut Yuv420) {
+        let (w, cw) = (px.width as usize, px.width as usize / 2);
+        let (y, u, v) = (&mut out.y, &mut out.u, &mut out.v);
+        let put = |out: &mut [u8], row: &[f32]| {
+            for (o, &s) in out.iter_mut().zip(row) {
+                *o = to_u8_fast(s);
+            }
+        };
+        rgb8_working_rows(
+            px,
+            bg,
+            |r, row| put(&mut y[r * w..(r + 1) * w], row),
+            |j, b, r| {
+                put(&mut u[j * cw..(j + 1) * cw], b);
+                put(&mut v[j * cw..(j + 1) * cw], r);
+            },
+        );
     }
 
     /// Renders `win` (in original source coordinates) into `out`.
@@ -1004,6 +1076,94 @@ mod tests {
             reused.render(&win(p), &mut x);
             fresh.render(&win(p), &mut y);
             assert_eq!(x, y);
+        }
+    }
+
+    /// Samples of two frames that differ, and by how much at most.
+    fn differences(a: &Yuv420, b: &Yuv420) -> (usize, u8) {
+        let pairs =
+            a.y.iter()
+                .zip(&b.y)
+                .chain(a.u.iter().zip(&b.u))
+                .chain(a.v.iter().zip(&b.v));
+        pairs.fold((0, 0), |(n, worst), (p, q)| {
+            let d = p.abs_diff(*q);
+            (n + usize::from(d > 0), worst.max(d))
+        })
+    }
+
+    /// An 8-bit picture with detail in every channel (and alpha ramps when `channels` is 4).
+    fn rgb8_picture(w: u32, h: u32, channels: usize) -> Vec<u8> {
+        let mut seed = 0x9e37_79b9u32;
+        (0..(w * h) as usize * channels)
+            .map(|i| {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                let (p, c) = (i / channels, i % channels);
+                let (x, y) = (p % w as usize, p / w as usize);
+                if c == 3 {
+                    (x * 255 / w as usize) as u8
+                } else {
+                    ((x * (c + 1) * 3 + y * 5) % 256) as u8 ^ (seed % 16) as u8
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_8bit_source_renders_like_its_converted_picture() {
+        let bg = [10, 200, 30];
+        let bgc = YuvColor::from_rgb(10.0, 200.0, 30.0);
+        // Odd sizes (chroma edge samples), RGB and RGBA, fitted and under a zoom.
+        for (w, h, channels) in [
+            (67u32, 41u32, 3usize),
+            (50, 36, 4),
+            (64, 36, 3),
+            (200, 100, 4),
+        ] {
+            let data = rgb8_picture(w, h, channels);
+            let px = Rgb8 {
+                width: w,
+                height: h,
+                channels,
+                stride: w as usize * channels,
+                data: &data,
+            };
+            let mut planes = Planes::default();
+            planes.fill_from_rgb8(&px, bg);
+            let (ow, oh) = (64u32, 36u32);
+            for zoom in [1.0, 1.07, 1.2] {
+                let fit = crop_window_contain(w, h, ow, oh);
+                let win = CropWindow {
+                    x: fit.x + fit.w * (1.0 - 1.0 / zoom) / 2.0,
+                    y: fit.y + fit.h * (1.0 - 1.0 / zoom) / 2.0,
+                    w: fit.w / zoom,
+                    h: fit.h / zoom,
+                };
+                let mut want = Yuv420::new(ow, oh);
+                Renderer::new(planes.clone(), ow, oh, bgc, fit.w / 1.2).render(&win, &mut want);
+                let mut r = Renderer::empty(ow, oh, bgc);
+                r.set_source_rgb8(&px, bg, fit.w / 1.2);
+                let mut got = Yuv420::new(ow, oh);
+                r.render(&win, &mut got);
+                let (n, worst) = differences(&got, &want);
+                let total = (ow * oh * 3 / 2) as usize;
+                assert!(
+                    worst <= 1 && n * 100 < total,
+                    "{w}x{h}x{channels} zoom {zoom}: {n} of {total} differ, by up to {worst}"
+                );
+                if (w, h) == (ow, oh) && zoom == 1.0 {
+                    // The whole picture at its own size: no renderer needed.
+                    let mut whole = Yuv420::new(ow, oh);
+                    Renderer::render_whole_rgb8(&px, bg, &mut whole);
+                    let (n, worst) = differences(&whole, &want);
+                    assert!(
+                        worst <= 1 && n * 100 < total,
+                        "whole: {n} of {total} differ, by up to {worst}"
+                    );
+                }
+            }
         }
     }
 

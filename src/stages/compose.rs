@@ -12,7 +12,7 @@ use crate::job::{EndImageFit, Job};
 use crate::media;
 use crate::media::ahead::Ahead;
 use crate::media::encode::FrameProducer;
-use crate::media::picture::{self, ImageLoader, Planes, Yuv420, YuvColor};
+use crate::media::picture::{self, ImageLoader, Picture, Planes, Yuv420, YuvColor};
 use crate::media::render::Renderer;
 use crate::media::video::VideoFrames;
 use crate::timeline::{crop_window, CropWindow, FramePlan, FrameSource, ZoomCurve};
@@ -45,8 +45,7 @@ enum Main {
     Frames(Box<FramesMain>),
 }
 
-/// Renders `planes` fitted (contain, zoom 1) into `out`, creating the renderer with the first
-/// picture and re-pointing it (buffers reused) at later ones.
+/// Renders `planes` fitted (contain, zoom 1) into `out` ([`render_window`]).
 fn render_fitted(
     renderer: &mut Option<Renderer>,
     planes: &Planes,
@@ -55,33 +54,55 @@ fn render_fitted(
     out: &mut Yuv420,
 ) {
     let win = crop_window(1.0, planes.width, planes.height, size.0, size.1, None);
-    render_window(renderer, planes, size, bg, &win, win.w, out);
+    render_window(
+        renderer,
+        Picture::Planes(planes),
+        size,
+        [0; 3],
+        bg,
+        &win,
+        win.w,
+        out,
+    );
 }
 
-/// Renders `planes` through `win` into `out`, the source shrunk once for windows of at least
-/// `min_window_w` source pixels (as [`Renderer::new`]); creates or re-points the renderer.
+/// Renders `pic` through `win` into `out` (`size`), the source shrunk once for windows of at
+/// least `min_window_w` source pixels (as [`Renderer::new`]), creating the renderer with the
+/// first picture and re-pointing it (buffers reused) at later ones. An 8-bit picture goes
+/// into the renderer's working form straight from its rows (`bg`, the background as R'G'B',
+/// under its alpha); one of the output's size seen whole (ComfyUI's frames at the render
+/// size) needs no renderer at all.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call per frame, all of them needed"
+)]
 fn render_window(
     renderer: &mut Option<Renderer>,
-    planes: &Planes,
+    pic: Picture,
     size: (u32, u32),
-    bg: YuvColor,
+    bg: [u8; 3],
+    bgc: YuvColor,
     win: &CropWindow,
     min_window_w: f64,
     out: &mut Yuv420,
 ) {
-    let r = match renderer {
-        Some(r) => {
-            r.set_source(planes, min_window_w);
-            r
+    let r = renderer.get_or_insert_with(|| Renderer::empty(size.0, size.1, bgc));
+    match pic {
+        Picture::Rgb8(px) => {
+            let whole = CropWindow {
+                x: 0.0,
+                y: 0.0,
+                w: f64::from(px.width),
+                h: f64::from(px.height),
+            };
+            if (px.width, px.height) == size && *win == whole && min_window_w <= whole.w {
+                Renderer::render_whole_rgb8(&px, bg, out);
+                return;
+            }
+            r.set_source_rgb8(&px, bg, min_window_w);
         }
-        None => renderer.insert(Renderer::new(
-            planes.clone(),
-            size.0,
-            size.1,
-            bg,
-            min_window_w,
-        )),
-    };
+        Picture::Planes(planes) => r.set_source(planes, min_window_w),
+    }
     r.render(win, out);
 }
 
@@ -123,21 +144,24 @@ impl FramesMain {
                 let path = dir.join(format!("{:06}.png", i + 1));
                 // A frame that cannot be used is ComfyUI's fault: the run falls back
                 // (`comfyui::frames_unusable`).
-                let planes = loader.load(&path, max_pixels, bg).map_err(|e| {
+                let pic = loader.decode(&path, max_pixels, bg).map_err(|e| {
                     Error::new(
                         ErrorKind::ComfyuiBadResponse,
                         format!("ComfyUI frame {}", e.message),
                     )
                 })?;
                 let mut frame = reused.unwrap_or_else(|| Yuv420::new(out.0, out.1));
+                let (w, h) = pic.size();
                 match zoom {
-                    None => render_fitted(renderer, planes, out, bgc, &mut frame),
+                    None => {
+                        let win = crop_window(1.0, w, h, out.0, out.1, None);
+                        render_window(renderer, pic, out, bg, bgc, &win, win.w, &mut frame);
+                    }
                     Some((curve, centre)) => {
-                        let (w, h) = (planes.width, planes.height);
                         let tightest =
                             crop_window(1.0 + curve.strength, w, h, out.0, out.1, None).w;
                         let win = crop_window(curve.zoom(i), w, h, out.0, out.1, centre);
-                        render_window(renderer, planes, out, bgc, &win, tightest, &mut frame);
+                        render_window(renderer, pic, out, bg, bgc, &win, tightest, &mut frame);
                     }
                 }
                 Ok(frame)
@@ -519,5 +543,80 @@ mod tests {
         assert!((v.x - 140.0).abs() < 1e-9, "centre-cropped: {v:?}");
         let s = fit_window(EndImageFit::Stretch, src, out);
         assert_eq!((s.x, s.y, s.w, s.h), (0.0, 0.0, 640.0, 360.0));
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+
+    /// The decode workers' cost per ComfyUI frame (decode, convert, render, as `FramesMain`'s
+    /// workers do it), on one thread: `cargo test --release --lib -- --ignored frames_cost
+    /// --nocapture`. The frames are the bench's (`va bench --source frames`), generated at
+    /// `VIDAX_BENCH_SIZE` (`WxH`, default 854x480) unless `VIDAX_BENCH_FRAMES` names a folder;
+    /// `VIDAX_BENCH_ZOOM` (e.g. 0.1) renders them under a zoom to `1 + zoom` (the lip-synced
+    /// still's path), else fitted. A measurement only (callgrind: instructions per frame).
+    #[test]
+    #[ignore]
+    fn frames_cost() {
+        let env = |k: &str| std::env::var(k).ok();
+        let tmp = tempfile::tempdir().unwrap();
+        let (dir, count) = match env("VIDAX_BENCH_FRAMES") {
+            Some(d) => {
+                let d = std::path::PathBuf::from(d);
+                let n = (1u64..)
+                    .take_while(|i| d.join(format!("{i:06}.png")).is_file())
+                    .count() as u64;
+                (d, n)
+            }
+            None => {
+                let size = env("VIDAX_BENCH_SIZE").unwrap_or_else(|| "854x480".into());
+                let (w, h) = size.split_once('x').unwrap();
+                crate::cli::bench::write_frames(
+                    tmp.path(),
+                    w.parse().unwrap(),
+                    h.parse().unwrap(),
+                    12,
+                    None,
+                )
+                .unwrap();
+                (tmp.path().to_path_buf(), 12)
+            }
+        };
+        let zoom: Option<f64> = env("VIDAX_BENCH_ZOOM").map(|z| z.parse().unwrap());
+        let out = (854u32, 480u32);
+        let bg = [0u8; 3];
+        let bgc = YuvColor::BLACK;
+        let (mut loader, mut renderer) = (ImageLoader::default(), None::<Renderer>);
+        let mut frame = Yuv420::new(out.0, out.1);
+        // VIDAX_BENCH_OLD=1: the previous path (the whole picture converted to float Y'CbCr
+        // 4:4:4 by the loader, then the renderer's shrink), for comparison.
+        let old = env("VIDAX_BENCH_OLD").is_some();
+        let t = std::time::Instant::now();
+        for i in 0..count {
+            let path = dir.join(format!("{:06}.png", i + 1));
+            let pic = if old {
+                Picture::Planes(loader.load(&path, 1 << 28, bg).unwrap())
+            } else {
+                loader.decode(&path, 1 << 28, bg).unwrap()
+            };
+            let (w, h) = pic.size();
+            let (win, min_w) = match zoom {
+                None => {
+                    let win = crop_window(1.0, w, h, out.0, out.1, None);
+                    (win, win.w)
+                }
+                Some(s) => {
+                    let tightest = crop_window(1.0 + s, w, h, out.0, out.1, None).w;
+                    let z = 1.0 + s * i as f64 / count as f64;
+                    (crop_window(z, w, h, out.0, out.1, None), tightest)
+                }
+            };
+            render_window(&mut renderer, pic, out, bg, bgc, &win, min_w, &mut frame);
+        }
+        eprintln!(
+            "frames: {count}, {:.3} ms/frame (wall, one thread)",
+            t.elapsed().as_secs_f64() * 1000.0 / count as f64
+        );
     }
 }
