@@ -43,6 +43,26 @@ impl EncodeProgress {
     }
 }
 
+/// Where a ComfyUI workflow's chunks stand.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ChunkProgress {
+    pub workflow_id: String,
+    pub chunks_done: u64,
+    pub chunks_total: u64,
+    pub frames_done: u64,
+    pub frames_total: u64,
+    pub endpoints: Vec<EndpointProgress>,
+}
+
+/// One endpoint's share of a workflow's chunks.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EndpointProgress {
+    pub url: String,
+    pub chunks_done: u64,
+    pub frames_done: u64,
+    pub in_flight: u64,
+}
+
 /// A phase's state change, as the manifest records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -64,6 +84,9 @@ pub trait Progress: Send + Sync {
     fn phase(&self, _name: &str, _change: PhaseChange) {}
     /// ComfyUI reported `value` of `max` steps of the current prompt.
     fn comfyui(&self, _value: u64, _max: u64) {}
+    /// A ComfyUI workflow's chunks: how many are done and in flight, over the pool and per
+    /// endpoint (sent when its chunks are handed out and each time one finishes).
+    fn comfyui_chunks(&self, _p: &ChunkProgress) {}
     /// The encode advanced.
     fn encode(&self, _p: EncodeProgress) {}
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::progress::{EncodeProgress, PhaseChange, Progress};
+use crate::progress::{ChunkProgress, EncodeProgress, PhaseChange, Progress};
 use crate::stages::RunOutcome;
 
 /// One NDJSON line of `va run --json` / `va produce --json` (docs/CLI.md, "Machine output").
@@ -24,6 +24,8 @@ pub enum JsonEvent {
     /// Progress of the current phase, at most [`JSON_PROGRESS_PER_SECOND`] lines a second
     /// (the last one always).
     Progress(ProgressLine),
+    /// ComfyUI chunks done, over the pool and per endpoint (each time one finishes).
+    Chunks(ChunkProgress),
     /// The run completed: the summary.
     Done(Summary),
     /// The command failed (before or during the run).
@@ -202,6 +204,10 @@ impl Progress for JsonProgress {
         });
     }
 
+    fn comfyui_chunks(&self, p: &ChunkProgress) {
+        emit(&JsonEvent::Chunks(p.clone()));
+    }
+
     fn encode(&self, p: EncodeProgress) {
         self.throttled(ProgressLine {
             phase: "encode".into(),
@@ -277,6 +283,23 @@ impl Progress for TerminalProgress {
         });
     }
 
+    fn comfyui_chunks(&self, p: &ChunkProgress) {
+        let per: Vec<String> = p
+            .endpoints
+            .iter()
+            .map(|e| format!("{} {}+{}", e.url, e.chunks_done, e.in_flight))
+            .collect();
+        self.with_bar("comfyui", p.frames_total, |b| {
+            b.set_position(p.frames_done);
+            b.set_message(format!(
+                "{}/{} chunks ({})",
+                p.chunks_done,
+                p.chunks_total,
+                per.join(", ")
+            ));
+        });
+    }
+
     fn encode(&self, p: EncodeProgress) {
         self.with_bar("encode", BAR_STEPS, |b| {
             b.set_position((p.fraction() * BAR_STEPS as f64).floor() as u64);
@@ -301,6 +324,9 @@ impl Progress for Both {
     }
     fn comfyui(&self, value: u64, max: u64) {
         self.0.iter().for_each(|p| p.comfyui(value, max));
+    }
+    fn comfyui_chunks(&self, c: &ChunkProgress) {
+        self.0.iter().for_each(|p| p.comfyui_chunks(c));
     }
     fn encode(&self, e: EncodeProgress) {
         self.0.iter().for_each(|p| p.encode(e));

@@ -145,7 +145,7 @@ pub struct ProduceArgs {
     /// An external lip-sync provider's id (lipsync.providers.json).
     #[arg(long, alias = "lipsync_provider", value_name = "ID")]
     pub lipsync_provider: Option<String>,
-    /// Frames per ComfyUI chunk (default: one chunk).
+    /// Frames per ComfyUI chunk (default: chosen from the render size).
     #[arg(
         long,
         alias = "comfyui_chunk_size",
@@ -153,7 +153,7 @@ pub struct ProduceArgs {
         allow_negative_numbers = true
     )]
     pub comfyui_chunk_size: Option<i64>,
-    /// The ComfyUI server (default http://127.0.0.1:8188), e.g. a remote GPU box.
+    /// The ComfyUI server (default http://127.0.0.1:8188), e.g. a remote GPU box; several, comma-separated, share the run.
     #[arg(long, env = "COMFYUI_URL", value_name = "URL")]
     pub comfyui_url: Option<String>,
     /// Skip ComfyUI (the diagnostic path).

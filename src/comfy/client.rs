@@ -440,6 +440,22 @@ impl Client {
         Ok(listed("queue_running") || listed("queue_pending"))
     }
 
+    /// `GET /queue`: how many prompts the server holds (running plus pending), whoever sent
+    /// them: its load.
+    pub async fn queue_depth(&self) -> Fallible<u64> {
+        let q = self.get_json("/queue").await?;
+        let len = |key: &str| q[key].as_array().map_or(0, |a| a.len() as u64);
+        Ok(len("queue_running") + len("queue_pending"))
+    }
+
+    /// Whether the server answers at all (`GET /system_stats` within `within`).
+    pub async fn answers(&self, within: std::time::Duration) -> bool {
+        matches!(
+            tokio::time::timeout(within, self.get_json("/system_stats")).await,
+            Ok(Ok(_))
+        )
+    }
+
     /// Streams `GET /view?filename=&subfolder=&type=` into `dest` (through `<dest>.part`,
     /// renamed when complete); returns the bytes written. The file may have at most
     /// [`Bounds::file_bytes`] bytes and take at most `budget` (what is left of the run's

@@ -132,6 +132,26 @@ pub struct LipsyncReport {
 }
 
 impl LipsyncReport {
+    /// The report of frames `skip .. skip + take` of this one (a chunk's context frames
+    /// thrown away): outcomes, boxes and counts of those frames only.
+    pub fn trimmed(&self, skip: u64, take: u64) -> LipsyncReport {
+        let range = |v: usize| (skip as usize).min(v)..((skip + take) as usize).min(v);
+        let outcome = self.outcome[range(self.outcome.len())].to_vec();
+        let boxes = self.boxes[range(self.boxes.len())].to_vec();
+        let count = |o: FrameOutcome| outcome.iter().filter(|x| **x == o).count() as u64;
+        LipsyncReport {
+            frames: outcome.len() as u64,
+            start_frame: self.start_frame + skip,
+            synced: count(FrameOutcome::Synced),
+            silent: count(FrameOutcome::Silent),
+            no_face: count(FrameOutcome::NoFace),
+            box_summary: BoxSummary::of(boxes.iter().flatten()),
+            outcome,
+            boxes,
+            ..self.clone()
+        }
+    }
+
     /// The contract's invariants; `Err` names the first one broken.
     pub fn check(&self) -> Result<(), String> {
         let n = self.frames;
@@ -330,6 +350,34 @@ mod tests {
                "no_face": count("no_face"), "detector": "s3fd", "detected_unique": 1,
                "outcome": outcome, "boxes": boxes,
                "box_summary": {"count": count("synced")}})
+    }
+
+    #[test]
+    fn a_trimmed_report_keeps_only_the_chunks_own_frames() {
+        let r: LipsyncReport = serde_json::from_value(report(
+            6,
+            &["synced", "silent", "synced", "no_face", "synced"],
+            json!([[1, 2, 3, 4], null, [5, 6, 7, 8], null, [9, 9, 10, 10]]),
+        ))
+        .unwrap();
+        let t = r.trimmed(1, 3);
+        assert_eq!(t.start_frame, 7);
+        assert_eq!(t.frames, 3);
+        assert_eq!(
+            t.outcome,
+            [
+                FrameOutcome::Silent,
+                FrameOutcome::Synced,
+                FrameOutcome::NoFace
+            ]
+        );
+        assert_eq!(t.boxes, [None, Some([5, 6, 7, 8]), None]);
+        assert_eq!((t.synced, t.silent, t.no_face), (1, 1, 1));
+        assert_eq!(t.box_summary, BoxSummary::of([[5, 6, 7, 8]].iter()));
+        let m = Merged::new(&[t], 12);
+        assert_eq!(m.outcome[7], Some(FrameOutcome::Silent));
+        assert_eq!(m.outcome[6], None);
+        assert_eq!(m.outcome[10], None);
     }
 
     #[test]

@@ -230,6 +230,8 @@ mod tests {
         for v in [
             full_job(),
             json!({"audio": "a.wav", "start_video": "v.mp4", "determinism": {"seed": 0}}),
+            json!({"audio": "a.wav", "start_image": "i.png",
+                   "comfyui": {"url": "http://gpu1:8188,http://gpu2:8188"}}),
         ] {
             let job = from_value(v, Path::new("/jobs")).unwrap();
             let eff = job.to_effective_json();

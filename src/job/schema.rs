@@ -264,11 +264,16 @@ impl Serialize for Rgb {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Comfyui {
     pub enable: bool,
-    /// Base URL, http or https, as written.
+    /// Base URL, http or https, as written: the first of [`Comfyui::pool`].
+    #[serde(skip)]
     pub url: String,
+    /// Every endpoint of the pool (`comfyui.url` as a list, or comma-separated), `url` first;
+    /// written back as `url` (a string for one, a list for several).
+    #[serde(rename = "url", serialize_with = "ser_urls")]
+    pub pool: Vec<String>,
     /// `None`: the defaults for the start kind (SPEC §6).
     pub workflow_ids: Option<Vec<String>>,
-    /// Frames per ComfyUI chunk; `None`: one chunk.
+    /// Frames per ComfyUI chunk; `None`: chosen from the render size (`stages::comfyui::default_chunk_size`).
     pub chunk_size: Option<u32>,
     pub poll_interval_ms: u64,
     pub timeout_seconds: u64,
@@ -284,6 +289,7 @@ impl Default for Comfyui {
         Comfyui {
             enable: true,
             url: "http://127.0.0.1:8188".to_string(),
+            pool: vec!["http://127.0.0.1:8188".to_string()],
             workflow_ids: None,
             chunk_size: None,
             poll_interval_ms: 500,
@@ -629,6 +635,13 @@ impl Job {
         // the fallback only keeps the function total.
         serde_json::to_value(self)
             .unwrap_or_else(|e| Value::String(format!("unserialisable job: {e}")))
+    }
+}
+
+fn ser_urls<S: Serializer>(urls: &[String], s: S) -> std::result::Result<S::Ok, S::Error> {
+    match urls {
+        [one] => s.serialize_str(one),
+        many => s.collect_seq(many),
     }
 }
 

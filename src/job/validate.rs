@@ -444,10 +444,8 @@ impl Walk {
     fn comfyui(&mut self, root: &Obj, base: &Path) -> Comfyui {
         let o = self.object(root, "comfyui");
         let d = Comfyui::default();
-        let url = self.string(&o, "url", &d.url);
-        if let Err(m) = check_url(&url) {
-            self.push(o.child("url"), m);
-        }
+        let pool = self.urls(&o, &d.pool);
+        let url = pool.first().cloned().unwrap_or_else(|| d.url.clone());
         let retry = {
             let r = self.object(&o, "retry");
             let d = Retry::default();
@@ -468,6 +466,7 @@ impl Walk {
         Comfyui {
             enable: self.boolean(&o, "enable", d.enable),
             url,
+            pool,
             workflow_ids: self.workflow_ids(&o),
             chunk_size: self.opt_int(&o, "chunk_size", 1, 100_000),
             poll_interval_ms: self.int(&o, "poll_interval_ms", d.poll_interval_ms, 10, 60_000),
@@ -476,6 +475,62 @@ impl Walk {
             retry,
             wav2lip,
         }
+    }
+
+    /// `comfyui.url`: one URL, several separated by commas (`COMFYUI_URL`), or a list; each
+    /// an http(s) URL, none twice.
+    fn urls(&mut self, o: &Obj, default: &[String]) -> Vec<String> {
+        let path = o.child("url");
+        let listed: Vec<(String, String)> = match o.get("url") {
+            None => return default.to_vec(),
+            Some(Value::String(s)) => s
+                .split(',')
+                .map(|u| (path.clone(), u.trim().to_string()))
+                .collect(),
+            Some(Value::Array(a)) if !a.is_empty() => {
+                let mut out = Vec::new();
+                for (i, v) in a.iter().enumerate() {
+                    match v {
+                        Value::String(s) => {
+                            out.push((format!("{path}[{i}]"), s.trim().to_string()))
+                        }
+                        other => self.push(
+                            format!("{path}[{i}]"),
+                            format!("must be a string (got {})", kind(other)),
+                        ),
+                    }
+                }
+                out
+            }
+            Some(Value::Array(_)) => {
+                self.push(path, "must list at least one URL");
+                return default.to_vec();
+            }
+            Some(other) => {
+                self.push(
+                    path,
+                    format!(
+                        "must be a string or an array of strings (got {})",
+                        kind(other)
+                    ),
+                );
+                return default.to_vec();
+            }
+        };
+        let mut out: Vec<String> = Vec::new();
+        for (at, u) in listed {
+            if let Err(m) = check_url(&u) {
+                self.push(at, m);
+            } else if out.iter().any(|x| {
+                x.trim_end_matches('/')
+                    .eq_ignore_ascii_case(u.trim_end_matches('/'))
+            }) {
+                self.push(at, format!("lists {} twice", quoted(&u)));
+            } else {
+                out.push(u);
+            }
+        }
+        out
     }
 
     fn workflow_ids(&mut self, o: &Obj) -> Option<Vec<String>> {
@@ -1521,6 +1576,28 @@ mod tests {
         rejects("comfyui.url", json!("http://"), "has no host");
         rejects("comfyui.url", json!("http://a b"), "spaces");
         rejects("comfyui.url", json!(8188), "must be a string");
+    }
+
+    #[test]
+    fn url_may_list_a_pool() {
+        let j = accepts("comfyui.url", json!("http://127.0.0.1:8188"));
+        assert_eq!(j.comfyui.pool, vec!["http://127.0.0.1:8188"]);
+        let j = accepts("comfyui.url", json!("http://a:8188, http://b:8189"));
+        assert_eq!(j.comfyui.pool, vec!["http://a:8188", "http://b:8189"]);
+        assert_eq!(j.comfyui.url, "http://a:8188");
+        let j = accepts("comfyui.url", json!(["https://gpu1", "https://gpu2/"]));
+        assert_eq!(j.comfyui.pool, vec!["https://gpu1", "https://gpu2/"]);
+        let bad = |x: Value, at: &str, needle: &str| {
+            let ps = from_value(with(minimal(), "comfyui.url", x.clone()), &base()).unwrap_err();
+            assert_eq!(ps.len(), 1, "{x}: {ps:?}");
+            assert_eq!(ps[0].path, at, "{ps:?}");
+            assert!(ps[0].message.contains(needle), "{x}: {}", ps[0]);
+        };
+        bad(json!([]), "comfyui.url", "at least one");
+        bad(json!(["http://a", 3]), "comfyui.url[1]", "must be a string");
+        bad(json!(["http://a", "ftp://b"]), "comfyui.url[1]", "http://");
+        bad(json!(["http://a/", "http://A"]), "comfyui.url[1]", "twice");
+        bad(json!("http://a,,http://b"), "comfyui.url", "http://");
     }
 
     #[test]

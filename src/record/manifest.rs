@@ -309,8 +309,8 @@ pub struct Manifest {
     pub face_meta: Value,
     pub motion_meta: Value,
     pub lipsync_meta: Value,
-    /// `workflow_id`, `prompt_id`, `chunk_size`, `chunk_count`, output paths.
-    pub comfyui: Value,
+    /// What the GPU stage asked of which ComfyUI and what came back (`null` before it ran).
+    pub comfyui: Option<super::comfyui::ComfyuiRecord>,
     pub video_source_detail: Option<VideoSourceDetail>,
     /// What reading the final file back found (frames, samples, CFR, A/V delta).
     pub verify: Value,
@@ -795,7 +795,11 @@ mod tests {
             source_height: 1080,
         });
         m.effective_params = json!({"seed": 1234, "fps": "30000/1001"});
-        m.comfyui = json!({"workflow_id": "vidax_wav2lip_video_audio", "chunk_count": 1});
+        m.comfyui = Some(super::super::comfyui::ComfyuiRecord {
+            workflow_id: Some("vidax_wav2lip_video_audio".into()),
+            chunk_count: Some(1),
+            ..Default::default()
+        });
         m.video_source_detail = Some(VideoSourceDetail {
             start_source: StartSource::StartImage,
             comfyui_workflow_id: Some("vidax_lipsync_mouthblend".into()),

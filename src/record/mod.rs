@@ -14,6 +14,7 @@
 //! This module records; it does not decide. Which phase runs, what exit status a run gets and
 //! what a degraded run means are the stages' and the binary's business.
 
+pub mod comfyui;
 pub mod events;
 pub mod manifest;
 pub mod registry;

@@ -10,9 +10,11 @@
 //! and the compositor uses the best source that did arrive, else the local fallback. The whole
 //! stage is bounded by `comfyui.timeout_seconds` (`COMFYUI_TIMEOUT`).
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -22,7 +24,12 @@ use crate::comfy::outputs;
 use crate::comfy::report::{self, FaceReport, Merged};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::job::{Job, SeedPolicy, StartKind};
-use crate::record::manifest::{ComfyuiOutput, Manifest};
+use crate::progress::{ChunkProgress, EndpointProgress, Reporter};
+use crate::record::comfyui::{
+    AttemptRecord, ChunkRecord, ComfyuiRecord, EndpointRecord, FailureRecord, InputsRecord,
+    WorkflowRecord,
+};
+use crate::record::manifest::{ComfyuiOutput, Manifest, OrderedMap};
 
 use super::effect::{self, LipsyncMeta, Verdict};
 use super::faceprobe::FaceMeta;
@@ -338,7 +345,7 @@ impl Degraded {
 /// A workflow that ran: its record (`comfyui.workflows.<id>`) and the lip-sync reports its
 /// history entries carried (with the reasons for any that could not be used).
 struct Ran {
-    rec: Value,
+    rec: WorkflowRecord,
     reports: Vec<report::LipsyncReport>,
     report_problems: Vec<String>,
 }
@@ -359,15 +366,105 @@ fn run_time_error(entry: &Value, what: &str) -> Option<Degraded> {
     })
 }
 
+/// Our prompts one endpoint may hold at once (one running, one waiting behind it, so its GPU
+/// never waits for us).
+const MAX_IN_FLIGHT: usize = 2;
+
+/// Frames of one chunk by default: what keeps a chunk's float32 pictures (the loaded batch,
+/// the network's output, SaveImage's copy and room for one more) within this many bytes of a
+/// GPU's (or the host's) memory at the render size.
+const DEFAULT_CHUNK_BYTES: u64 = 4 << 30;
+
+/// The default `comfyui.chunk_size` for pictures of `pixels` pixels: [`DEFAULT_CHUNK_BYTES`]
+/// over 4 float32 RGB copies a frame, at least 16 frames, at most `RepeatImageBatch`'s 4096.
+pub fn default_chunk_size(pixels: u64) -> u64 {
+    (DEFAULT_CHUNK_BYTES / (pixels.max(1) * 3 * 4 * 4)).clamp(16, graph::REPEAT_MAX)
+}
+
+/// How long a chunk's endpoint may give no answer at all before the chunk is taken elsewhere
+/// (only when another endpoint is usable; a lone server is waited for).
+fn silence_limit(poll: Duration) -> Duration {
+    (poll * 20).max(Duration::from_secs(10))
+}
+
+/// Frames `VIDAX_Wav2Lip` smooths a face box over, less one: the context a start-video chunk
+/// in `sequential` mode carries on each side (docs/COMFYUI_INTERFACE.md, "Chunked runs").
+const SMOOTH_CONTEXT: u64 = 4;
+
+/// The context frames (before, after) chunk `c` of `w` loads and then throws away, so that its
+/// frames come out as in one unchunked run: [`SMOOTH_CONTEXT`] on each side (as far as the
+/// main segment reaches) for the start-video graph in `sequential` mode with several chunks;
+/// none otherwise.
+fn context(job: &Job, w: &Workflow, c: Chunk, main: u64, chunk_count: usize) -> (u64, u64) {
+    let smoothed = matches!(w.kind, Kind::Wav2LipVideo)
+        && job.comfyui.wav2lip.mode == crate::job::Wav2lipMode::Sequential
+        && chunk_count > 1;
+    if !smoothed {
+        return (0, 0);
+    }
+    (
+        c.start.min(SMOOTH_CONTEXT),
+        main.saturating_sub(c.start + c.frames).min(SMOOTH_CONTEXT),
+    )
+}
+
+/// One ComfyUI server of the pool.
+struct Endpoint {
+    client: Client,
+    /// Its `/object_info` (for the preflight).
+    info: Value,
+    rec: EndpointRecord,
+    /// Our prompts on it now.
+    in_flight: usize,
+}
+
+impl Endpoint {
+    fn usable(&self) -> bool {
+        self.rec.status == "usable"
+    }
+
+    fn leave_out(&mut self, status: &str, reason: String) {
+        tracing::warn!(stage = "comfyui", endpoint = %self.client.base, status, "left out: {reason}");
+        self.rec.status = status.into();
+        self.rec.reason = Some(reason);
+    }
+}
+
+/// A prompt that came back (or failed) from an endpoint.
+struct Done {
+    ci: usize,
+    ep: usize,
+    prompt_id: String,
+    seed: u64,
+    attempt: u32,
+    started: Instant,
+    result: Fallible<Value>,
+}
+
+/// Where a workflow's finished chunks go.
+struct Sink {
+    /// The frames folder (absolute).
+    dir: PathBuf,
+    received: u64,
+    video: Option<String>,
+    reports: Vec<report::LipsyncReport>,
+    report_problems: Vec<String>,
+    /// The face check's history entry.
+    entry: Option<Value>,
+    /// Warnings for the manifest (more frames than asked).
+    warnings: Vec<String>,
+    chunks: Vec<ChunkRecord>,
+}
+
 struct Runner<'a> {
     input: &'a Input<'a>,
-    client: Client,
-    info: Value,
+    endpoints: Vec<Endpoint>,
+    client_id: String,
     /// `comfyui.workflows` of the earlier attempt (for `--resume`).
-    previous: Value,
+    previous: OrderedMap<WorkflowRecord>,
     params: GraphParams,
     prompt_ids: Vec<String>,
-    attempts: Vec<Value>,
+    attempts: Vec<AttemptRecord>,
     /// What ComfyUI's files may still add up to in this run ([`file_budget`]).
     budget: u64,
     /// A local failure while fetching (out of disk): the run ends with it.
@@ -382,49 +479,108 @@ pub fn run(input: &Input, m: &mut Manifest) -> Result<Outcome> {
     crate::comfy::off_runtime(|| run_blocking(input, m))
 }
 
-/// Connects to the server (strict health, bounded by `deadline`) and makes a runner. The
-/// `/system_stats` body comes with it, and the error of a health answer over its bound (the
-/// server answered: the caller degrades after its record).
+/// Connects to every endpoint of `comfyui.url` (strict health, all at once, bounded by
+/// `deadline`) and makes a runner of the usable ones; the others are recorded with why. The
+/// first usable endpoint's `/system_stats` body comes with it, and, when none is usable but
+/// one answered over a bound, that error (the server answered: the caller degrades after its
+/// record). None usable otherwise: `COMFYUI_UNAVAILABLE`.
 async fn connect<'a>(
     input: &'a Input<'a>,
     deadline: Instant,
 ) -> Result<(Runner<'a>, Value, Option<Error>)> {
-    let client = Client::new(
-        &input.job.comfyui.url,
-        &format!("vidax-{}", input.run_id),
-        client::Bounds::of(&input.job.limits),
-    )?;
-    let health = tokio::time::timeout_at(
-        deadline.min(Instant::now() + client::REQUEST_TIMEOUT),
-        crate::interrupt::unless_stopped(client.health()),
-    )
-    .await
-    .map_err(|_| {
-        Error::new(
-            ErrorKind::ComfyuiUnavailable,
-            format!("ComfyUI at {}: no answer to the health check", client.base),
+    let client_id = format!("vidax-{}", input.run_id);
+    let bounds = client::Bounds::of(&input.job.limits);
+    let clients = input
+        .job
+        .comfyui
+        .pool
+        .iter()
+        .map(|u| Client::new(u, &client_id, bounds))
+        .collect::<Result<Vec<_>>>()?;
+    let checks = futures_util::future::join_all(clients.iter().map(|c| {
+        tokio::time::timeout_at(
+            deadline.min(Instant::now() + client::REQUEST_TIMEOUT),
+            crate::interrupt::unless_stopped(c.health()),
         )
-    })?;
-    let (stats, info, over) = match health {
-        Ok((stats, info)) => (stats, info, None),
-        Err(e) if e.kind == ErrorKind::ComfyuiBadResponse => (Value::Null, Value::Null, Some(e)),
-        Err(e) => return Err(e),
-    };
+    }))
+    .await;
+    let mut endpoints = Vec::new();
+    let (mut stats, mut over, mut unavailable) = (Value::Null, None, Vec::new());
+    for (client, check) in clients.into_iter().zip(checks) {
+        let mut rec = EndpointRecord {
+            url: client.base.clone(),
+            status: "usable".into(),
+            ..EndpointRecord::default()
+        };
+        let mut info = Value::Null;
+        match check {
+            Ok(Ok((s, i))) => {
+                if stats.is_null() {
+                    stats = s.clone();
+                }
+                rec.system = s["system"].clone();
+                info = i;
+            }
+            Ok(Err(e)) => {
+                rec.status = "unavailable".into();
+                rec.reason = Some(e.message.clone());
+                if e.kind == ErrorKind::ComfyuiBadResponse {
+                    over.get_or_insert(e);
+                } else {
+                    unavailable.push(e);
+                }
+            }
+            Err(_) => {
+                let e = Error::new(
+                    ErrorKind::ComfyuiUnavailable,
+                    format!("ComfyUI at {}: no answer to the health check", client.base),
+                );
+                rec.status = "unavailable".into();
+                rec.reason = Some(e.message.clone());
+                unavailable.push(e);
+            }
+        }
+        endpoints.push(Endpoint {
+            client,
+            info,
+            rec,
+            in_flight: 0,
+        });
+    }
+    let usable = endpoints.iter().filter(|e| e.usable()).count();
+    if usable == 0 && over.is_none() {
+        let mut e = unavailable.swap_remove(0);
+        if endpoints.len() > 1 {
+            e.message = format!(
+                "no ComfyUI of comfyui.url is usable: {}",
+                endpoints
+                    .iter()
+                    .map(|p| p.rec.reason.clone().unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+        }
+        return Err(e);
+    }
+    for e in endpoints.iter().filter(|e| !e.usable()) {
+        tracing::warn!(stage = "comfyui", endpoint = %e.client.base, "left out: {}", e.rec.reason.clone().unwrap_or_default());
+    }
     let runner = Runner {
         input,
         params: params(input, String::new(), String::new(), String::new()),
-        client,
-        info,
-        previous: Value::Null,
+        endpoints,
+        client_id,
+        previous: OrderedMap::new(),
         prompt_ids: Vec::new(),
         attempts: Vec::new(),
         budget: file_budget(input, 1),
         fatal: None,
     };
-    Ok((runner, stats, over))
+    Ok((runner, stats, if usable == 0 { over } else { None }))
 }
 
-fn timeout_error(base: &str, timeout: Duration) -> Error {
+fn timeout_error(runner: &Runner, timeout: Duration) -> Error {
+    let base = runner.url();
     Error::new(
         ErrorKind::ComfyuiTimeout,
         format!(
@@ -445,30 +601,27 @@ fn run_blocking(input: &Input, m: &mut Manifest) -> Result<Outcome> {
         let (mut runner, stats, over) = connect(input, deadline).await?;
         runner.budget = file_budget(input, workflows.len());
         m.phase_field("comfyui", "system_stats", stats["system"].clone());
-        runner.previous = m.comfyui["workflows"].clone();
+        let earlier = m.comfyui.take().unwrap_or_default();
+        runner.previous = earlier.workflows;
         // A resumed run keeps the earlier attempt's prompts (a reused workflow's prompt id
         // stays on record).
-        let strings = |v: &Value| -> Vec<String> {
-            v.as_array()
-                .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
-                .unwrap_or_default()
-        };
         if input.resume {
-            runner.prompt_ids = strings(&m.comfyui["prompt_ids"]);
-            runner.attempts = m.comfyui["attempts"].as_array().cloned().unwrap_or_default();
+            runner.prompt_ids = earlier.prompt_ids;
+            runner.attempts = earlier.attempts;
         }
-        m.comfyui = json!({
-            "url": runner.client.base, "client_id": runner.client.client_id, "workflow_ids": ids,
-            "workflow_id": null, "prompt_id": null, "prompt_ids": [],
-            "chunk_size": null, "chunk_count": null, "frames_expected": input.prepared.frames.main_frames(),
-            "frames_received": null, "output": null, "outputs": {}, "workflows": {},
-            "attempts": [], "failure": null, "action": null,
+        m.comfyui = Some(ComfyuiRecord {
+            url: runner.url(),
+            client_id: runner.client_id.clone(),
+            workflow_ids: ids,
+            frames_expected: Some(input.prepared.frames.main_frames()),
+            ..ComfyuiRecord::default()
         });
+        runner.record(m);
         if let Some(e) = over {
             return Ok(unusable_health(input, m, e));
         }
         if workflows.is_empty() {
-            m.comfyui["action"] = "no workflow for this job: nothing asked of ComfyUI".into();
+            rec(m).action = Some("no workflow for this job: nothing asked of ComfyUI".into());
             return Ok(Outcome::default());
         }
         // A stop (SIGINT/SIGTERM, the supervisor) ends every wait of the stage at once.
@@ -480,7 +633,7 @@ fn run_blocking(input: &Input, m: &mut Manifest) -> Result<Outcome> {
             }
             Err(_) => {
                 runner.record(m);
-                Err(timeout_error(&runner.client.base, timeout))
+                Err(timeout_error(&runner, timeout))
             }
         }
     })
@@ -519,10 +672,14 @@ fn face_check_blocking(
         let waits = crate::interrupt::unless_stopped(runner.face_check(probes));
         let r = tokio::time::timeout_at(deadline, waits).await;
         m.phase_field("faceprobe", "prompt_ids", json!(runner.prompt_ids));
-        m.phase_field("faceprobe", "attempts", json!(runner.attempts));
+        m.phase_field(
+            "faceprobe",
+            "attempts",
+            serde_json::to_value(&runner.attempts).unwrap_or_default(),
+        );
         match r {
             Ok(r) => r,
-            Err(_) => Err(timeout_error(&runner.client.base, timeout)),
+            Err(_) => Err(timeout_error(&runner, timeout)),
         }
     })
 }
@@ -551,11 +708,33 @@ fn params(input: &Input, start: String, audio: String, staged: String) -> GraphP
     }
 }
 
+/// The manifest's `comfyui` record, made when missing.
+fn rec(m: &mut Manifest) -> &mut ComfyuiRecord {
+    m.comfyui.get_or_insert_with(ComfyuiRecord::default)
+}
+
 impl Runner<'_> {
+    /// The first usable endpoint's URL (the pool's first when none is).
+    fn url(&self) -> String {
+        self.endpoints
+            .iter()
+            .find(|e| e.usable())
+            .or(self.endpoints.first())
+            .map(|e| e.client.base.clone())
+            .unwrap_or_default()
+    }
+
+    fn usable(&self) -> usize {
+        self.endpoints.iter().filter(|e| e.usable()).count()
+    }
+
     fn record(&self, m: &mut Manifest) {
-        m.comfyui["prompt_ids"] = json!(self.prompt_ids);
-        m.comfyui["prompt_id"] = json!(self.prompt_ids.last());
-        m.comfyui["attempts"] = json!(self.attempts);
+        let r = rec(m);
+        r.url = self.url();
+        r.prompt_ids = self.prompt_ids.clone();
+        r.prompt_id = self.prompt_ids.last().cloned();
+        r.attempts = self.attempts.clone();
+        r.endpoints = self.endpoints.iter().map(|e| e.rec.clone()).collect();
     }
 
     async fn run_all(&mut self, workflows: &[Workflow], m: &mut Manifest) -> Result<Outcome> {
@@ -565,17 +744,17 @@ impl Runner<'_> {
         let no_face = self.input.face.is_some_and(|f| !f.found());
         let runs = |w: &Workflow| !(no_face && w.lipsync());
         // Resume: workflows completed earlier whose frames are all on disk are not asked again.
-        let done_before = |w: &Workflow| -> Option<Value> {
-            let rec = &self.previous[w.id.as_str()];
-            let n = rec["frames"].as_u64()?;
-            let dir = workdir.join(rec["dir"].as_str()?);
+        let done_before = |w: &Workflow| -> Option<WorkflowRecord> {
+            let rec = self.previous.get(&w.id)?;
+            let n = rec.frames?;
+            let dir = workdir.join(rec.dir.as_deref()?);
             (self.input.resume
-                && rec["status"] == "completed"
+                && rec.status == "completed"
                 && count_frames(&dir) == n
                 && n == self.input.prepared.frames.main_frames())
             .then(|| rec.clone())
         };
-        let previous: Vec<Option<Value>> = workflows.iter().map(done_before).collect();
+        let previous: Vec<Option<WorkflowRecord>> = workflows.iter().map(done_before).collect();
         if previous
             .iter()
             .zip(workflows)
@@ -589,17 +768,26 @@ impl Runner<'_> {
         for (w, prev) in workflows.iter().zip(previous) {
             if !runs(w) {
                 tracing::warn!(stage = "comfyui", workflow = %w.id, "no face found: the lip-sync graph is not sent");
-                m.comfyui["workflows"][w.id.as_str()] = json!({"status": "skipped",
-                    "reason": ErrorKind::ComfyuiFaceNotFound.code(),
-                    "message": "the face check found no face (comfyui.wav2lip.on_no_face=passthrough)"});
+                rec(m).workflows.insert(
+                    w.id.clone(),
+                    WorkflowRecord {
+                        status: "skipped".into(),
+                        reason: Some(ErrorKind::ComfyuiFaceNotFound.code().into()),
+                        message: Some(
+                            "the face check found no face (comfyui.wav2lip.on_no_face=passthrough)"
+                                .into(),
+                        ),
+                        ..WorkflowRecord::default()
+                    },
+                );
                 skipped.push(w.id.clone());
                 continue;
             }
-            if let Some(rec) = prev {
+            if let Some(mut r) = prev {
                 tracing::info!(stage = "comfyui", workflow = %w.id, "resume: frames already fetched, ComfyUI not asked again");
-                m.comfyui["workflows"][w.id.as_str()] = rec.clone();
-                m.comfyui["workflows"][w.id.as_str()]["reused"] = true.into();
-                self.succeeded(w, &rec, &mut outcome, m);
+                r.reused = true;
+                rec(m).workflows.insert(w.id.clone(), r.clone());
+                self.succeeded(w, &r, &mut outcome, m);
                 continue;
             }
             let checked = match self.run_workflow(w, m).await {
@@ -608,7 +796,7 @@ impl Runner<'_> {
             };
             match checked? {
                 Ok(ran) => {
-                    m.comfyui["workflows"][w.id.as_str()] = ran.rec.clone();
+                    rec(m).workflows.insert(w.id.clone(), ran.rec.clone());
                     self.succeeded(w, &ran.rec, &mut outcome, m);
                     self.record(m);
                     m.save(workdir)?;
@@ -619,8 +807,11 @@ impl Runner<'_> {
                     } else {
                         "failed"
                     };
-                    m.comfyui["workflows"][w.id.as_str()] =
-                        json!({"status": status, "reason": d.reason, "message": d.message});
+                    let wr = rec(m).workflows.get_or_default(&w.id);
+                    wr.status = status.into();
+                    wr.reason = Some(d.reason.into());
+                    wr.message = Some(d.message.clone());
+                    self.record(m);
                     if let Some(e) = self.fatal.take() {
                         return Err(e);
                     }
@@ -689,8 +880,8 @@ impl Runner<'_> {
         Ok(FaceCheck::Reports(out))
     }
 
-    /// Preflights, submits and waits for a one-graph workflow (the face check); its graph
-    /// and history are saved under `comfyui/`.
+    /// Preflights, submits and waits for a one-graph workflow (the face check) on an endpoint
+    /// of the pool; its graph and history are saved under `comfyui/`.
     async fn run_graph(&mut self, w: &Workflow) -> std::result::Result<Value, Degraded> {
         let comfy_dir = self.input.workdir.join("comfyui");
         std::fs::create_dir_all(&comfy_dir).map_err(|e| Degraded {
@@ -700,39 +891,55 @@ impl Runner<'_> {
         })?;
         let (graphs, _) = self.graphs(w, self.seed_for(0));
         self.preflight(w, &graphs)?;
-        let entry = self.execute(w, 0, &w.id).await?;
-        let _ = crate::record::write_json_atomic(
-            &comfy_dir.join(format!("{}.history.json", w.id)),
-            &entry,
-        );
-        match run_time_error(&entry, &w.id) {
-            Some(d) => Err(d),
-            None => Ok(entry),
-        }
+        let mut sink = Sink::new(self.input.workdir, "comfyui", &graphs);
+        self.dispatch(w, &graphs, &mut sink, None).await?;
+        sink.entry.ok_or_else(|| Degraded {
+            reason: ErrorKind::ComfyuiBadResponse.code(),
+            message: format!("{}: no history entry", w.id),
+            details: Value::Null,
+        })
     }
 
-    /// Every graph of a workflow checked against `/object_info` before any is submitted.
+    /// Every graph of a workflow checked against each usable endpoint's `/object_info` before
+    /// any is submitted. An endpoint that lacks something is left out (`missing_nodes`); when
+    /// every one does, the workflow degrades with the problems of the first.
     fn preflight(
-        &self,
+        &mut self,
         w: &Workflow,
         graphs: &[(Chunk, Value)],
     ) -> std::result::Result<(), Degraded> {
-        let mut problems = Vec::new();
-        for (_, g) in graphs {
-            for p in graph::preflight(g, &self.info) {
-                if !problems.contains(&p) {
-                    problems.push(p);
+        let mut first: Option<Vec<String>> = None;
+        let usable_before = self.usable();
+        for ep in self.endpoints.iter_mut().filter(|e| e.usable()) {
+            let mut problems = Vec::new();
+            for (_, g) in graphs {
+                for p in graph::preflight(g, &ep.info) {
+                    if !problems.contains(&p) {
+                        problems.push(p);
+                    }
                 }
             }
+            if problems.is_empty() {
+                continue;
+            }
+            if usable_before > 1 {
+                ep.leave_out(
+                    "missing_nodes",
+                    format!("workflow {}: {}", w.id, problems.join("; ")),
+                );
+            } else {
+                ep.rec.reason = Some(format!("workflow {}: {}", w.id, problems.join("; ")));
+            }
+            first.get_or_insert(problems);
         }
-        if problems.is_empty() {
-            return Ok(());
+        match first {
+            Some(problems) if self.usable() == 0 || usable_before == 1 => Err(Degraded {
+                reason: ErrorKind::ComfyuiBadResponse.code(),
+                message: format!("workflow {}: {}", w.id, problems.join("; ")),
+                details: json!({"history_keys": [], "output_keys": [], "messages": [], "node_errors": {}, "preflight": problems}),
+            }),
+            _ => Ok(()),
         }
-        Err(Degraded {
-            reason: ErrorKind::ComfyuiBadResponse.code(),
-            message: format!("workflow {}: {}", w.id, problems.join("; ")),
-            details: json!({"history_keys": [], "output_keys": [], "messages": [], "node_errors": {}, "preflight": problems}),
-        })
     }
 
     /// The effect check of a lip-sync workflow's frames (`stages::effect`): records
@@ -768,7 +975,7 @@ impl Runner<'_> {
                     .and_then(|f| f.centre_in(input.prepared.source_size)),
             },
         };
-        let frames_dir = workdir.join(ran.rec["dir"].as_str().unwrap_or("frames"));
+        let frames_dir = workdir.join(ran.rec.dir.as_deref().unwrap_or("frames"));
         let check = match effect::check(&effect::Input {
             job: input.job,
             prepared: input.prepared,
@@ -828,7 +1035,13 @@ impl Runner<'_> {
         Ok(Ok(ran))
     }
 
-    fn succeeded(&self, w: &Workflow, rec: &Value, outcome: &mut Outcome, m: &mut Manifest) {
+    fn succeeded(
+        &self,
+        w: &Workflow,
+        wr: &WorkflowRecord,
+        outcome: &mut Outcome,
+        m: &mut Manifest,
+    ) {
         let workdir = self.input.workdir;
         let zoom = matches!(w.kind, Kind::Wav2LipImage).then(|| FrameZoom {
             centre: match (self.input.face, self.input.staged) {
@@ -836,11 +1049,12 @@ impl Runner<'_> {
                 _ => None,
             },
         });
-        let visual = match rec["video"].as_str() {
+        let dir = wr.dir.clone().unwrap_or_else(|| "frames".into());
+        let visual = match &wr.video {
             Some(v) => Visual::Video(workdir.join(v)),
             None => Visual::Frames {
-                dir: workdir.join(rec["dir"].as_str().unwrap_or("frames")),
-                count: rec["frames"].as_u64().unwrap_or(0),
+                dir: workdir.join(&dir),
+                count: wr.frames.unwrap_or(0),
                 zoom,
             },
         };
@@ -848,20 +1062,30 @@ impl Runner<'_> {
             Visual::Video(_) => ComfyuiOutput::Video,
             Visual::Frames { .. } => ComfyuiOutput::Frames,
         };
-        m.comfyui["workflow_id"] = w.id.clone().into();
-        m.comfyui["output"] = json!(output);
-        m.comfyui["frames_received"] = rec["frames"].clone();
-        m.comfyui["chunk_size"] = rec["chunk_size"].clone();
-        m.comfyui["chunk_count"] = rec["chunk_count"].clone();
-        m.comfyui["outputs"][w.id.as_str()] = rec["video"]
-            .as_str()
-            .map_or_else(|| rec["dir"].clone(), Value::from);
+        let r = rec(m);
+        r.workflow_id = Some(w.id.clone());
+        r.output = Some(output);
+        r.frames_received = wr.frames;
+        r.chunk_size = wr.chunk_size;
+        r.chunk_count = wr.chunk_count;
+        r.chunk_size_source = Some(
+            if self.input.job.comfyui.chunk_size.is_some() {
+                "job"
+            } else {
+                "default"
+            }
+            .into(),
+        );
+        r.outputs.insert(
+            w.id.clone(),
+            wr.video.clone().unwrap_or_else(|| dir.clone()),
+        );
         if let Kind::Motion = w.kind {
             m.motion_meta = json!({
-                "source": "comfyui", "workflow_id": w.id, "frames_dir": rec["dir"],
-                "frame_count": rec["frames"], "fps": self.input.prepared.frames.fps.to_string(),
+                "source": "comfyui", "workflow_id": w.id, "frames_dir": dir,
+                "frame_count": wr.frames, "fps": self.input.prepared.frames.fps.to_string(),
                 "mode": self.input.job.motion.mode, "strength": self.input.job.motion.strength,
-                "chunk_size": rec["chunk_size"], "chunk_count": rec["chunk_count"],
+                "chunk_size": wr.chunk_size, "chunk_count": wr.chunk_count,
             })
         }
         outcome.visual = Some(visual);
@@ -894,10 +1118,13 @@ impl Runner<'_> {
             }
             None => "the main segment comes from the start video".into(),
         };
-        m.comfyui["failure"] = json!({
-            "code": d.reason, "message": d.message, "details": d.details,
+        let r = rec(m);
+        r.failure = Some(FailureRecord {
+            code: d.reason.into(),
+            message: d.message.clone(),
+            details: d.details,
         });
-        m.comfyui["action"] = action.clone().into();
+        r.action = Some(action.clone());
         m.add_warning(format!("{}: {} ({action})", d.reason, d.message));
         outcome.degraded_reason = Some(d.reason.to_string());
         // A lip-sync that failed is not inside the picture.
@@ -907,11 +1134,23 @@ impl Runner<'_> {
         outcome
     }
 
-    /// Puts `path` where ComfyUI reads it, as `vidax_<role>_<sha16><ext>`: copied into the
-    /// input folder when there is a local one, else uploaded. Returns the name the server
-    /// knows and whether it was copied.
+    /// ComfyUI's input folder when inputs are copied there: a known local folder and a
+    /// pool of one server on this machine (several servers each read their own folder, so
+    /// each gets an upload).
+    fn local_input_dir(&self) -> Option<PathBuf> {
+        let one = match self.endpoints.as_slice() {
+            [one] => one,
+            _ => return None,
+        };
+        input_dir(self.input.job).filter(|d| d.is_dir() && is_local(&one.client.base))
+    }
+
+    /// Puts `path` where every usable endpoint reads it, as `vidax_<role>_<sha16><ext>`:
+    /// copied into the input folder when there is a local one, else uploaded. An endpoint
+    /// that refuses the upload (or names the file otherwise) is left out while another is
+    /// usable. Returns the name the servers know and whether it was copied.
     async fn stage_file(
-        &self,
+        &mut self,
         role: &str,
         path: &Path,
     ) -> std::result::Result<(String, bool), Degraded> {
@@ -920,22 +1159,39 @@ impl Runner<'_> {
             message: e.message,
             details: Value::Null,
         };
-        let dir = input_dir(self.input.job).filter(|d| d.is_dir() && is_local(&self.client.base));
         let name = staged_name(role, path).map_err(local_err)?;
-        Ok(match &dir {
-            Some(d) => {
-                let copied = copy_into(path, d, &name).map_err(local_err)?;
-                tracing::info!(stage = "comfyui", file = %name, copied, "staged into {}", d.display());
-                (name, true)
+        if let Some(d) = self.local_input_dir() {
+            let copied = copy_into(path, &d, &name).map_err(local_err)?;
+            tracing::info!(stage = "comfyui", file = %name, copied, "staged into {}", d.display());
+            return Ok((name, true));
+        }
+        let mut first: Option<Degraded> = None;
+        for i in 0..self.endpoints.len() {
+            if !self.endpoints[i].usable() {
+                continue;
             }
-            None => (
-                self.client
-                    .upload(path, &name)
-                    .await
-                    .map_err(|f| Degraded::from_failure(f, Value::Null))?,
-                false,
-            ),
-        })
+            let got = self.endpoints[i].client.upload(path, &name).await;
+            let why = match got {
+                Ok(n) if n == name => continue,
+                Ok(n) => format!("the upload of {name} was stored as {n}"),
+                Err(f) => {
+                    let d = Degraded::from_failure(f, Value::Null);
+                    let why = d.message.clone();
+                    first.get_or_insert(d);
+                    why
+                }
+            };
+            if self.usable() > 1 {
+                self.endpoints[i].leave_out("unavailable", why);
+            } else {
+                return Err(first.unwrap_or(Degraded {
+                    reason: ErrorKind::ComfyuiBadResponse.code(),
+                    message: why,
+                    details: Value::Null,
+                }));
+            }
+        }
+        Ok((name, false))
     }
 
     async fn stage_inputs(&mut self, m: &mut Manifest) -> std::result::Result<(), Degraded> {
@@ -952,11 +1208,13 @@ impl Runner<'_> {
             }) => Some(self.stage_file("clip", p).await?.0),
             _ => None,
         };
-        let dir = input_dir(input.job).filter(|d| d.is_dir() && is_local(&self.client.base));
-        m.comfyui["inputs"] = json!({
-            "audio": audio, "start": start, "staged": staged,
-            "staging": if copied { "copy" } else { "upload" },
-            "input_dir": dir.map(|d| d.display().to_string()),
+        let dir = self.local_input_dir();
+        rec(m).inputs = Some(InputsRecord {
+            audio: audio.clone(),
+            start: start.clone(),
+            staged: staged.clone(),
+            staging: if copied { "copy" } else { "upload" }.into(),
+            input_dir: dir.map(|d| d.display().to_string()),
         });
         self.params = params(input, start, audio, staged.unwrap_or_default());
         Ok(())
@@ -991,7 +1249,14 @@ impl Runner<'_> {
             );
         }
         let size = if w.chunked() {
-            let asked = self.input.job.comfyui.chunk_size.map_or(main, u64::from);
+            let asked = self.input.job.comfyui.chunk_size.map_or_else(
+                || {
+                    let pixels = |(w, h): (u32, u32)| u64::from(w) * u64::from(h);
+                    let p = self.input.prepared;
+                    default_chunk_size(pixels(p.render).max(pixels(p.source_size)))
+                },
+                u64::from,
+            );
             match w.kind {
                 Kind::Template(_) => asked,
                 _ => asked.min(graph::REPEAT_MAX),
@@ -999,9 +1264,17 @@ impl Runner<'_> {
         } else {
             main
         };
-        let graphs = graph::chunks(main, size)
+        let plan = graph::chunks(main, size);
+        let count = plan.len();
+        let graphs = plan
             .into_iter()
             .map(|c| {
+                // What the graph loads: the chunk and its context frames.
+                let (before, after) = context(self.input.job, w, c, main, count);
+                let loaded = Chunk {
+                    start: c.start - before,
+                    frames: c.frames + before + after,
+                };
                 let g = match &w.kind {
                     Kind::Motion => graph::motion_chunk(&p, c, centre),
                     Kind::MouthBlend => match &blend {
@@ -1009,14 +1282,15 @@ impl Runner<'_> {
                         None => Value::Null,
                     },
                     Kind::Wav2LipImage => graph::wav2lip_image(&p, c),
-                    Kind::Wav2LipVideo => graph::wav2lip_video(&p, c),
+                    Kind::Wav2LipVideo => graph::wav2lip_video(&p, loaded),
                     Kind::Template(t) => t.graph.clone(),
                     Kind::FaceCheck(g) => g.clone(),
                 };
                 (c, graph::fill(&g, &p, c))
             })
             .collect();
-        (graphs, size)
+        // The size used: never more than the main segment.
+        (graphs, size.min(main.max(1)))
     }
 
     fn seed_for(&self, attempt: u32) -> u64 {
@@ -1041,140 +1315,505 @@ impl Runner<'_> {
             details: Value::Null,
         };
         std::fs::create_dir_all(&comfy_dir).map_err(|e| io(e, &comfy_dir))?;
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(|e| io(e, &dir))?;
-        }
-        std::fs::create_dir_all(&dir).map_err(|e| io(e, &dir))?;
         // Every graph is checked before any is submitted.
         let (graphs, size) = self.graphs(w, self.seed_for(0));
         self.preflight(w, &graphs)?;
-        let chunk_count = graphs.len();
-        let main = self.params.frames;
-        let mut received = 0u64;
-        let mut video: Option<String> = None;
-        let mut reports = Vec::new();
-        let mut report_problems = Vec::new();
-        for (ci, (c, _)) in graphs.iter().enumerate() {
-            let label = if chunk_count > 1 {
-                format!("{}_chunk{:03}", w.id, ci + 1)
-            } else {
-                w.id.clone()
-            };
-            let entry = self.execute(w, ci, &label).await?;
-            let write = |name: &str, v: &Value| {
-                let p = comfy_dir.join(name);
-                crate::record::write_json_atomic(&p, v).map_err(|e| Degraded {
-                    reason: ErrorKind::ComfyuiBadResponse.code(),
-                    message: e.message,
-                    details: Value::Null,
-                })
-            };
-            write(&format!("{label}.history.json"), &entry)?;
-            if let Some(d) = run_time_error(&entry, &format!("workflow {} ({label})", w.id)) {
-                return Err(d);
-            }
-            let summary = outputs::summary(&entry, &Value::Null);
-            let (found, bad) = report::lipsync_reports(&entry);
-            reports.extend(found);
-            report_problems.extend(bad.into_iter().map(|b| format!("{label}: {b}")));
-            let outs = outputs::collect(&entry);
-            if outs.images.is_empty() {
-                if let (Some(v), true) = (outs.videos.first(), chunk_count == 1) {
-                    let rel = "comfyui/comfyui_video.mp4";
-                    self.fetch(v, &workdir.join(rel), None, &summary).await?;
-                    // Checked here, not in the encode: a short video is a delivery problem.
-                    if let Err(e) = super::compose::visual_video(
-                        self.input.job,
-                        self.input.prepared,
-                        &workdir.join(rel),
-                    ) {
-                        return Err(Degraded {
-                            reason: ErrorKind::ComfyuiOutputsMissing.code(),
-                            message: format!(
-                                "workflow {} ({label}): video output {}",
-                                w.id, e.message
-                            ),
-                            details: summary,
-                        });
-                    }
-                    video = Some(rel.into());
-                    break;
-                }
-                return Err(Degraded {
-                    reason: ErrorKind::ComfyuiOutputsMissing.code(),
-                    message: format!(
-                        "workflow {} ({label}): the history lists no image or video output",
-                        w.id
-                    ),
-                    details: summary,
-                });
-            }
-            let take = outs.images.len().min(c.frames as usize);
-            for (k, f) in outs.images.iter().take(take).enumerate() {
-                let dest = dir.join(format!("{:06}.png", c.start + k as u64 + 1));
-                self.fetch(f, &dest, Some(&dir), &summary).await?;
-                received += 1;
-            }
-            if (outs.images.len() as u64) < c.frames {
-                return Err(Degraded {
-                    reason: ErrorKind::ComfyuiOutputsMissing.code(),
-                    message: format!(
-                        "workflow {} ({label}): received {} of {} frames for timeline frames {}..{}; frames are never stretched",
-                        w.id, outs.images.len(), c.frames, c.start, c.start + c.frames
-                    ),
-                    details: {
-                        let mut d = summary;
-                        d["frames_asked"] = c.frames.into();
-                        d["frames_received"] = (outs.images.len() as u64).into();
-                        d
-                    },
-                });
-            }
-            if outs.images.len() as u64 > c.frames {
-                m.add_warning(format!(
-                    "workflow {} ({label}): ComfyUI returned {} frames for {} asked; the first {} are used",
-                    w.id,
-                    outs.images.len(),
-                    c.frames,
-                    c.frames
-                ));
-            }
+        let mut sink = Sink::new(workdir, rel_dir, &graphs);
+        // Resume: the earlier attempt's chunks whose frames are all on disk are kept.
+        let reused = if self.input.resume {
+            self.reuse_chunks(w, &graphs, &mut sink)
+        } else {
+            0
+        };
+        if reused > 0 {
+            tracing::info!(stage = "comfyui", workflow = %w.id, reused, chunks = graphs.len(), "resume: chunks already fetched are not asked again");
+        } else if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| io(e, &dir))?;
         }
-        if video.is_none() && received != main {
+        std::fs::create_dir_all(&dir).map_err(|e| io(e, &dir))?;
+        {
+            let wr = rec(m).workflows.get_or_default(&w.id);
+            wr.status = "running".into();
+            wr.dir = Some(rel_dir.into());
+            wr.chunk_size = Some(size);
+            wr.chunk_count = Some(graphs.len() as u64);
+        }
+        let r = self.dispatch(w, &graphs, &mut sink, Some(m)).await;
+        for warning in sink.warnings.drain(..) {
+            m.add_warning(warning);
+        }
+        rec(m).workflows.get_or_default(&w.id).chunks = sink.chunks.clone();
+        r?;
+        let main = self.params.frames;
+        if sink.video.is_none() && sink.received != main {
             return Err(Degraded {
                 reason: ErrorKind::ComfyuiOutputsMissing.code(),
-                message: format!("workflow {}: received {received} of {main} frames", w.id),
+                message: format!(
+                    "workflow {}: received {} of {main} frames",
+                    w.id, sink.received
+                ),
                 details: Value::Null,
             });
         }
         Ok(Ran {
-            rec: json!({
-                "status": "completed", "dir": rel_dir, "frames": if video.is_some() { Value::Null } else { received.into() },
-                "video": video, "chunk_size": size, "chunk_count": chunk_count,
-            }),
-            reports,
-            report_problems,
+            rec: WorkflowRecord {
+                status: "completed".into(),
+                dir: Some(rel_dir.into()),
+                frames: sink.video.is_none().then_some(sink.received),
+                video: sink.video,
+                chunk_size: Some(size),
+                chunk_count: Some(graphs.len() as u64),
+                chunks: sink.chunks,
+                ..WorkflowRecord::default()
+            },
+            reports: sink.reports,
+            report_problems: sink.report_problems,
         })
     }
 
-    /// Fetches one output file to `dest` within the run's bounds: a frame (`frames_dir` given:
-    /// an image, checked from its header) or a video. What the server sent wrong degrades the
-    /// workflow; a local write failure (out of disk) also removes `frames_dir`, whose frames
-    /// cannot be used without the missing ones, and is kept in [`Runner::fatal`] so the run
-    /// ends with it.
+    /// `--resume`: marks the chunks of the earlier attempt of `w` that completed with the same
+    /// frames, and whose frames are all on disk, as done (their lip-sync reports read back
+    /// from the history saved with them). Returns how many.
+    fn reuse_chunks(&self, w: &Workflow, graphs: &[(Chunk, Value)], sink: &mut Sink) -> usize {
+        let Some(prev) = self.previous.get(&w.id) else {
+            return 0;
+        };
+        let comfy_dir = self.input.workdir.join("comfyui");
+        let mut n = 0;
+        for (ci, (c, _)) in graphs.iter().enumerate() {
+            let Some(pc) = prev.chunks.get(ci) else {
+                continue;
+            };
+            let on_disk = (0..c.frames).all(|k| {
+                sink.dir
+                    .join(format!("{:06}.png", c.start + k + 1))
+                    .is_file()
+            });
+            if pc.status != "completed" || pc.start != c.start || pc.frames != c.frames || !on_disk
+            {
+                continue;
+            }
+            let label = chunk_label(&w.id, ci, graphs.len());
+            let history = comfy_dir.join(format!("{label}.history.json"));
+            let Some(entry) = std::fs::read(&history)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            else {
+                continue;
+            };
+            let (found, bad) = report::lipsync_reports(&entry);
+            sink.reports.extend(found);
+            sink.report_problems
+                .extend(bad.into_iter().map(|b| format!("{label}: {b}")));
+            sink.received += c.frames;
+            sink.chunks[ci] = ChunkRecord {
+                reused: true,
+                ..pc.clone()
+            };
+            n += 1;
+        }
+        n
+    }
+
+    /// Runs the chunks of `w` not yet done over the pool: each due chunk goes to the usable
+    /// endpoint with the shortest `/queue` (running + pending) that holds fewer than
+    /// [`MAX_IN_FLIGHT`] of ours, so several are in flight at once and a faster server takes
+    /// more; each finished chunk is fetched at once ([`Runner::finish_chunk`]). A transient
+    /// failure is retried after the backoff, on another endpoint where there is one (a new
+    /// prompt id: never run twice on one server); an endpoint that stopped answering while
+    /// another is usable is left out (`died`) and its chunks go elsewhere without counting
+    /// as attempts. With `m`, the manifest is saved after each chunk (for `--resume`).
+    async fn dispatch(
+        &mut self,
+        w: &Workflow,
+        graphs: &[(Chunk, Value)],
+        sink: &mut Sink,
+        mut m: Option<&mut Manifest>,
+    ) -> std::result::Result<(), Degraded> {
+        let retry = self.input.job.comfyui.retry;
+        let poll = Duration::from_millis(self.input.job.comfyui.poll_interval_ms.max(10));
+        let n = graphs.len();
+        let mut pending: VecDeque<usize> = (0..n)
+            .filter(|&ci| sink.chunks[ci].status != "completed")
+            .collect();
+        let mut due = vec![Instant::now(); n];
+        let mut failures = vec![0u32; n];
+        let mut failed_on: Vec<Vec<usize>> = vec![Vec::new(); n];
+        let mut flight = FuturesUnordered::new();
+        loop {
+            let now = Instant::now();
+            if pending.iter().any(|&ci| due[ci] <= now) {
+                let mut depths = self.depths().await;
+                while let Some(pos) = pending.iter().position(|&ci| due[ci] <= now) {
+                    let ci = pending[pos];
+                    let Some(ep) = self.pick(&depths, &failed_on[ci]) else {
+                        break;
+                    };
+                    pending.remove(pos);
+                    if let Some(d) = depths[ep].as_mut() {
+                        *d += 1;
+                    }
+                    flight.push(self.launch(w, graphs, ci, ep, sink, poll));
+                }
+                self.report_chunks(w, sink);
+            }
+            if flight.is_empty() {
+                if pending.is_empty() {
+                    return Ok(());
+                }
+                if self.usable() == 0 {
+                    return Err(Degraded {
+                        reason: ErrorKind::ComfyuiBadResponse.code(),
+                        message: format!("workflow {}: no usable ComfyUI left", w.id),
+                        details: Value::Null,
+                    });
+                }
+                let next = pending.iter().map(|&ci| due[ci]).min().unwrap_or(now);
+                tokio::time::sleep_until(next.max(now + Duration::from_millis(10))).await;
+                continue;
+            }
+            let wake = pending.iter().map(|&ci| due[ci]).filter(|d| *d > now).min();
+            let done = match wake {
+                Some(t) => tokio::select! {
+                    d = flight.next() => d,
+                    _ = tokio::time::sleep_until(t) => None,
+                },
+                None => flight.next().await,
+            };
+            let Some(Done {
+                ci,
+                ep,
+                prompt_id,
+                seed,
+                attempt,
+                started,
+                result,
+            }) = done
+            else {
+                continue;
+            };
+            let label = chunk_label(&w.id, ci, n);
+            let base = self.endpoints[ep].client.base.clone();
+            self.endpoints[ep].in_flight -= 1;
+            self.attempts.push(AttemptRecord {
+                workflow_id: w.id.clone(),
+                chunk: ci as u64,
+                attempt,
+                endpoint: base.clone(),
+                prompt_id,
+                seed,
+                result: match &result {
+                    Ok(_) => "finished".into(),
+                    Err(f) => f.error.message.clone(),
+                },
+            });
+            match result {
+                Ok(entry) => {
+                    sink.chunks[ci].run_seconds = Some(started.elapsed().as_secs_f64());
+                    let fetch = Instant::now();
+                    self.finish_chunk(w, &graphs[ci].0, ci, n, ep, entry, sink)
+                        .await?;
+                    let c = &mut sink.chunks[ci];
+                    c.fetch_seconds = Some(fetch.elapsed().as_secs_f64());
+                    c.status = "completed".into();
+                    c.endpoint = Some(base);
+                    let e = &mut self.endpoints[ep].rec;
+                    e.chunks_completed += 1;
+                    e.frames += graphs[ci].0.frames;
+                    self.report_chunks(w, sink);
+                    if let Some(m) = m.as_deref_mut() {
+                        rec(m).workflows.get_or_default(&w.id).chunks = sink.chunks.clone();
+                        self.record(m);
+                        if let Err(e) = m.save(self.input.workdir) {
+                            tracing::warn!(stage = "comfyui", "manifest not saved: {}", e.message);
+                        }
+                    }
+                }
+                Err(f) if f.transient => {
+                    tracing::warn!(stage = "comfyui", workflow = %w.id, chunk = ci, endpoint = %base, attempt, "{}", f.error.message);
+                    sink.chunks[ci].status = "pending".into();
+                    if self.usable() > 1
+                        && !self.endpoints[ep]
+                            .client
+                            .answers(Duration::from_secs(5))
+                            .await
+                    {
+                        self.endpoints[ep].leave_out("died", f.error.message.clone());
+                        pending.push_front(ci);
+                        due[ci] = Instant::now();
+                        continue;
+                    }
+                    failures[ci] += 1;
+                    if failures[ci] >= retry.attempts.max(1) {
+                        let mut d = Degraded::from_failure(f, Value::Null);
+                        d.message = format!(
+                            "workflow {} ({label}): gave up after {} attempts: {}",
+                            w.id, retry.attempts, d.message
+                        );
+                        return Err(d);
+                    }
+                    failed_on[ci].push(ep);
+                    let wait = retry
+                        .backoff_ms
+                        .saturating_mul(1 << (failures[ci] - 1).min(16));
+                    due[ci] = Instant::now() + Duration::from_millis(wait);
+                    pending.push_front(ci);
+                }
+                Err(f) => return Err(Degraded::from_failure(f, Value::Null)),
+            }
+        }
+    }
+
+    /// Each endpoint's load for the next hand-out: `/queue`'s running + pending (at least our
+    /// own prompts there); `None` for one not usable or full of ours. A `/queue` that does not
+    /// answer counts our own prompts only (the submission will tell whether it is alive).
+    async fn depths(&self) -> Vec<Option<u64>> {
+        let several = self.usable() > 1;
+        let asks = self.endpoints.iter().map(|e| async move {
+            if !e.usable() || e.in_flight >= MAX_IN_FLIGHT {
+                return None;
+            }
+            let ours = e.in_flight as u64;
+            if !several {
+                return Some(ours);
+            }
+            match tokio::time::timeout(Duration::from_secs(10), e.client.queue_depth()).await {
+                Ok(Ok(d)) => Some(d.max(ours)),
+                _ => Some(ours),
+            }
+        });
+        futures_util::future::join_all(asks).await
+    }
+
+    /// The endpoint for a chunk: usable, room for one more of ours, the shortest queue,
+    /// endpoints where the chunk failed last, the pool's order breaking ties.
+    fn pick(&self, depths: &[Option<u64>], failed_on: &[usize]) -> Option<usize> {
+        (0..self.endpoints.len())
+            .filter(|&i| self.endpoints[i].usable() && self.endpoints[i].in_flight < MAX_IN_FLIGHT)
+            .filter_map(|i| depths[i].map(|d| (failed_on.contains(&i), d, i)))
+            .min()
+            .map(|(_, _, i)| i)
+    }
+
+    /// Submits chunk `ci` to endpoint `ep`: the future owns what it needs, so several run at
+    /// once. ComfyUI's step progress is reported only for a workflow of one chunk.
+    fn launch(
+        &mut self,
+        w: &Workflow,
+        graphs: &[(Chunk, Value)],
+        ci: usize,
+        ep: usize,
+        sink: &mut Sink,
+        poll: Duration,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Done>>> {
+        let attempt = sink.chunks[ci].attempts;
+        let seed = self.seed_for(attempt);
+        let g = if seed == self.input.seed {
+            graphs[ci].1.clone()
+        } else {
+            self.graphs(w, seed).0.swap_remove(ci).1
+        };
+        let label = chunk_label(&w.id, ci, graphs.len());
+        let _ = crate::record::write_json_atomic(
+            &self
+                .input
+                .workdir
+                .join("comfyui")
+                .join(format!("{label}.graph.json")),
+            &g,
+        );
+        let prompt_id = new_uuid();
+        self.prompt_ids.push(prompt_id.clone());
+        let e = &mut self.endpoints[ep];
+        e.in_flight += 1;
+        let client = e.client.clone();
+        let c = &mut sink.chunks[ci];
+        c.attempts += 1;
+        c.status = "running".into();
+        c.prompt_id = Some(prompt_id.clone());
+        c.endpoint = Some(client.base.clone());
+        tracing::info!(stage = "comfyui", workflow = %w.id, chunk = ci, endpoint = %client.base, prompt_id, "chunk submitted");
+        let progress = (graphs.len() == 1).then(|| self.input.progress.clone());
+        let silence = (self.usable() > 1).then(|| silence_limit(poll));
+        Box::pin(async move {
+            let started = Instant::now();
+            let result =
+                submit_and_wait(&client, &g, &prompt_id, poll, progress.as_ref(), silence).await;
+            Done {
+                ci,
+                ep,
+                prompt_id,
+                seed,
+                attempt: attempt + 1,
+                started,
+                result,
+            }
+        })
+    }
+
+    /// Reports where the chunks of `w` stand (the run's progress).
+    fn report_chunks(&self, w: &Workflow, sink: &Sink) {
+        if let Kind::FaceCheck(_) = w.kind {
+            return;
+        }
+        let done = |c: &&ChunkRecord| c.status == "completed";
+        let mine = |url: &str, c: &&ChunkRecord| !c.reused && c.endpoint.as_deref() == Some(url);
+        let p = ChunkProgress {
+            workflow_id: w.id.clone(),
+            chunks_done: sink.chunks.iter().filter(done).count() as u64,
+            chunks_total: sink.chunks.len() as u64,
+            frames_done: sink.chunks.iter().filter(done).map(|c| c.frames).sum(),
+            frames_total: sink.chunks.iter().map(|c| c.frames).sum(),
+            endpoints: self
+                .endpoints
+                .iter()
+                .map(|e| {
+                    let url = e.client.base.as_str();
+                    let ended = || sink.chunks.iter().filter(done).filter(|c| mine(url, c));
+                    EndpointProgress {
+                        url: url.to_string(),
+                        chunks_done: ended().count() as u64,
+                        frames_done: ended().map(|c| c.frames).sum(),
+                        in_flight: e.in_flight as u64,
+                    }
+                })
+                .collect(),
+        };
+        self.input.progress.comfyui_chunks(&p);
+    }
+
+    /// A chunk's history entry came from endpoint `ep`: saved, checked for a run-time error,
+    /// its reports kept, its frames fetched into the workflow's folder under their timeline
+    /// numbers (the face check keeps the entry itself).
+    #[allow(clippy::too_many_arguments)]
+    async fn finish_chunk(
+        &mut self,
+        w: &Workflow,
+        c: &Chunk,
+        ci: usize,
+        chunk_count: usize,
+        ep: usize,
+        entry: Value,
+        sink: &mut Sink,
+    ) -> std::result::Result<(), Degraded> {
+        let workdir = self.input.workdir;
+        let label = chunk_label(&w.id, ci, chunk_count);
+        let path = workdir
+            .join("comfyui")
+            .join(format!("{label}.history.json"));
+        crate::record::write_json_atomic(&path, &entry).map_err(|e| Degraded {
+            reason: ErrorKind::ComfyuiBadResponse.code(),
+            message: e.message,
+            details: Value::Null,
+        })?;
+        if let Kind::FaceCheck(_) = w.kind {
+            if let Some(d) = run_time_error(&entry, &w.id) {
+                return Err(d);
+            }
+            sink.entry = Some(entry);
+            return Ok(());
+        }
+        if let Some(d) = run_time_error(&entry, &format!("workflow {} ({label})", w.id)) {
+            return Err(d);
+        }
+        let summary = outputs::summary(&entry, &Value::Null);
+        let main = self.params.frames;
+        let (before, after) = context(self.input.job, w, *c, main, chunk_count);
+        let loaded = c.frames + before + after;
+        let (found, bad) = report::lipsync_reports(&entry);
+        sink.reports.extend(found.iter().map(|r| {
+            if before + after > 0 {
+                r.trimmed(before, c.frames)
+            } else {
+                r.clone()
+            }
+        }));
+        sink.report_problems
+            .extend(bad.into_iter().map(|b| format!("{label}: {b}")));
+        let outs = outputs::collect(&entry);
+        if outs.images.is_empty() {
+            if let (Some(v), 1) = (outs.videos.first(), chunk_count) {
+                let rel = "comfyui/comfyui_video.mp4";
+                self.fetch(ep, v, &workdir.join(rel), None, &summary)
+                    .await?;
+                // Checked here, not in the encode: a short video is a delivery problem.
+                if let Err(e) = super::compose::visual_video(
+                    self.input.job,
+                    self.input.prepared,
+                    &workdir.join(rel),
+                ) {
+                    return Err(Degraded {
+                        reason: ErrorKind::ComfyuiOutputsMissing.code(),
+                        message: format!("workflow {} ({label}): video output {}", w.id, e.message),
+                        details: summary,
+                    });
+                }
+                sink.video = Some(rel.into());
+                return Ok(());
+            }
+            return Err(Degraded {
+                reason: ErrorKind::ComfyuiOutputsMissing.code(),
+                message: format!(
+                    "workflow {} ({label}): the history lists no image or video output",
+                    w.id
+                ),
+                details: summary,
+            });
+        }
+        let dir = sink.dir.clone();
+        let own = outs
+            .images
+            .iter()
+            .skip(before as usize)
+            .take(c.frames as usize);
+        for (k, f) in own.enumerate() {
+            let dest = dir.join(format!("{:06}.png", c.start + k as u64 + 1));
+            self.fetch(ep, f, &dest, Some(&dir), &summary).await?;
+            sink.received += 1;
+        }
+        if (outs.images.len() as u64) < loaded {
+            return Err(Degraded {
+                reason: ErrorKind::ComfyuiOutputsMissing.code(),
+                message: format!(
+                    "workflow {} ({label}): received {} of {} frames for timeline frames {}..{}; frames are never stretched",
+                    w.id, outs.images.len(), loaded, c.start - before, c.start + c.frames + after
+                ),
+                details: {
+                    let mut d = summary;
+                    d["frames_asked"] = loaded.into();
+                    d["frames_received"] = (outs.images.len() as u64).into();
+                    d
+                },
+            });
+        }
+        if outs.images.len() as u64 > loaded {
+            sink.warnings.push(format!(
+                "workflow {} ({label}): ComfyUI returned {} frames for {} asked; the first {} are used",
+                w.id,
+                outs.images.len(),
+                loaded,
+                loaded
+            ));
+        }
+        Ok(())
+    }
+
+    /// Fetches one output file of endpoint `ep` to `dest` within the run's bounds: a frame
+    /// (`frames_dir` given: an image, checked from its header) or a video. What the server
+    /// sent wrong degrades the workflow; a local write failure (out of disk) also removes
+    /// `frames_dir`, whose frames cannot be used without the missing ones, and is kept in
+    /// [`Runner::fatal`] so the run ends with it.
     async fn fetch(
         &mut self,
+        ep: usize,
         f: &outputs::OutputFile,
         dest: &Path,
         frames_dir: Option<&Path>,
         summary: &Value,
     ) -> std::result::Result<u64, Degraded> {
         let image = frames_dir.is_some();
-        match self
-            .client
-            .view_to_file(f, dest, image, &mut self.budget)
-            .await
-        {
+        let client = &self.endpoints[ep].client;
+        match client.view_to_file(f, dest, image, &mut self.budget).await {
             Ok(n) => Ok(n),
             Err(client::FetchError::Peer(failure)) => {
                 Err(Degraded::from_failure(failure, summary.clone()))
@@ -1193,178 +1832,187 @@ impl Runner<'_> {
             }
         }
     }
+}
 
-    /// Submits chunk `ci` of `w` and waits for its history entry, with retries of transient
-    /// failures. A POST whose answer was lost is followed by a look at `/history` and
-    /// `/queue` under the same prompt id before anything is posted again.
-    async fn execute(
-        &mut self,
-        w: &Workflow,
-        ci: usize,
-        label: &str,
-    ) -> std::result::Result<Value, Degraded> {
-        let retry = self.input.job.comfyui.retry;
-        let comfy_dir = self.input.workdir.join("comfyui");
-        let mut last: Option<Failure> = None;
-        for attempt in 0..retry.attempts.max(1) {
-            if attempt > 0 {
-                let wait = retry.backoff_ms.saturating_mul(1 << (attempt - 1).min(16));
-                tokio::time::sleep(Duration::from_millis(wait)).await;
-            }
-            let seed = self.seed_for(attempt);
-            let (graphs, _) = self.graphs(w, seed);
-            let g = graphs[ci].1.clone();
-            let _ = crate::record::write_json_atomic(
-                &comfy_dir.join(format!("{label}.graph.json")),
-                &g,
-            );
-            let prompt_id = new_uuid();
-            self.prompt_ids.push(prompt_id.clone());
-            let result = self.submit_and_wait(&g, &prompt_id).await;
-            self.attempts.push(json!({
-                "workflow_id": w.id, "chunk": ci, "attempt": attempt + 1, "prompt_id": prompt_id,
-                "seed": seed, "result": match &result { Ok(_) => "finished".to_string(), Err(f) => f.error.message.clone() },
-            }));
-            match result {
-                Ok(entry) => return Ok(entry),
-                Err(f) if f.transient => {
-                    tracing::warn!(
-                        stage = "comfyui",
-                        attempt = attempt + 1,
-                        "{}",
-                        f.error.message
-                    );
-                    last = Some(f);
-                }
-                Err(f) => return Err(Degraded::from_failure(f, Value::Null)),
-            }
+impl Sink {
+    fn new(workdir: &Path, rel_dir: &'static str, graphs: &[(Chunk, Value)]) -> Sink {
+        Sink {
+            dir: workdir.join(rel_dir),
+            received: 0,
+            video: None,
+            reports: Vec::new(),
+            report_problems: Vec::new(),
+            entry: None,
+            warnings: Vec::new(),
+            chunks: graphs
+                .iter()
+                .enumerate()
+                .map(|(i, (c, _))| ChunkRecord {
+                    index: i as u64,
+                    start: c.start,
+                    frames: c.frames,
+                    status: "pending".into(),
+                    ..ChunkRecord::default()
+                })
+                .collect(),
         }
-        let f = last.unwrap_or_else(|| Failure {
-            error: Error::new(ErrorKind::ComfyuiBadResponse, "no attempt was made"),
-            transient: true,
-            node_errors: Value::Null,
-        });
-        let mut d = Degraded::from_failure(f, Value::Null);
-        d.message = format!(
-            "workflow {} ({label}): gave up after {} attempts: {}",
-            w.id, retry.attempts, d.message
-        );
-        Err(d)
     }
+}
 
-    async fn submit_and_wait(&mut self, g: &Value, prompt_id: &str) -> Fallible<Value> {
-        let poll = Duration::from_millis(self.input.job.comfyui.poll_interval_ms.max(10));
-        // The socket first: events go only to the client that submitted.
-        let ws = self.client.open_ws().await;
-        match self.client.post_prompt(g, prompt_id).await? {
-            Posted::Accepted { number } => {
-                tracing::info!(stage = "comfyui", prompt_id, number, "graph queued");
-            }
-            Posted::Lost(why) => {
-                tracing::warn!(
+/// A chunk's name in `comfyui/`: the workflow id, with `_chunkNNN` when there are several.
+fn chunk_label(id: &str, ci: usize, count: usize) -> String {
+    if count > 1 {
+        format!("{id}_chunk{:03}", ci + 1)
+    } else {
+        id.to_string()
+    }
+}
+
+/// Posts `g` under `prompt_id` (the `/ws` socket opened first) and waits for its history
+/// entry. A POST whose answer was lost is followed by a look at `/history` and `/queue` under
+/// the same prompt id before it is posted again.
+async fn submit_and_wait(
+    client: &Client,
+    g: &Value,
+    prompt_id: &str,
+    poll: Duration,
+    progress: Option<&Reporter>,
+    silence: Option<Duration>,
+) -> Fallible<Value> {
+    // The socket first: events go only to the client that submitted.
+    let ws = client.open_ws().await;
+    match client.post_prompt(g, prompt_id).await? {
+        Posted::Accepted { number } => {
+            tracing::info!(stage = "comfyui", prompt_id, number, endpoint = %client.base, "graph queued");
+        }
+        Posted::Lost(why) => {
+            tracing::warn!(
+                stage = "comfyui",
+                prompt_id,
+                "{why}; looking before posting again"
+            );
+            tokio::time::sleep(poll).await;
+            if known(client, prompt_id).await {
+                tracing::info!(
                     stage = "comfyui",
                     prompt_id,
-                    "{why}; looking before posting again"
+                    "the server has the prompt: not posted again"
                 );
-                tokio::time::sleep(poll).await;
-                if self.known(prompt_id).await {
-                    tracing::info!(
-                        stage = "comfyui",
-                        prompt_id,
-                        "the server has the prompt: not posted again"
-                    );
-                } else {
-                    match self.client.post_prompt(g, prompt_id).await? {
-                        Posted::Accepted { .. } => {}
-                        Posted::Lost(why) if self.known(prompt_id).await => {
-                            tracing::warn!(
-                                stage = "comfyui",
-                                prompt_id,
-                                "{why}; the server has the prompt"
-                            );
-                        }
-                        Posted::Lost(why) => {
-                            return Err(Failure {
-                                error: Error::new(ErrorKind::ComfyuiBadResponse, why),
-                                transient: true,
-                                node_errors: Value::Null,
-                            })
-                        }
+            } else {
+                match client.post_prompt(g, prompt_id).await? {
+                    Posted::Accepted { .. } => {}
+                    Posted::Lost(why) if known(client, prompt_id).await => {
+                        tracing::warn!(
+                            stage = "comfyui",
+                            prompt_id,
+                            "{why}; the server has the prompt"
+                        );
                     }
-                }
-            }
-        }
-        self.wait(prompt_id, ws, poll).await
-    }
-
-    /// Whether the server knows `prompt_id` (queued, running or finished).
-    async fn known(&self, prompt_id: &str) -> bool {
-        matches!(self.client.history(prompt_id).await, Ok(Some(_)))
-            || matches!(self.client.queued(prompt_id).await, Ok(true))
-    }
-
-    async fn wait(
-        &mut self,
-        prompt_id: &str,
-        mut ws: Option<client::WsStream>,
-        poll: Duration,
-    ) -> Fallible<Value> {
-        let mut next_poll = Instant::now() + poll;
-        let mut missing = 0;
-        loop {
-            let check = match ws.as_mut() {
-                Some(sock) => tokio::select! {
-                    ev = client::next_event(sock, prompt_id) => match ev {
-                        Some(WsEvent::Progress { value, max }) => { self.progress(value, max); false }
-                        Some(WsEvent::Finished) => true,
-                        Some(WsEvent::Other) => false,
-                        None => { ws = None; false }
-                    },
-                    _ = tokio::time::sleep_until(next_poll) => true,
-                },
-                None => {
-                    tokio::time::sleep_until(next_poll).await;
-                    true
-                }
-            };
-            if !check {
-                continue;
-            }
-            next_poll = Instant::now() + poll;
-            // Transient trouble while waiting is waited out (the deadline bounds it): the
-            // prompt may be running, and posting it again would run it twice.
-            match self.client.history(prompt_id).await {
-                Ok(Some(e)) => return Ok(e),
-                Ok(None) => {}
-                Err(f) if f.transient => continue,
-                Err(f) => return Err(f),
-            }
-            match self.client.queued(prompt_id).await {
-                Ok(true) => missing = 0,
-                Ok(false) => {
-                    if let Ok(Some(e)) = self.client.history(prompt_id).await {
-                        return Ok(e);
-                    }
-                    missing += 1;
-                    if missing >= 2 {
+                    Posted::Lost(why) => {
                         return Err(Failure {
-                            error: Error::new(
-                                ErrorKind::ComfyuiBadResponse,
-                                format!("prompt {prompt_id} vanished: neither in /queue nor in /history"),
-                            ),
+                            error: Error::new(ErrorKind::ComfyuiBadResponse, why),
                             transient: true,
                             node_errors: Value::Null,
-                        });
+                        })
                     }
                 }
-                Err(_) => {}
             }
         }
     }
+    wait(client, prompt_id, ws, poll, progress, silence).await
+}
 
-    fn progress(&mut self, value: u64, max: u64) {
-        if max > 0 {
-            self.input.progress.comfyui(value, max);
+/// Whether the server knows `prompt_id` (queued, running or finished).
+async fn known(client: &Client, prompt_id: &str) -> bool {
+    matches!(client.history(prompt_id).await, Ok(Some(_)))
+        || matches!(client.queued(prompt_id).await, Ok(true))
+}
+
+/// Waits for `prompt_id`'s history entry. Transient trouble is waited out (the deadline bounds
+/// it) — except, with `silence`, a server that answers nothing at all for that long: the
+/// caller then takes the chunk to another endpoint.
+async fn wait(
+    client: &Client,
+    prompt_id: &str,
+    mut ws: Option<client::WsStream>,
+    poll: Duration,
+    progress: Option<&Reporter>,
+    silence: Option<Duration>,
+) -> Fallible<Value> {
+    let mut next_poll = Instant::now() + poll;
+    let mut missing = 0;
+    let mut answered = Instant::now();
+    loop {
+        let check = match ws.as_mut() {
+            Some(sock) => tokio::select! {
+                ev = client::next_event(sock, prompt_id) => match ev {
+                    Some(WsEvent::Progress { value, max }) => {
+                        if let (Some(p), true) = (progress, max > 0) {
+                            p.comfyui(value, max);
+                        }
+                        false
+                    }
+                    Some(WsEvent::Finished) => true,
+                    Some(WsEvent::Other) => false,
+                    None => { ws = None; false }
+                },
+                _ = tokio::time::sleep_until(next_poll) => true,
+            },
+            None => {
+                tokio::time::sleep_until(next_poll).await;
+                true
+            }
+        };
+        if !check {
+            continue;
+        }
+        next_poll = Instant::now() + poll;
+        // Transient trouble while waiting is waited out (the deadline bounds it): the
+        // prompt may be running, and posting it again would run it twice.
+        match client.history(prompt_id).await {
+            Ok(Some(e)) => return Ok(e),
+            Ok(None) => answered = Instant::now(),
+            Err(f) if f.transient => {
+                if let Some(limit) = silence.filter(|l| answered.elapsed() >= *l) {
+                    return Err(Failure {
+                        error: Error::new(
+                            ErrorKind::ComfyuiBadResponse,
+                            format!(
+                                "ComfyUI at {} gave no answer for {} s while prompt {prompt_id} ran ({})",
+                                client.base,
+                                limit.as_secs(),
+                                f.error.message
+                            ),
+                        ),
+                        transient: true,
+                        node_errors: Value::Null,
+                    });
+                }
+                continue;
+            }
+            Err(f) => return Err(f),
+        }
+        match client.queued(prompt_id).await {
+            Ok(true) => missing = 0,
+            Ok(false) => {
+                if let Ok(Some(e)) = client.history(prompt_id).await {
+                    return Ok(e);
+                }
+                missing += 1;
+                if missing >= 2 {
+                    return Err(Failure {
+                        error: Error::new(
+                            ErrorKind::ComfyuiBadResponse,
+                            format!(
+                                "prompt {prompt_id} vanished: neither in /queue nor in /history"
+                            ),
+                        ),
+                        transient: true,
+                        node_errors: Value::Null,
+                    });
+                }
+            }
+            Err(_) => {}
         }
     }
 }
@@ -1387,6 +2035,19 @@ fn file_budget(input: &Input, workflows: usize) -> u64 {
         .saturating_mul(workflows as u64)
 }
 
+/// Records `e` as the stage's failure, with `action` (what the main segment comes from
+/// instead), and warns.
+fn failed_without_frames(m: &mut Manifest, e: &Error, action: &str) {
+    let r = rec(m);
+    r.failure = Some(FailureRecord {
+        code: e.code().into(),
+        message: e.message.clone(),
+        details: Value::Null,
+    });
+    r.action = Some(action.into());
+    m.add_warning(format!("{}: {} ({action})", e.code(), e.message));
+}
+
 /// The health check answered, but over a bound (`COMFYUI_BAD_RESPONSE`): the run goes on
 /// from the fallback, degraded, with the limit named in the warning.
 fn unusable_health(input: &Input, m: &mut Manifest, e: Error) -> Outcome {
@@ -1396,9 +2057,7 @@ fn unusable_health(input: &Input, m: &mut Manifest, e: Error) -> Outcome {
     } else {
         "the main segment comes from the start video"
     };
-    m.comfyui["failure"] = json!({"code": e.code(), "message": e.message});
-    m.comfyui["action"] = action.into();
-    m.add_warning(format!("{}: {} ({action})", e.code(), e.message));
+    failed_without_frames(m, &e, action);
     Outcome {
         degraded_reason: Some(e.code().to_string()),
         ..Outcome::default()
@@ -1419,9 +2078,7 @@ pub fn fall_back_from_frames(m: &mut Manifest, e: &Error, motion_meta: Option<Va
         None => "the main segment comes from the start video",
     };
     tracing::warn!(stage = "encode", code = e.code(), "{}", e.message);
-    m.comfyui["failure"] = json!({"code": e.code(), "message": e.message});
-    m.comfyui["action"] = action.into();
-    m.add_warning(format!("{}: {} ({action})", e.code(), e.message));
+    failed_without_frames(m, e, action);
     m.motion_meta = motion_meta.unwrap_or(Value::Null);
     if let Some(d) = &mut m.video_source_detail {
         d.comfyui_output = None;
@@ -1454,6 +2111,15 @@ mod tests {
         assert!(is_local("http://[::1]:8188"));
         assert!(!is_local("http://gpu-box:8188"));
         assert!(!is_local("https://10.0.0.5"));
+    }
+
+    #[test]
+    fn the_default_chunk_keeps_four_float_copies_within_4_gib() {
+        assert_eq!(default_chunk_size(512 * 512), 341);
+        assert_eq!(default_chunk_size(1920 * 1080), 43);
+        assert_eq!(default_chunk_size(64 * 48), graph::REPEAT_MAX);
+        assert_eq!(default_chunk_size(8192 * 8192), 16);
+        assert!(default_chunk_size(1920 * 1080) * 1920 * 1080 * 48 <= DEFAULT_CHUNK_BYTES);
     }
 
     #[test]

@@ -19,7 +19,9 @@
 //! Scenarios ([`Config`]): missing node classes, a run-time error, no outputs, too few frames,
 //! a job that vanishes from the queue, a slow `/view`, a job that never finishes, a dropped
 //! connection on the first POST, a lip-sync that returns its input unchanged while claiming
-//! it synced, no face in the picture, nodes that send no reports. It counts POST /prompt submissions and executions per prompt
+//! it synced, no face in the picture, nodes that send no reports; one prompt at a time (as one
+//! ComfyUI runs them, the rest `queue_pending`), a server that dies after a number of POSTs
+//! ([`Server::kill`]: the port refuses, connections drop). It counts POST /prompt submissions and executions per prompt
 //! id, so a test can prove that a retry does not run a job twice.
 #![allow(dead_code)]
 
@@ -86,6 +88,15 @@ pub struct Config {
     /// `VIDAX_FaceProbe` has no detector (the pack is missing) and reports its size
     /// fallback, as recorded (`history_facecheck_fallback.json`, a 512×512 picture, as it is).
     pub face_fallback: bool,
+    /// The server dies (its process gone: the port refuses, open connections drop) just
+    /// after it accepted this many POST /prompt (that last prompt never finishes).
+    pub die_after_posts: Option<u64>,
+    /// One prompt executes at a time, as in ComfyUI (one GPU): the others wait in the queue
+    /// (`queue_pending`). Off: every prompt runs at once.
+    pub serial: bool,
+    /// `/queue` lists this many prompts of another client as pending (other users' load;
+    /// they never run).
+    pub foreign_queue: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +132,15 @@ pub struct ServerState {
     pub lipsync_posts: AtomicU64,
     /// For each `VHS_LoadVideo` executed: the barcode of every frame it loaded, in order.
     pub video_frames: Mutex<Vec<Vec<u64>>>,
+    /// Held by the executing prompt when [`Config::serial`].
+    gpu: tokio::sync::Mutex<()>,
+    /// The prompt executing now.
+    running: Mutex<Option<String>>,
+    /// Ends the server (see [`Server::kill`]).
+    kill: tokio::sync::Notify,
+    pub killed: std::sync::atomic::AtomicBool,
+    /// The most prompts it held at once (running + pending), seen at each POST.
+    pub max_queued: AtomicU64,
 }
 
 pub struct Server {
@@ -145,11 +165,36 @@ impl Server {
         listener.set_nonblocking(true).unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let app = wrap(router(state.clone()));
+        let st = state.clone();
+        // Killed: the serving future and then the runtime end, which drops the listener and
+        // every connection and task (a process that died).
         in_thread(move || async move {
             let l = tokio::net::TcpListener::from_std(listener).unwrap();
-            let _ = axum::serve(l, app).await;
+            tokio::select! {
+                _ = axum::serve(l, app) => {}
+                _ = st.kill.notified() => {}
+            }
         });
         Server { url, state }
+    }
+
+    /// Ends the server as a killed process would end.
+    pub fn kill(&self) {
+        self.state.killed.store(true, Ordering::SeqCst);
+        self.state.kill.notify_one();
+    }
+
+    /// Graphs submitted that run `class` (a chunk of a workflow, not the face check).
+    pub fn graphs_with(&self, class: &str) -> Vec<Value> {
+        self.graphs()
+            .into_iter()
+            .filter(|g| {
+                g.as_object()
+                    .unwrap()
+                    .values()
+                    .any(|n| n["class_type"] == class)
+            })
+            .collect()
     }
 
     pub fn posts(&self) -> u64 {
@@ -404,7 +449,17 @@ async fn post_prompt(State(s): State<Arc<ServerState>>, body: Bytes) -> Response
                 entry: Value::Null,
             },
         );
+        let queued = s.jobs.lock().unwrap().values().filter(|j| !j.done).count() as u64;
+        s.max_queued.fetch_max(queued, Ordering::SeqCst);
         tokio::spawn(execute(s.clone(), prompt_id.clone()));
+    }
+    if s.cfg.die_after_posts == Some(n) {
+        let st = s.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            st.killed.store(true, Ordering::SeqCst);
+            st.kill.notify_one();
+        });
     }
     if s.cfg.drop_first_post && n == 1 {
         // The prompt is queued, the answer never comes: unwinding the connection's task closes
@@ -746,6 +801,11 @@ fn send(s: &ServerState, client_id: &str, ty: &str, data: Value) {
 }
 
 async fn execute(s: Arc<ServerState>, prompt_id: String) {
+    let _gpu = match s.cfg.serial {
+        true => Some(s.gpu.lock().await),
+        false => None,
+    };
+    *s.running.lock().unwrap() = Some(prompt_id.clone());
     let job = s.jobs.lock().unwrap().get(&prompt_id).cloned().unwrap();
     let c = job.client_id.as_str();
     let graph = job.graph.clone();
@@ -962,13 +1022,23 @@ async fn history(State(s): State<Arc<ServerState>>, AxPath(id): AxPath<String>) 
 }
 
 async fn queue(State(s): State<Arc<ServerState>>) -> Json<Value> {
+    let now = s.running.lock().unwrap().clone();
     let jobs = s.jobs.lock().unwrap();
-    let running: Vec<Value> = jobs
-        .iter()
-        .filter(|(_, j)| !j.done)
-        .map(|(id, j)| json!([j.number, id, j.graph, {"client_id": j.client_id}, []]))
-        .collect();
-    Json(json!({"queue_running": running, "queue_pending": []}))
+    let item =
+        |(id, j): (&String, &Job)| json!([j.number, id, j.graph, {"client_id": j.client_id}, []]);
+    let waiting = jobs.iter().filter(|(_, j)| !j.done);
+    // Serial: the one executing runs, the others wait; otherwise all run.
+    let (running, pending): (Vec<_>, Vec<_>) =
+        waiting.partition(|(id, _)| !s.cfg.serial || now.as_deref() == Some(id.as_str()));
+    let mut pending: Vec<Value> = pending.into_iter().map(item).collect();
+    for k in 0..s.cfg.foreign_queue {
+        let id = format!("{k:08x}-f0f0-4000-8000-000000000000");
+        pending.push(json!([1000 + k, id, {}, {"client_id": "someone-else"}, []]));
+    }
+    Json(json!({
+        "queue_running": running.into_iter().map(item).collect::<Vec<_>>(),
+        "queue_pending": pending,
+    }))
 }
 
 async fn view(
