@@ -267,19 +267,25 @@ fn no_usable_server_in_the_pool_is_comfyui_unavailable() {
     assert!(err.contains(&down[0]) && err.contains(&down[1]), "{err}");
 }
 
-#[test]
-fn a_server_killed_mid_run_has_its_chunks_redone_elsewhere() {
-    let sb = Sandbox::new();
-    // It takes the face check and two chunks, then dies before either chunk finishes.
+/// A run over two servers, the first of which takes the face check and two chunks, then
+/// dies before either chunk finishes; it must succeed. The servers and the workdir.
+fn run_with_a_server_that_dies(sb: &Sandbox, comfyui: Value) -> (Server, Server, PathBuf) {
     let dying = Server::start(Config {
         die_after_posts: Some(3),
         ..slow(300)
     });
     let other = Server::start(slow(20));
-    let job = job(&sb, json!([dying.url, other.url]), json!({}));
+    let job = job(sb, json!([dying.url, other.url]), comfyui);
     let wd = sb.join("run");
-    let out = run(&sb, &job, &wd, false);
+    let out = run(sb, &job, &wd, false);
     assert!(out.status.success(), "{}", stderr_of(&out));
+    (dying, other, wd)
+}
+
+#[test]
+fn a_server_killed_mid_run_has_its_chunks_redone_elsewhere() {
+    let sb = Sandbox::new();
+    let (dying, other, wd) = run_with_a_server_that_dies(&sb, json!({}));
     assert!(dying.state.killed.load(std::sync::atomic::Ordering::SeqCst));
     let m = manifest(&wd);
     let chunks = assert_chunks_cover(&m, main_frames(&m));
@@ -314,6 +320,33 @@ fn a_server_killed_mid_run_has_its_chunks_redone_elsewhere() {
             .count(),
         2
     );
+    assert_final_in_order(&wd);
+}
+
+/// Regression: the second chunk a dead server held was counted as a failed attempt (the
+/// server had been left out by the first, so only one was usable and the check for a dead
+/// server was skipped); with `retry.attempts: 1` losing one of two servers degraded the run.
+#[test]
+fn a_dead_servers_every_chunk_goes_elsewhere_without_counting_as_an_attempt() {
+    let sb = Sandbox::new();
+    let (dying, other, wd) =
+        run_with_a_server_that_dies(&sb, json!({"retry": {"attempts": 1, "backoff_ms": 20}}));
+    let m = manifest(&wd);
+    assert_eq!(
+        m["video_source_detail"]["degraded"], false,
+        "{}",
+        m["comfyui"]
+    );
+    assert!(
+        m["comfyui"]["failure"].is_null(),
+        "{}",
+        m["comfyui"]["failure"]
+    );
+    let chunks = assert_chunks_cover(&m, main_frames(&m));
+    let lost = chunk_starts(&dying);
+    assert_eq!(lost.len(), 2, "{lost:?}");
+    assert_eq!(delivered_by(&chunks, &other.url), chunks.len());
+    assert_eq!(m["comfyui"]["endpoints"][0]["status"], "died");
     assert_final_in_order(&wd);
 }
 

@@ -465,6 +465,30 @@ fn sigint_and_sigterm_while_comfyui_holds_the_prompt_stop_the_wait_and_resume() 
             took < Duration::from_secs(5),
             "the wait noticed late: {took:?}"
         );
+        // The held prompt is withdrawn from ComfyUI (taken off the queue and interrupted), not
+        // left running for a run that is gone, and the manifest says so.
+        let m: Value =
+            serde_json::from_slice(&std::fs::read(wd.join("manifest.json")).unwrap()).unwrap();
+        let withdrawn: Vec<String> = m["comfyui"]["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| {
+                a["result"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("withdrawn from ComfyUI")
+            })
+            .map(|a| a["prompt_id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(withdrawn.len(), 1, "{}", m["comfyui"]["attempts"]);
+        assert!(held.state.deleted.lock().unwrap().contains(&withdrawn[0]));
+        assert!(held
+            .state
+            .interrupted
+            .lock()
+            .unwrap()
+            .contains(&withdrawn[0]));
         let how = Stopped {
             exit,
             code,

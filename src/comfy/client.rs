@@ -448,6 +448,23 @@ impl Client {
         Ok(len("queue_running") + len("queue_pending"))
     }
 
+    /// Withdraws our prompt: `POST /queue {"delete": [id]}` takes it off the pending queue and
+    /// `POST /interrupt {"prompt_id": id}` stops it if it is the one running (ComfyUI
+    /// interrupts nothing else: another client's prompt keeps running). Whether both were
+    /// answered 2xx within `within`.
+    pub async fn withdraw(&self, prompt_id: &str, within: std::time::Duration) -> bool {
+        let post = |path: &'static str, body: Value| async move {
+            let sent = self.http.post(self.url(path)).json(&body).send();
+            matches!(
+                tokio::time::timeout(within, sent).await,
+                Ok(Ok(r)) if r.status().is_success()
+            )
+        };
+        let deleted = post("/queue", serde_json::json!({ "delete": [prompt_id] })).await;
+        let interrupted = post("/interrupt", serde_json::json!({ "prompt_id": prompt_id })).await;
+        deleted && interrupted
+    }
+
     /// Whether the server answers at all (`GET /system_stats` within `within`).
     pub async fn answers(&self, within: std::time::Duration) -> bool {
         matches!(

@@ -12,6 +12,7 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -430,6 +431,16 @@ impl Endpoint {
     }
 }
 
+/// Puts chunk `ci` back among the pending ones in index order, so that chunks retried
+/// together are handed out (and their frames land) first to last.
+fn requeue(pending: &mut VecDeque<usize>, ci: usize) {
+    let at = pending
+        .iter()
+        .position(|&c| c > ci)
+        .unwrap_or(pending.len());
+    pending.insert(at, ci);
+}
+
 /// A prompt that came back (or failed) from an endpoint.
 struct Done {
     ci: usize,
@@ -469,6 +480,17 @@ struct Runner<'a> {
     budget: u64,
     /// A local failure while fetching (out of disk): the run ends with it.
     fatal: Option<Error>,
+    /// Our prompts posted and not yet seen to end: withdrawn from ComfyUI when the stage is
+    /// stopped or times out ([`Runner::withdraw`]), so no GPU keeps working for a run that
+    /// is gone (and a `--resume` does not queue behind its own leftovers).
+    outstanding: Arc<Mutex<Vec<Outstanding>>>,
+}
+
+/// A prompt of ours on an endpoint that has not ended yet.
+#[derive(Clone)]
+struct Outstanding {
+    client: Client,
+    record: AttemptRecord,
 }
 
 /// Runs the stage. `Err` only for a server that is not there (`COMFYUI_UNAVAILABLE`), the
@@ -575,6 +597,7 @@ async fn connect<'a>(
         attempts: Vec::new(),
         budget: file_budget(input, 1),
         fatal: None,
+        outstanding: Arc::default(),
     };
     Ok((runner, stats, if usable == 0 { over } else { None }))
 }
@@ -626,16 +649,19 @@ fn run_blocking(input: &Input, m: &mut Manifest) -> Result<Outcome> {
         }
         // A stop (SIGINT/SIGTERM, the supervisor) ends every wait of the stage at once.
         let waits = crate::interrupt::unless_stopped(runner.run_all(&workflows, m));
-        match tokio::time::timeout_at(deadline, waits).await {
-            Ok(r) => {
-                runner.record(m);
-                r
-            }
-            Err(_) => {
-                runner.record(m);
-                Err(timeout_error(&runner, timeout))
-            }
-        }
+        let r = match tokio::time::timeout_at(deadline, waits).await {
+            Ok(r) => r,
+            Err(_) => Err(timeout_error(&runner, timeout)),
+        };
+        // Prompts still out are the run's no more: a stop, the timeout, or a workflow that
+        // gave up (degraded) while other chunks of it were in flight.
+        let why = match &r {
+            Err(e) => e.message.clone(),
+            Ok(_) => "the workflow ended without it (degraded)".to_string(),
+        };
+        runner.withdraw(&why).await;
+        runner.record(m);
+        r
     })
 }
 
@@ -726,6 +752,30 @@ impl Runner<'_> {
 
     fn usable(&self) -> usize {
         self.endpoints.iter().filter(|e| e.usable()).count()
+    }
+
+    /// Withdraws every prompt of ours still on a ComfyUI (the stage ends with `why`: a stop,
+    /// the timeout, a local failure), all at once, within a few seconds; each is recorded as
+    /// an attempt that says whether its server took it back.
+    async fn withdraw(&mut self, why: &str) {
+        let left = std::mem::take(&mut *self.outstanding.lock().unwrap());
+        let asks = left.into_iter().map(|o| async move {
+            let taken = o
+                .client
+                .withdraw(&o.record.prompt_id, Duration::from_secs(3))
+                .await;
+            (o.record, taken)
+        });
+        for (mut a, taken) in futures_util::future::join_all(asks).await {
+            let what = if taken {
+                "withdrawn from ComfyUI"
+            } else {
+                "could not be withdrawn from ComfyUI (it may still run there)"
+            };
+            tracing::warn!(stage = "comfyui", endpoint = %a.endpoint, prompt_id = %a.prompt_id, "{what}: {why}");
+            a.result = format!("{what}: {why}");
+            self.attempts.push(a);
+        }
     }
 
     fn record(&self, m: &mut Manifest) {
@@ -1532,14 +1582,20 @@ impl Runner<'_> {
                 Err(f) if f.transient => {
                     tracing::warn!(stage = "comfyui", workflow = %w.id, chunk = ci, endpoint = %base, attempt, "{}", f.error.message);
                     sink.chunks[ci].status = "pending".into();
-                    if self.usable() > 1
-                        && !self.endpoints[ep]
-                            .client
-                            .answers(Duration::from_secs(5))
-                            .await
-                    {
-                        self.endpoints[ep].leave_out("died", f.error.message.clone());
-                        pending.push_front(ci);
+                    // A dead endpoint's chunks go elsewhere without counting as attempts: the
+                    // first that finds it dead leaves it out, and those it still held (it was
+                    // left out meanwhile) follow, even when only one endpoint is left.
+                    let dead = !self.endpoints[ep].usable()
+                        || (self.usable() > 1
+                            && !self.endpoints[ep]
+                                .client
+                                .answers(Duration::from_secs(5))
+                                .await);
+                    if dead {
+                        if self.endpoints[ep].usable() {
+                            self.endpoints[ep].leave_out("died", f.error.message.clone());
+                        }
+                        requeue(&mut pending, ci);
                         due[ci] = Instant::now();
                         continue;
                     }
@@ -1557,7 +1613,7 @@ impl Runner<'_> {
                         .backoff_ms
                         .saturating_mul(1 << (failures[ci] - 1).min(16));
                     due[ci] = Instant::now() + Duration::from_millis(wait);
-                    pending.push_front(ci);
+                    requeue(&mut pending, ci);
                 }
                 Err(f) => return Err(Degraded::from_failure(f, Value::Null)),
             }
@@ -1635,10 +1691,27 @@ impl Runner<'_> {
         tracing::info!(stage = "comfyui", workflow = %w.id, chunk = ci, endpoint = %client.base, prompt_id, "chunk submitted");
         let progress = (graphs.len() == 1).then(|| self.input.progress.clone());
         let silence = (self.usable() > 1).then(|| silence_limit(poll));
+        let outstanding = self.outstanding.clone();
+        outstanding.lock().unwrap().push(Outstanding {
+            client: client.clone(),
+            record: AttemptRecord {
+                workflow_id: w.id.clone(),
+                chunk: ci as u64,
+                attempt: attempt + 1,
+                endpoint: client.base.clone(),
+                prompt_id: prompt_id.clone(),
+                seed,
+                result: String::new(),
+            },
+        });
         Box::pin(async move {
             let started = Instant::now();
             let result =
                 submit_and_wait(&client, &g, &prompt_id, poll, progress.as_ref(), silence).await;
+            outstanding
+                .lock()
+                .unwrap()
+                .retain(|o| o.record.prompt_id != prompt_id);
             Done {
                 ci,
                 ep,

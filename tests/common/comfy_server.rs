@@ -141,6 +141,10 @@ pub struct ServerState {
     pub killed: std::sync::atomic::AtomicBool,
     /// The most prompts it held at once (running + pending), seen at each POST.
     pub max_queued: AtomicU64,
+    /// Prompt ids named by `POST /queue {"delete": [...]}`, in order.
+    pub deleted: Mutex<Vec<String>>,
+    /// Prompt ids named by `POST /interrupt {"prompt_id": ...}`, in order.
+    pub interrupted: Mutex<Vec<String>>,
 }
 
 pub struct Server {
@@ -244,7 +248,8 @@ fn router(state: Arc<ServerState>) -> Router {
         .route("/object_info/:class", get(object_info_one))
         .route("/prompt", post(post_prompt))
         .route("/history/:id", get(history))
-        .route("/queue", get(queue))
+        .route("/queue", get(queue).post(queue_edit))
+        .route("/interrupt", post(interrupt))
         .route("/view", get(view))
         .route("/upload/image", post(upload))
         .route("/ws", get(ws))
@@ -1019,6 +1024,30 @@ async fn history(State(s): State<Arc<ServerState>>, AxPath(id): AxPath<String>) 
         Some(j) if j.done => json!({ id: j.entry }),
         _ => json!({}),
     })
+}
+
+/// `POST /queue {"delete": [ids]}` (recorded): ComfyUI drops those prompts from its pending
+/// queue; here a prompt not yet finished is dropped from the queue listing.
+async fn queue_edit(State(s): State<Arc<ServerState>>, Json(body): Json<Value>) -> StatusCode {
+    for id in body["delete"].as_array().into_iter().flatten() {
+        let Some(id) = id.as_str() else { continue };
+        s.deleted.lock().unwrap().push(id.to_string());
+        let running = s.running.lock().unwrap().as_deref() == Some(id);
+        let mut jobs = s.jobs.lock().unwrap();
+        if !running && jobs.get(id).is_some_and(|j| !j.done) {
+            jobs.remove(id);
+        }
+    }
+    StatusCode::OK
+}
+
+/// `POST /interrupt {"prompt_id": id}` (recorded): ComfyUI stops that prompt if it is the
+/// one running.
+async fn interrupt(State(s): State<Arc<ServerState>>, Json(body): Json<Value>) -> StatusCode {
+    if let Some(id) = body["prompt_id"].as_str() {
+        s.interrupted.lock().unwrap().push(id.to_string());
+    }
+    StatusCode::OK
 }
 
 async fn queue(State(s): State<Arc<ServerState>>) -> Json<Value> {
