@@ -72,10 +72,11 @@ fn corrupt_m4a(sb: &Sandbox, name: &str, every: usize) -> PathBuf {
     p
 }
 
-/// Inputs that pass the preflight (their headers are fine) and fail when decoded, inside a
+/// Inputs that pass admission (their headers are fine) and fail when decoded, inside a
 /// phase: such a run got an id and stays on record as `failed` (docs/ERRORS.md). (A truncated
-/// picture is not among them: the preflight decodes start and end pictures whole.)
-const FOUND_IN_A_PHASE: &[&str] = &["zero samples", "mostly corrupt", "truncated mp4"];
+/// picture is not among them: admission decodes start and end pictures whole; nor is a
+/// truncated start video: admission reads its packets for the timestamps.)
+const FOUND_IN_A_PHASE: &[&str] = &["zero samples", "mostly corrupt"];
 
 struct Case {
     what: &'static str,
@@ -530,4 +531,45 @@ fn wrong_types_and_out_of_range_values_are_validation_failures_naming_the_field(
         assert_eq!(std::fs::read(sb.runs_json()).unwrap(), before);
         assert!(!sb.join(&format!("wd-{field}")).exists(), "nothing written");
     }
+}
+
+/// Issue 12, admit once: a workflow id that is neither built in nor a template is refused at
+/// admission, with its code, before the run got an id: no workdir, no manifest, no registry
+/// entry (it used to fail inside the run, recorded).
+#[test]
+fn an_unknown_workflow_id_is_refused_at_admission_leaving_no_record() {
+    let (sb, mut job) = sandbox_with_a_run();
+    // ComfyUI on, at a port nothing listens on: admission must answer before any request.
+    job["comfyui"] = json!({
+        "enable": true, "url": "http://127.0.0.1:9", "workflow_ids": ["vidax_faceprobe", "no_such_flow"],
+    });
+    let p = sb.write_job("unknown_flow.json", &job);
+    let wd = sb.join("wd-unknown-flow");
+    let before = std::fs::read(sb.runs_json()).unwrap();
+    let out = va_run(&sb, &p, &wd);
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(10), "{err}");
+    assert!(
+        err.contains("VALIDATION_FAILED")
+            && err.contains("comfyui.workflow_ids[1]: no workflow \"no_such_flow\""),
+        "{err}"
+    );
+    assert!(!wd.exists(), "no workdir");
+    assert_eq!(
+        std::fs::read(sb.runs_json()).unwrap(),
+        before,
+        "registry untouched"
+    );
+    // A built-in workflow for the other start kind: refused the same way.
+    job["comfyui"]["workflow_ids"] = json!(["vidax_wav2lip_video_audio"]);
+    let p = sb.write_job("wrong_kind_flow.json", &job);
+    let out = va_run(&sb, &p, &wd);
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(10), "{err}");
+    assert!(
+        err.contains("comfyui.workflow_ids[0]: vidax_wav2lip_video_audio needs a start_video"),
+        "{err}"
+    );
+    assert!(!wd.exists(), "no workdir");
+    assert_eq!(std::fs::read(sb.runs_json()).unwrap(), before);
 }

@@ -158,11 +158,12 @@ fn long_job_from_a_frames_folder_is_byte_identical() {
         }),
     );
     let job = vidax::job::load(&job_path).unwrap();
+    let admitted = vidax::stages::admit(job.clone(), &sb.state_root(), Vec::new()).unwrap();
     let render = |name: &str| {
         let wd = sb.join(name);
         std::fs::create_dir_all(&wd).unwrap();
         let mut m = vidax::record::Manifest::new("test");
-        let p = vidax::stages::prepare::prepare(&job, &wd, &mut m).unwrap();
+        let p = vidax::stages::prepare::prepare(&admitted, &wd, &mut m).unwrap();
         assert_eq!(p.frames.main_frames(), count);
         let visual = Visual::Frames {
             dir: frames.clone(),

@@ -671,3 +671,87 @@ fn an_image_too_big_for_the_memory_is_an_error_not_an_abort() {
     assert!(!wd.join("manifest.json").exists());
     assert!(!sb.runs_json().exists() || registry(&sb).is_empty());
 }
+
+/// How many times `va run JOB --workdir WD` (under `strace -f -e trace=openat,open`) opens
+/// each of `inputs`; `None` when strace cannot trace here (missing, or ptrace refused).
+fn opens_per_input(sb: &Sandbox, job: &Path, wd: &Path, inputs: &[&Path]) -> Option<Vec<usize>> {
+    let log = sb.join(&format!(
+        "{}.strace",
+        wd.file_name().unwrap().to_string_lossy()
+    ));
+    let out = Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=openat,open", "-o"])
+        .arg(&log)
+        .arg(assert_cmd::cargo::cargo_bin("va"))
+        .arg("run")
+        .arg(job)
+        .arg("--workdir")
+        .arg(wd)
+        .env("VA_STATE_DIR", sb.state_root())
+        .env_remove("VA_LOG")
+        .output();
+    let out = match out {
+        Ok(o) if log.is_file() => o,
+        _ => return None,
+    };
+    let text = std::fs::read_to_string(&log).unwrap();
+    if !text.contains("openat(") {
+        // strace ran but could not trace (ptrace refused in this container).
+        return None;
+    }
+    assert!(out.status.success(), "va run: {}", stderr_of(&out));
+    Some(
+        inputs
+            .iter()
+            .map(|p| {
+                let quoted = format!("\"{}\"", p.display());
+                text.lines().filter(|l| l.contains(&quoted)).count()
+            })
+            .collect(),
+    )
+}
+
+/// Issue 12, admit once: a run probes each input once at admission (hash, kind, size, the
+/// checks) and opens it once more to decode it; no stage opens an input to look at it again.
+#[test]
+fn a_run_opens_each_input_at_most_twice_probe_and_decode() {
+    let sb = Sandbox::new();
+    let demo = root().join("fixtures/demo");
+    for f in ["voice.wav", "face.png", "end.png", "job.json"] {
+        std::fs::copy(demo.join(f), sb.join(f)).unwrap();
+    }
+    let (audio, face, end) = (
+        sb.join("voice.wav"),
+        sb.join("face.png"),
+        sb.join("end.png"),
+    );
+    let Some(counts) = opens_per_input(
+        &sb,
+        &sb.join("job.json"),
+        &sb.join("wd-image"),
+        &[&audio, &face, &end],
+    ) else {
+        eprintln!("skipped: strace cannot trace here");
+        return;
+    };
+    for (name, n) in ["audio", "start image", "end image"].iter().zip(&counts) {
+        assert!(*n <= 2, "the {name} was opened {n} times (at most 2)");
+    }
+    let clip = sb.join("clip.mp4");
+    std::fs::copy(root().join("fixtures/video/d7a3bd3815c03965.mp4"), &clip).unwrap();
+    let j = sb.write_job(
+        "video.json",
+        &json!({
+            "audio": audio, "start_video": clip, "end_image": end,
+            "buffer": {"pre_seconds": 0.2, "post_seconds": 0.4},
+            "determinism": {"fps": 25, "seed": 3},
+            "render": {"max_width": 160, "max_height": 120},
+            "comfyui": {"enable": false},
+        }),
+    );
+    let counts = opens_per_input(&sb, &j, &sb.join("wd-video"), &[&audio, &clip, &end])
+        .expect("strace traced the first run");
+    for (name, n) in ["audio", "start video", "end image"].iter().zip(&counts) {
+        assert!(*n <= 2, "the {name} was opened {n} times (at most 2)");
+    }
+}

@@ -1156,3 +1156,75 @@ fn a_job_without_a_seed_is_accepted_and_records_the_seed_it_drew() {
         .expect("a drawn seed on record");
     assert_eq!(m["effective_params"]["determinism"]["seed"], seed);
 }
+
+/// Issue 12, one job draft for every front door: `POST /produce` and `va produce` with the same
+/// options build the same job (`job.json` byte for byte).
+#[test]
+fn produce_over_the_api_and_on_the_command_line_build_the_same_job() {
+    let s = Setup::new();
+    let server = s.start(&s.config(json!({})));
+    let a = server.post(
+        "/produce",
+        json!({"audio": "voice.wav", "start": "face.png", "end": "end.png", "pre": 0.25,
+               "post": 0.5, "fps": "30000/1001", "max_width": 160, "max_height": 120,
+               "no_comfyui": true, "seed": 3, "prompt": "a face"}),
+    );
+    assert_eq!(a.status, 202, "{}", a.text);
+    let id = id_of(&a);
+    let job = server.wait_job(&id, "end", |j| {
+        j["status"] == "completed" || j["status"] == "failed"
+    });
+    assert_eq!(job["status"], "completed", "{job}");
+    let api_job =
+        std::fs::read(Path::new(job["workdir"].as_str().unwrap()).join("job.json")).unwrap();
+    let root = s.root().canonicalize().unwrap();
+    let wd = s.path().join("cli-produce");
+    let out = Command::new(assert_cmd::cargo::cargo_bin("va"))
+        .arg("produce")
+        .arg("--audio")
+        .arg(root.join("voice.wav"))
+        .arg("--start")
+        .arg(root.join("face.png"))
+        .arg("--end")
+        .arg(root.join("end.png"))
+        .args(["--pre", "0.25", "--post", "0.5", "--fps", "30000/1001"])
+        .args(["--max-width", "160", "--max-height", "120", "--no-comfyui"])
+        .args(["--seed", "3", "--prompt", "a face", "--workdir"])
+        .arg(&wd)
+        .current_dir(s.path())
+        .env("VA_STATE_DIR", s.path().join("va-state"))
+        .env_remove("COMFYUI_URL")
+        .env_remove("VA_LOG")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "va produce: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli_job = std::fs::read(wd.join("job.json")).unwrap();
+    let parsed = |b: &[u8]| serde_json::from_slice::<Value>(b).unwrap();
+    assert_eq!(parsed(&api_job), parsed(&cli_job));
+    assert_eq!(api_job, cli_job, "byte for byte");
+}
+
+/// Issue 12, admit once: `POST /jobs` refuses an unknown workflow id at admission (400,
+/// `VALIDATION_FAILED`), and no job is created.
+#[test]
+fn an_unknown_workflow_id_is_refused_when_posted() {
+    let s = Setup::new();
+    let server = s.start(&s.config(json!({})));
+    let mut j = s.small_job();
+    j["comfyui"] = json!({"enable": true, "workflow_ids": ["no_such_flow"]});
+    let a = server.post("/jobs", j);
+    assert_error(&a, 400, "VALIDATION_FAILED");
+    assert!(
+        a.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("comfyui.workflow_ids[0]: no workflow \"no_such_flow\""),
+        "{}",
+        a.text
+    );
+    assert_eq!(server.get("/jobs").body["jobs"], json!([]));
+}

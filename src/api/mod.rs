@@ -374,4 +374,29 @@ mod tests {
             "docs/VIDAX_API.md and src/api/openapi.json differ"
         );
     }
+
+    /// The server stands on the library: no file of `src/api/` names the command line
+    /// (issue 12; it used to fill `cli::run::ProduceArgs` from JSON).
+    #[test]
+    fn the_server_does_not_import_the_command_line() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api");
+        // Spelled in pieces, so that this file does not match itself.
+        let needles = [
+            ["crate", "cli"].join("::"),
+            ["super", "super", "cli"].join("::"),
+            ["vidax", "cli"].join("::"),
+        ];
+        let mut read = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for n in &needles {
+                    assert!(!text.contains(n.as_str()), "{} uses {n}", path.display());
+                }
+                read += 1;
+            }
+        }
+        assert!(read >= 5, "read {read} files of {}", dir.display());
+    }
 }

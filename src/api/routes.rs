@@ -16,11 +16,10 @@ use serde_json::{json, Value};
 use super::error::{ApiError, ApiResult};
 use super::jobs::{new_job_id, JobRecord, JobStatus, QueueRefusal};
 use super::{ops, App, OPENAPI};
-use crate::cli::run::{produce_job, ProduceArgs};
 use crate::error::{Error, ErrorKind};
-use crate::files::path_json;
-use crate::job::{self, Job};
+use crate::job::{self, Job, JobDraft};
 use crate::record::events::events_path;
+use crate::stages::admit::{self as admission, Admitted, Probed};
 
 type AppState = State<Arc<App>>;
 
@@ -150,44 +149,61 @@ struct Empty {}
 
 // ---- submitting jobs --------------------------------------------------------------------
 
-/// A job checked for the server: validated, its input paths confined to the roots (and
-/// replaced by their real paths), its inputs probed.
-fn admit(app: &App, doc: Value, what: &str) -> ApiResult<Job> {
+/// A job document checked before it is validated: an object, and no other ComfyUI than the
+/// configured one (a request must not point a run at another host).
+fn check_document(app: &App, doc: &Value, what: &str) -> ApiResult<()> {
     if !doc.is_object() {
         return Err(ApiError::bad_request(
             ErrorKind::ValidationFailed,
             format!("{what}: must be a JSON object"),
         ));
     }
-    // Jobs reach the configured ComfyUI only: a request must not point a run at another host.
-    let given_url = doc["comfyui"]["url"]
-        .as_str()
-        .map(|u| u.trim_end_matches('/').to_string());
+    check_comfyui_url(app, doc["comfyui"]["url"].as_str())
+}
+
+/// Jobs reach the configured ComfyUI only.
+fn check_comfyui_url(app: &App, given: Option<&str>) -> ApiResult<()> {
+    let given_url = given.map(|u| u.trim_end_matches('/').to_string());
     let url = app.cfg.comfyui.url.trim_end_matches('/');
     if given_url.as_deref().is_some_and(|u| u != url) {
         return Err(ApiError::forbidden(format!(
             "comfyui.url: jobs of this server use the configured ComfyUI ({url})"
         )));
     }
-    let base = app.roots.base().to_path_buf();
-    let parsed = job::from_value(doc, &base).map_err(|problems| {
-        let mut e = ApiError::bad_input(job::problems_error(Path::new(what), &problems));
-        e.problems = serde_json::to_value(&problems).ok();
+    Ok(())
+}
+
+/// Schema problems of a posted job, told as `what` (`job`, `produce options`) with the list.
+fn problems_error(what: &str) -> impl Fn(&[job::Problem]) -> ApiError + '_ {
+    move |problems| {
+        let mut e = ApiError::bad_input(job::problems_error(Path::new(what), problems));
+        e.problems = serde_json::to_value(problems).ok();
         e
-    })?;
-    let mut effective = parsed.to_effective_json();
-    effective["comfyui"]["url"] = Value::String(url.to_string());
-    for (field, path) in parsed.inputs() {
-        effective[field] = path_json::to_value(&app.roots.confine(field, path)?);
     }
-    if let Some(dir) = &parsed.comfyui.input_dir {
-        effective["comfyui"]["input_dir"] =
-            path_json::to_value(&app.roots.confine("comfyui.input_dir", dir)?);
+}
+
+/// A validated job made the server's, then admitted ([`crate::stages::admit`]): its input
+/// paths confined to the roots (and replaced by their real paths), the configured ComfyUI
+/// set, each input probed once (`earlier`: probes already taken, kept). The job is validated
+/// once, by the caller; nothing here validates it again.
+fn admit(app: &App, mut j: Job, earlier: Vec<Probed>) -> ApiResult<Admitted> {
+    let url = app.cfg.comfyui.url.trim_end_matches('/').to_string();
+    j.comfyui.pool = vec![url.clone()];
+    j.comfyui.url = url;
+    j.audio = app.roots.confine("audio", &j.audio)?;
+    let start = app.roots.confine(j.start.field(), j.start.path())?;
+    j.start = match j.start {
+        job::StartKind::Image(_) => job::StartKind::Image(start),
+        job::StartKind::Video(_) => job::StartKind::Video(start),
+    };
+    if let Some(end) = &j.end_image {
+        j.end_image = Some(app.roots.confine("end_image", end)?);
     }
-    let j = job::from_value(effective, &base)
-        .map_err(|p| ApiError::bad_input(job::problems_error(Path::new(what), &p)))?;
-    crate::stages::run::preflight(&j).map_err(ApiError::bad_input)?;
-    Ok(j)
+    if let Some(dir) = &j.comfyui.input_dir {
+        j.comfyui.input_dir = Some(app.roots.confine("comfyui.input_dir", dir)?);
+    }
+    // The runs use the state dir of this process's environment (`va run` is its child).
+    admission::admit(j, &crate::files::state_dir(), earlier).map_err(ApiError::bad_input)
 }
 
 /// Creates the job's workdir under the runs root and its record (status `created`).
@@ -256,8 +272,11 @@ pub async fn create_job(
     let doc = body_json(body)?.unwrap_or(Value::Null);
     let app2 = Arc::clone(&app);
     let rec = blocking(move || {
-        let j = admit(&app2, doc, "job")?;
-        create(&app2, &j, "job")
+        check_document(&app2, &doc, "job")?;
+        let base = app2.roots.base().to_path_buf();
+        let j = job::from_value(doc, &base).map_err(|p| problems_error("job")(p.as_slice()))?;
+        let admitted = admit(&app2, j, Vec::new())?;
+        create(&app2, &admitted.job, "job")
     })
     .await?;
     if q.start {
@@ -323,7 +342,7 @@ pub async fn produce(
     let app2 = Arc::clone(&app);
     let rec = blocking(move || {
         let roots = &app2.roots;
-        let args = ProduceArgs {
+        let draft = JobDraft {
             audio: roots.confine("audio", &req.audio)?,
             start: roots.confine("start", &req.start)?,
             end: req
@@ -341,11 +360,14 @@ pub async fn produce(
             height: req.height.map(i64::from),
             max_width: req.max_width.map(i64::from),
             max_height: req.max_height.map(i64::from),
-            lipsync: req.lipsync.map(|l| match l {
-                OnOff::Bool(true) => "on".into(),
-                OnOff::Bool(false) => "off".into(),
-                OnOff::Text(t) => t,
-            }),
+            lipsync: req
+                .lipsync
+                .map(|l| match l {
+                    OnOff::Bool(b) => Ok(b),
+                    OnOff::Text(t) => job::draft::on_off(&t),
+                })
+                .transpose()
+                .map_err(ApiError::bad_input)?,
             lipsync_provider: req.lipsync_provider,
             comfyui_chunk_size: req.comfyui_chunk_size.map(i64::from),
             // The server to use (default http://127.0.0.1:8188), e.g. a remote GPU box.
@@ -355,11 +377,18 @@ pub async fn produce(
             seed: req.seed.map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
             prompt: req.prompt,
             negative: req.negative,
-            ..ProduceArgs::default()
+            loudness: None,
         };
-        let doc = produce_job(&args).map_err(ApiError::bad_input)?;
-        let j = admit(&app2, Value::Object(doc), "produce options")?;
-        create(&app2, &j, "produce")
+        check_comfyui_url(&app2, draft.comfyui_url.as_deref())?;
+        // The draft's start is probed once: for its kind, and kept for admission.
+        let (j, start) = admission::draft_job(
+            &draft,
+            app2.roots.base(),
+            problems_error("produce options"),
+            ApiError::bad_input,
+        )?;
+        let admitted = admit(&app2, j, vec![start])?;
+        create(&app2, &admitted.job, "produce")
     })
     .await?;
     queue_new(&app, rec)

@@ -154,7 +154,8 @@ pub fn child(a: ChildArgs, events: &EventLog) -> Result<i32> {
                 events: None,
             };
             let t = Instant::now();
-            let out = run_job(&j, &opts)?;
+            let admitted = crate::stages::admit(j.clone(), &opts.state_dir, Vec::new())?;
+            let out = run_job(&admitted, &opts)?;
             let wall = t.elapsed().as_secs_f64();
             let stages = stage_times(&out.manifest);
             Sample {
@@ -219,7 +220,9 @@ fn settings(j: &job::Job, p: &prepare::Prepared) -> (VideoSettings, AudioSetting
 fn frames_full(j: &job::Job, workdir: &Path, dir: &Path) -> Result<Sample> {
     let t = Instant::now();
     let mut m = Manifest::new("bench-frames");
-    let p = prepare::prepare(j, workdir, &mut m)?;
+    // Admission (the probes) counts, as it did when prepare probed the inputs itself.
+    let admitted = crate::stages::admit(j.clone(), &workdir.join("state"), Vec::new())?;
+    let p = prepare::prepare(&admitted, workdir, &mut m)?;
     let comp = compositor(j, &p, Some(dir))?;
     encode_sample(j, &p, Box::new(comp), &workdir.join("final.mp4"), t)
 }
@@ -291,7 +294,9 @@ impl FrameProducer for Replay {
 /// audio, through the same encoders and muxer.
 fn floor(j: &job::Job, workdir: &Path, frames_dir: Option<&Path>) -> Result<Sample> {
     let mut m = Manifest::new("bench-floor");
-    let p = prepare::prepare(j, workdir, &mut m)?;
+    // Admission (the probes) counts, as it did when prepare probed the inputs itself.
+    let admitted = crate::stages::admit(j.clone(), &workdir.join("state"), Vec::new())?;
+    let p = prepare::prepare(&admitted, workdir, &mut m)?;
     let mut comp = compositor(j, &p, frames_dir)?;
     let mut frames = Vec::with_capacity(p.frames.target_frames as usize);
     for i in 0..p.frames.target_frames {
@@ -309,7 +314,9 @@ fn floor(j: &job::Job, workdir: &Path, frames_dir: Option<&Path>) -> Result<Samp
 fn dump(j: &job::Job, workdir: &Path, frames_dir: Option<&Path>) -> Result<Sample> {
     use std::io::Write;
     let mut m = Manifest::new("bench-dump");
-    let p = prepare::prepare(j, workdir, &mut m)?;
+    // Admission (the probes) counts, as it did when prepare probed the inputs itself.
+    let admitted = crate::stages::admit(j.clone(), &workdir.join("state"), Vec::new())?;
+    let p = prepare::prepare(&admitted, workdir, &mut m)?;
     let mut comp = compositor(j, &p, frames_dir)?;
     let path = workdir.join("frames.yuv");
     let file = std::fs::File::create(&path).at(ErrorKind::Internal, &path)?;

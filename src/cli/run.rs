@@ -3,17 +3,15 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use std::io::IsTerminal;
 
 use super::report;
 use crate::error::{Error, ErrorKind, Result};
-use crate::files::path_json;
-use crate::job;
-use crate::media;
+use crate::job::{self, JobDraft};
 use crate::record::EventLog;
-use crate::stages::{run_job, RunOptions};
+use crate::stages::{admit, run_job, Admitted, RunOptions};
 
 #[derive(Args, Debug)]
 pub struct ValidateArgs {
@@ -376,18 +374,22 @@ pub fn run(a: RunArgs, events: &EventLog) -> Result<i32> {
                 .clone()
                 .unwrap_or_else(|| default_workdir(&run_id)),
         );
-        execute(
-            &j,
-            &Launch {
-                workdir,
-                job_file: Some(absolute(&a.job)),
-                resume: a.resume,
-                fail_on_degraded: a.fail_on_degraded,
-                run_id,
-                json: a.json,
-            },
-            events,
-        )
+        let launch = Launch {
+            workdir,
+            job_file: Some(absolute(&a.job)),
+            resume: a.resume,
+            fail_on_degraded: a.fail_on_degraded,
+            run_id,
+            json: a.json,
+        };
+        check_workdir(&launch.workdir)?;
+        // An existing final is the first answer, before any input is probed.
+        crate::stages::run::refuse_existing_final(
+            &launch.workdir.join(&j.output.final_name),
+            launch.resume,
+        )?;
+        let admitted = admit::admit(j, &crate::files::state_dir(), Vec::new())?;
+        execute(&admitted, &launch, events)
     })
 }
 
@@ -422,10 +424,10 @@ struct Launch {
     json: bool,
 }
 
-fn execute(j: &job::Job, l: &Launch, events: &EventLog) -> Result<i32> {
+/// Runs an admitted job (the workdir checked, the job admitted: see [`run`] and [`produce`]).
+fn execute(admitted: &Admitted, l: &Launch, events: &EventLog) -> Result<i32> {
     let started = std::time::Instant::now();
     let workdir = &l.workdir;
-    check_workdir(workdir)?;
     // The run checks its inputs before it touches the workdir, and points the event log at
     // it once it holds the workdir's lock.
     let mut reporters: Vec<Box<dyn crate::progress::Progress>> = Vec::new();
@@ -444,7 +446,7 @@ fn execute(j: &job::Job, l: &Launch, events: &EventLog) -> Result<i32> {
         run_id: Some(l.run_id.clone()),
         events: Some(events.clone()),
     };
-    let outcome = run_job(j, &opts)?;
+    let outcome = run_job(admitted, &opts)?;
     let code = if outcome.degraded && l.fail_on_degraded {
         3
     } else {
@@ -477,19 +479,24 @@ fn produce_inner(a: &ProduceArgs, events: &EventLog) -> Result<i32> {
     if let Some(w) = &a.workdir {
         check_workdir(w)?;
     }
-    let doc = produce_job(a)?;
+    let draft = a.draft()?;
     let run_id = crate::stages::run::new_run_id();
     let workdir = absolute(
         &a.workdir
             .clone()
             .unwrap_or_else(|| default_workdir(&run_id)),
     );
+    check_workdir(&workdir)?;
+    crate::stages::run::refuse_existing_final(
+        &workdir.join(job::draft::PRODUCE_FINAL_NAME),
+        false,
+    )?;
     let cwd = std::env::current_dir().unwrap_or_default();
-    let j = job::from_value(Value::Object(doc), &cwd).map_err(|p| flag_problems(&p))?;
+    let admitted = admit::admit_draft(&draft, &cwd, &crate::files::state_dir(), flag_problems)?;
     // The run writes the job (effective, paths without loss) to `<workdir>/job.json` once it
     // holds the workdir; that file is the job of its registry entry and of `--resume`.
     execute(
-        &j,
+        &admitted,
         &Launch {
             workdir,
             job_file: None,
@@ -502,103 +509,35 @@ fn produce_inner(a: &ProduceArgs, events: &EventLog) -> Result<i32> {
     )
 }
 
-/// The job document `va produce` builds from its options (also behind `POST /produce` of
-/// the API): the start kind comes from probing the file, paths are made absolute against the
-/// current directory, the final is `fertig.mp4`. Not yet validated.
-pub fn produce_job(a: &ProduceArgs) -> Result<Map<String, Value>> {
-    if let Some(f) = &a.fps {
-        if f.contains(',') {
-            let dotted = f.trim().replace(',', ".");
-            return Err(Error::new(
-                ErrorKind::Usage,
-                format!("--fps: use a dot: {dotted}"),
-            ));
-        }
+impl ProduceArgs {
+    /// The job draft these flags say (the same draft `POST /produce` builds from its body).
+    pub fn draft(&self) -> Result<JobDraft> {
+        Ok(JobDraft {
+            audio: self.audio.clone(),
+            start: self.start.clone(),
+            end: self.end.clone(),
+            pre: self.pre,
+            post: self.post,
+            fps: self.fps.clone(),
+            width: self.width,
+            height: self.height,
+            max_width: self.max_width,
+            max_height: self.max_height,
+            lipsync: self
+                .lipsync
+                .as_deref()
+                .map(job::draft::on_off)
+                .transpose()?,
+            lipsync_provider: self.lipsync_provider.clone(),
+            comfyui_chunk_size: self.comfyui_chunk_size,
+            comfyui_url: self.comfyui_url.clone(),
+            no_comfyui: self.no_comfyui,
+            seed: self.seed,
+            prompt: self.prompt.clone(),
+            negative: self.negative.clone(),
+            loudness: self.loudness,
+        })
     }
-    let probe = media::probe::probe_start(&a.start)?;
-    let is_image = probe.kind == media::probe::StartKind::Image;
-    let lipsync = match a.lipsync.as_deref() {
-        None => is_image && !a.no_comfyui,
-        Some("on") => true,
-        Some("off") => false,
-        Some(other) => {
-            return Err(Error::new(
-                ErrorKind::Usage,
-                format!("--lipsync: expected on or off, got {other:?}"),
-            ));
-        }
-    };
-    let path = |p: &Path| path_json::to_value(&absolute(p));
-    let mut doc = Map::new();
-    doc.insert("audio".into(), path(&a.audio));
-    doc.insert(
-        if is_image {
-            "start_image"
-        } else {
-            "start_video"
-        }
-        .into(),
-        path(&a.start),
-    );
-    if let Some(e) = &a.end {
-        doc.insert("end_image".into(), path(e));
-    }
-    doc.insert(
-        "buffer".into(),
-        json!({"pre_seconds": a.pre.unwrap_or(0.0), "post_seconds": a.post.unwrap_or(0.0)}),
-    );
-    let mut det = Map::new();
-    if let Some(f) = &a.fps {
-        det.insert("fps".into(), Value::from(f.clone()));
-    }
-    match a.seed {
-        Some(s) => {
-            det.insert("seed".into(), s.into());
-            det.insert("seed_policy".into(), "fixed".into());
-        }
-        None => {
-            det.insert("seed_policy".into(), "random".into());
-        }
-    }
-    doc.insert("determinism".into(), Value::Object(det));
-    let mut render = Map::new();
-    for (k, v) in [
-        ("width", a.width),
-        ("height", a.height),
-        ("max_width", a.max_width),
-        ("max_height", a.max_height),
-    ] {
-        if let Some(v) = v {
-            render.insert(k.into(), v.into());
-        }
-    }
-    doc.insert("render".into(), Value::Object(render));
-    let mut comfy = Map::new();
-    comfy.insert("enable".into(), (!a.no_comfyui).into());
-    if let Some(url) = &a.comfyui_url {
-        comfy.insert("url".into(), url.clone().into());
-    }
-    if let Some(c) = a.comfyui_chunk_size {
-        comfy.insert("chunk_size".into(), c.into());
-    }
-    doc.insert("comfyui".into(), Value::Object(comfy));
-    doc.insert(
-        "lipsync".into(),
-        json!({"enable": lipsync, "provider": a.lipsync_provider}),
-    );
-    if let Some(p) = &a.prompt {
-        doc.insert("prompt".into(), p.clone().into());
-    }
-    if let Some(n) = &a.negative {
-        doc.insert("negative".into(), n.clone().into());
-    }
-    let mut encode = Map::new();
-    if let Some(l) = a.loudness {
-        encode.insert("loudness".into(), json!({ "target_lufs": l }));
-    }
-    doc.insert("encode".into(), Value::Object(encode));
-    doc.insert("output".into(), json!({"final_name": "fertig.mp4"}));
-    Ok(doc)
 }
 
 #[cfg(test)]

@@ -13,6 +13,12 @@ use crate::error::{Error, ErrorKind, Result};
 pub fn sha256_file(path: &Path) -> Result<String> {
     let mut file =
         File::open(path).map_err(|e| Error::at_path(ErrorKind::InputNotFound, path, e))?;
+    sha256_read(&mut file, path)
+}
+
+/// SHA-256 of what `file` (the file at `path`, for messages) holds from where it stands to
+/// its end, as [`sha256_file`] gives it: for a file opened once and also read otherwise.
+pub fn sha256_read(mut file: impl Read, path: &Path) -> Result<String> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {

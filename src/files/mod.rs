@@ -11,6 +11,6 @@ pub mod path_json;
 pub mod state;
 
 pub use atomic::{write_atomic, write_json_atomic};
-pub use hash::sha256_file;
+pub use hash::{sha256_file, sha256_read};
 pub use lock::FileLock;
 pub use state::state_dir;

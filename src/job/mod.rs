@@ -7,11 +7,13 @@
 //! is documented field by field in `docs/JOB_SCHEMA.md`, which a test keeps in step with the
 //! code.
 
+pub mod draft;
 pub mod schema;
 pub mod validate;
 
 use std::path::Path;
 
+pub use draft::JobDraft;
 pub use schema::{
     AudioRate, Buffer, Choice, Comfyui, Determinism, Encode, EndImageFit, Job, Limits, Lipsync,
     Loudness, Motion, OnNoFace, Output, Preset, Render, Retry, Rgb, Seconds, SeedPolicy, StartKind,

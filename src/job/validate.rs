@@ -271,7 +271,7 @@ impl Walk {
         let negative = self.opt_string(&root, "negative");
         let encode = self.encode(&root);
         // A fixed delivery rate is known now: a frame rate the MP4 cannot time exactly with it
-        // is refused here (with "source" the check waits for the input's rate, at preflight).
+        // is refused here (with "source" the check waits for the input's rate, at admission).
         if let (Some(d), crate::job::AudioRate::Hz(rate)) = (&determinism, encode.audio_rate) {
             if let Some(why) = crate::timeline::timescale_problem(rate, d.fps) {
                 self.push("determinism.fps", why);
@@ -1321,7 +1321,7 @@ mod tests {
         // 239761/10000 with 48 kHz: lcm = 11508528000 > 2^31 - 1.
         rejects("determinism.fps", json!("23.9761"), "11508528000");
         // The NTSC rate it approximates is fine, and so is 23.9761 where the rate waits for
-        // the input ("source" is checked at preflight).
+        // the input ("source" is checked at admission).
         accepts("determinism.fps", json!("23.976"));
         let v = with(
             with(minimal(), "determinism.fps", json!("23.9761")),

@@ -72,7 +72,7 @@ pub struct DecodeStats {
 /// An opened audio input: the first (best) audio stream of a file.
 pub struct AudioInput {
     path: std::path::PathBuf,
-    input: av::format::context::Input,
+    input: super::FileInput,
     stream_index: usize,
     decoder: av::decoder::Audio,
     info: AudioInfo,
@@ -81,9 +81,15 @@ pub struct AudioInput {
 
 impl AudioInput {
     pub fn open(path: &Path) -> Result<AudioInput> {
+        AudioInput::open_file(path, super::open_input_file_checked(path)?)
+    }
+
+    /// [`AudioInput::open`] over `file`, the input at `path` already opened (and checked by
+    /// [`super::open_input_file_checked`]): nothing opens the path again.
+    pub fn open_file(path: &Path, file: std::fs::File) -> Result<AudioInput> {
         super::init();
-        super::check_input_file(path)?;
-        let input = super::open_input(path).map_err(|e| {
+        let wav_sizes = wav_data_sizes(&file);
+        let input = super::open_input_file(file, path).map_err(|e| {
             Error::at_path(
                 ErrorKind::UnsupportedFormat,
                 path,
@@ -103,7 +109,7 @@ impl AudioInput {
         let one_of = |list: &[&str]| format_name.split(',').any(|n| list.contains(&n));
         let exact_length = one_of(&EXACT_LENGTH_FORMATS);
         if format_name == "wav" {
-            if let Some((declared, present)) = wav_data_sizes(path) {
+            if let Some((declared, present)) = wav_sizes {
                 // 0xFFFFFFFF: a streamed WAV that never learnt its size.
                 if declared != u64::from(u32::MAX) && declared > present + 1 {
                     return Err(Error::at_path(
@@ -274,9 +280,9 @@ impl AudioInput {
 
 /// For a RIFF/WAVE file: the size its `data` chunk declares and the bytes the file really has
 /// after the chunk header (FFmpeg quietly reads a cut WAV to its end).
-fn wav_data_sizes(path: &Path) -> Option<(u64, u64)> {
+fn wav_data_sizes(mut f: &std::fs::File) -> Option<(u64, u64)> {
     use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(path).ok()?;
+    f.seek(SeekFrom::Start(0)).ok()?;
     let len = f.metadata().ok()?.len();
     let mut head = [0u8; 12];
     f.read_exact(&mut head).ok()?;

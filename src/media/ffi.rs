@@ -174,6 +174,194 @@ pub fn open_input(path: &std::path::Path) -> Result<av::format::context::Input, 
     Ok(unsafe { av::format::context::Input::wrap(ctx) })
 }
 
+/// How many bytes libavformat reads from a [`FileInput`]'s file at a time.
+const FILE_IO_BUFFER: usize = 64 * 1024;
+
+/// The custom I/O behind a [`FileInput`]: the `AVIOContext` and the file it reads. Freed after
+/// the demuxer that uses it (field order in [`FileInput`]).
+struct FileIo {
+    io: *mut av::ffi::AVIOContext,
+    file: *mut Source,
+}
+
+/// The file a [`FileIo`] reads, at a position of its own (positioned reads), so that handles
+/// of the same open file (`File::try_clone`) never move each other.
+struct Source {
+    file: std::fs::File,
+    pos: u64,
+}
+
+// SAFETY: `FileIo` owns its context and file outright (nothing else points at them but the
+// demuxer it travels with inside one `FileInput`); moving it to another thread moves the
+// sole owner, as `ffmpeg_next` allows for `Input`.
+unsafe impl Send for FileIo {}
+
+impl Drop for FileIo {
+    fn drop(&mut self) {
+        // SAFETY: `io` came from `avio_alloc_context` and is freed once, here, after the demuxer
+        // that used it was closed (it never owns a custom `pb`); its current buffer is the one
+        // libavformat last gave it, which `av_freep` frees. `file` is the `Box` leaked in
+        // `open_input_file`, taken back once.
+        unsafe {
+            if !self.io.is_null() {
+                av::ffi::av_freep(std::ptr::addr_of_mut!((*self.io).buffer).cast());
+                av::ffi::avio_context_free(&mut self.io);
+            }
+            drop(Box::from_raw(self.file));
+        }
+    }
+}
+
+/// A demuxer that reads through a file this process has already opened, instead of opening
+/// the path again: a file is hashed, sniffed and probed over one open (see
+/// [`crate::stages::admit`]). Dereferences to the `Input` it is.
+pub struct FileInput {
+    // Declared first: dropped (closed) before the I/O it reads through.
+    input: av::format::context::Input,
+    _io: FileIo,
+}
+
+impl std::ops::Deref for FileInput {
+    type Target = av::format::context::Input;
+    fn deref(&self) -> &Self::Target {
+        &self.input
+    }
+}
+
+impl std::ops::DerefMut for FileInput {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.input
+    }
+}
+
+/// `read_packet` of the custom I/O: reads from the `File` behind `opaque`.
+unsafe extern "C" fn read_file(opaque: *mut std::ffi::c_void, buf: *mut u8, size: c_int) -> c_int {
+    use std::os::unix::fs::FileExt;
+    // SAFETY: `opaque` is the `Source` a live `FileIo` owns; libavformat calls this only while
+    // the context exists and never from two threads at once.
+    let src = unsafe { &mut *opaque.cast::<Source>() };
+    let Ok(len) = usize::try_from(size) else {
+        return av::ffi::AVERROR(av::ffi::EINVAL);
+    };
+    // SAFETY: libavformat hands a buffer of `size` writable bytes.
+    let out = unsafe { std::slice::from_raw_parts_mut(buf, len) };
+    loop {
+        return match src.file.read_at(out, src.pos) {
+            Ok(0) => av::ffi::AVERROR_EOF,
+            Ok(n) => {
+                src.pos += n as u64;
+                c_int::try_from(n).unwrap_or(size)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => av::ffi::AVERROR(e.raw_os_error().unwrap_or(av::ffi::EIO)),
+        };
+    }
+}
+
+/// `seek` of the custom I/O, with libavformat's `AVSEEK_SIZE` (the file's size).
+unsafe extern "C" fn seek_file(opaque: *mut std::ffi::c_void, offset: i64, whence: c_int) -> i64 {
+    // SAFETY: as in `read_file`.
+    let src = unsafe { &mut *opaque.cast::<Source>() };
+    let invalid = i64::from(av::ffi::AVERROR(av::ffi::EINVAL));
+    let len = match src.file.metadata() {
+        Ok(m) => i64::try_from(m.len()).unwrap_or(i64::MAX),
+        Err(e) => return i64::from(av::ffi::AVERROR(e.raw_os_error().unwrap_or(av::ffi::EIO))),
+    };
+    if whence & av::ffi::AVSEEK_SIZE != 0 {
+        return len;
+    }
+    let from = match whence & !av::ffi::AVSEEK_FORCE {
+        libc::SEEK_SET => 0,
+        libc::SEEK_CUR => i64::try_from(src.pos).unwrap_or(i64::MAX),
+        libc::SEEK_END => len,
+        _ => return invalid,
+    };
+    match from.checked_add(offset).and_then(|p| u64::try_from(p).ok()) {
+        Some(p) => {
+            src.pos = p;
+            i64::try_from(p).unwrap_or(i64::MAX)
+        }
+        None => invalid,
+    }
+}
+
+/// Opens `file` (already open; read from its start, whatever its position) for demuxing and
+/// reads its stream info, as [`open_input`] does for a path; `path` is only its name (the
+/// format is guessed from the content first, then the name, as for [`open_input`]). A handle
+/// of the same open file (`File::try_clone`) demuxes it again without opening the path.
+pub fn open_input_file(
+    file: std::fs::File,
+    path: &std::path::Path,
+) -> Result<FileInput, av::Error> {
+    use av::ffi::{
+        av_malloc, avformat_alloc_context, avformat_close_input, avformat_find_stream_info,
+        avformat_open_input, avio_alloc_context,
+    };
+    let url = file_url(path)?;
+    let mut io = FileIo {
+        io: std::ptr::null_mut(),
+        file: Box::into_raw(Box::new(Source { file, pos: 0 })),
+    };
+    // SAFETY: a plain allocation; null is checked.
+    let buf = unsafe { av_malloc(FILE_IO_BUFFER) }.cast::<u8>();
+    if buf.is_null() {
+        return Err(av::Error::from(av::ffi::AVERROR(libc::ENOMEM)));
+    }
+    // SAFETY: `buf` is an `av_malloc`ed buffer of the size given, which the context takes over;
+    // `opaque` is the `Source` that `io` owns and outlives the context; the callbacks match
+    // libavformat's signatures; no write callback for a read-only context.
+    io.io = unsafe {
+        avio_alloc_context(
+            buf,
+            FILE_IO_BUFFER as c_int,
+            0,
+            io.file.cast(),
+            Some(read_file),
+            None,
+            Some(seek_file),
+        )
+    };
+    if io.io.is_null() {
+        // SAFETY: the context was not created, so `buf` is still ours to free.
+        unsafe { av::ffi::av_free(buf.cast()) };
+        return Err(av::Error::from(av::ffi::AVERROR(libc::ENOMEM)));
+    }
+    // SAFETY: a plain allocation; null is checked.
+    let mut ctx = unsafe { avformat_alloc_context() };
+    if ctx.is_null() {
+        return Err(av::Error::from(av::ffi::AVERROR(libc::ENOMEM)));
+    }
+    // SAFETY: `ctx` is a fresh context; with AVFMT_FLAG_CUSTOM_IO libavformat reads through
+    // `pb` and never closes it (`io` does, after the demuxer). On failure
+    // `avformat_open_input` frees `ctx` itself; `url` outlives the call.
+    let opened = unsafe {
+        (*ctx).pb = io.io;
+        (*ctx).flags |= av::ffi::AVFMT_FLAG_CUSTOM_IO;
+        avformat_open_input(
+            &mut ctx,
+            url.as_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    };
+    if opened < 0 {
+        return Err(av::Error::from(opened));
+    }
+    // SAFETY: `ctx` is the context avformat_open_input just opened; null options are allowed.
+    let found = unsafe { avformat_find_stream_info(ctx, std::ptr::null_mut()) };
+    if found < 0 {
+        // SAFETY: `ctx` was opened above and is closed exactly once here (it also nulls it).
+        unsafe { avformat_close_input(&mut ctx) };
+        return Err(av::Error::from(found));
+    }
+    Ok(FileInput {
+        // SAFETY: `ctx` is an opened input context; `Input` takes ownership and closes it on
+        // drop, before `io` is freed.
+        input: unsafe { av::format::context::Input::wrap(ctx) },
+        _io: io,
+    })
+}
+
 /// Creates `path` for muxing as `format` (what `ffmpeg_next::format::output_as` does, for
 /// every file name).
 pub fn open_output(

@@ -16,7 +16,7 @@ pub mod decode;
 pub mod encode;
 mod ffi;
 pub mod loudness;
-pub(crate) use ffi::{open_input, open_output};
+pub(crate) use ffi::{open_input, open_input_file, open_output, FileInput};
 pub mod picture;
 pub mod pngread;
 pub mod probe;
@@ -79,8 +79,14 @@ pub fn check_regular_file(path: &Path) -> Result<std::fs::Metadata> {
 /// The checks every input file gets before a decoder sees it: it is a regular file
 /// ([`check_regular_file`]), can be opened, and is not empty.
 pub fn check_input_file(path: &Path) -> Result<()> {
+    open_input_file_checked(path).map(drop)
+}
+
+/// [`check_input_file`]'s checks, keeping the file open: the one open of an input that is
+/// then sniffed, hashed and probed through this handle.
+pub fn open_input_file_checked(path: &Path) -> Result<std::fs::File> {
     let meta = check_regular_file(path)?;
-    std::fs::File::open(path).map_err(|e| {
+    let file = std::fs::File::open(path).map_err(|e| {
         Error::at_path(
             ErrorKind::InputNotFound,
             path,
@@ -94,7 +100,7 @@ pub fn check_input_file(path: &Path) -> Result<()> {
             "is empty",
         ));
     }
-    Ok(())
+    Ok(file)
 }
 
 /// Read errors in a row after which a file counts as ending there: a reader that never gets

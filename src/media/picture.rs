@@ -488,13 +488,39 @@ impl ImageLoader {
 /// The formats vidax decodes, for messages.
 const READ_FORMATS: &str = "PNG, JPEG, WebP, BMP, TIFF";
 
-/// Opens `path` as an image reader with its format guessed from the content.
-fn open_reader(path: &Path) -> Result<image::ImageReader<std::io::BufReader<std::fs::File>>> {
-    super::check_input_file(path)?;
-    let reader = image::ImageReader::open(path)
-        .map_err(|e| Error::at_path(ErrorKind::InputNotFound, path, e))?
+/// `file` (the image at `path`, already open) from its start, buffered.
+fn rewound<'f>(
+    path: &Path,
+    mut file: &'f std::fs::File,
+) -> Result<std::io::BufReader<&'f std::fs::File>> {
+    use std::io::Seek;
+    file.seek(std::io::SeekFrom::Start(0))
+        .map_err(|e| Error::at_path(ErrorKind::InputNotFound, path, e))?;
+    Ok(std::io::BufReader::new(file))
+}
+
+/// `file` (the image at `path`) as an image reader: the format its name says, unless its
+/// content says another (what `ImageReader::open(path).with_guessed_format()` does).
+fn reader_of<'f>(
+    path: &Path,
+    file: &'f std::fs::File,
+) -> Result<image::ImageReader<std::io::BufReader<&'f std::fs::File>>> {
+    let mut reader = image::ImageReader::new(rewound(path, file)?);
+    if let Ok(f) = image::ImageFormat::from_path(path) {
+        reader.set_format(f);
+    }
+    reader
         .with_guessed_format()
-        .map_err(|e| Error::at_path(ErrorKind::UnsupportedFormat, path, e))?;
+        .map_err(|e| Error::at_path(ErrorKind::UnsupportedFormat, path, e))
+}
+
+/// Opens `file` (the image at `path`) as an image reader with its format guessed from the
+/// content.
+fn open_reader<'f>(
+    path: &Path,
+    file: &'f std::fs::File,
+) -> Result<image::ImageReader<std::io::BufReader<&'f std::fs::File>>> {
+    let reader = reader_of(path, file)?;
     match reader.format() {
         None => Err(Error::at_path(
             ErrorKind::UnsupportedFormat,
@@ -516,11 +542,14 @@ fn open_reader(path: &Path) -> Result<image::ImageReader<std::io::BufReader<std:
 /// passes is judged as an image only: a broken or unsupported one gets an image error, never
 /// a video one.
 pub fn is_meant_as_image(path: &Path) -> Result<bool> {
-    super::check_input_file(path)?;
-    // `ImageReader::open` takes the format from the name; the content's guess wins over it.
-    let guessed = image::ImageReader::open(path)
-        .and_then(|r| r.with_guessed_format())
-        .map_err(|e| Error::at_path(ErrorKind::InputNotFound, path, e))?
+    is_meant_as_image_file(path, &super::open_input_file_checked(path)?)
+}
+
+/// [`is_meant_as_image`] of `file`, the input at `path` already open.
+pub fn is_meant_as_image_file(path: &Path, file: &std::fs::File) -> Result<bool> {
+    // The format from the name; the content's guess wins over it.
+    let guessed = reader_of(path, file)
+        .map_err(|e| Error::new(ErrorKind::InputNotFound, e.message))?
         .format();
     Ok(!matches!(guessed, None | Some(image::ImageFormat::Gif)))
 }
@@ -551,16 +580,17 @@ fn upright_size((w, h): (u32, u32), o: image::metadata::Orientation) -> (u32, u3
     clippy::type_complexity,
     reason = "the decoder type is opaque; naming the pair would not make it clearer"
 )]
-fn try_open_decoder(
+fn try_open_decoder<'f>(
     path: &Path,
+    file: &'f std::fs::File,
 ) -> Result<
     std::result::Result<
-        (impl image::ImageDecoder, image::metadata::Orientation),
+        (impl image::ImageDecoder + 'f, image::metadata::Orientation),
         image::ImageError,
     >,
 > {
     use image::ImageDecoder;
-    Ok(open_reader(path)?.into_decoder().map(|mut decoder| {
+    Ok(open_reader(path, file)?.into_decoder().map(|mut decoder| {
         let orientation = decoder
             .orientation()
             .unwrap_or(image::metadata::Orientation::NoTransforms);
@@ -584,9 +614,12 @@ pub fn check_decodes(path: &Path, max_pixels: u64) -> Result<()> {
 /// data with grey in its lenient mode, which the `image` crate uses; in strict mode it reports
 /// it. The only strict complaint about an intact picture (stray bytes between headers) is let
 /// through.
-fn check_jpeg(path: &Path, (w, h): (u32, u32)) -> Result<()> {
-    let bytes =
-        std::fs::read(path).map_err(|e| Error::at_path(ErrorKind::InputNotFound, path, e))?;
+fn check_jpeg(path: &Path, file: &std::fs::File, (w, h): (u32, u32)) -> Result<()> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    rewound(path, file)?
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::at_path(ErrorKind::InputNotFound, path, e))?;
     let options = zune_core::options::DecoderOptions::default()
         .set_strict_mode(true)
         .set_max_width(w.max(1) as usize)
@@ -624,8 +657,13 @@ fn limit_decoder(
 /// `image` crate recognises but cannot read (a YCbCr TIFF) is read by FFmpeg's image
 /// decoders instead.
 pub fn image_dimensions(path: &Path) -> Result<(u32, u32)> {
+    image_dimensions_file(path, &super::open_input_file_checked(path)?)
+}
+
+/// [`image_dimensions`] of `file`, the image at `path` already open.
+pub fn image_dimensions_file(path: &Path, file: &std::fs::File) -> Result<(u32, u32)> {
     use image::ImageDecoder;
-    match try_open_decoder(path)? {
+    match try_open_decoder(path, file)? {
         Ok((decoder, orientation)) => Ok(upright_size(decoder.dimensions(), orientation)),
         Err(e) if ffmpeg_fallback(&e) => {
             super::decode::still_image_size(path)?.ok_or_else(|| header_error(path)(e))
@@ -807,11 +845,17 @@ pub(crate) fn out_of_memory(bytes: usize) -> Error {
 /// naming the file, never an abort. A variant the `image` crate cannot read (a YCbCr TIFF)
 /// is read by FFmpeg's image decoders.
 pub fn decode_image(path: &Path, max_pixels: u64) -> Result<Decoded> {
+    decode_image_file(path, &super::open_input_file_checked(path)?, max_pixels)
+}
+
+/// [`decode_image`] of `file`, the image at `path` already open: header, pixel limit, strict
+/// JPEG check and decode all read this one handle.
+pub fn decode_image_file(path: &Path, file: &std::fs::File, max_pixels: u64) -> Result<Decoded> {
     use image::{ColorType as C, DynamicImage as D, ImageBuffer, ImageDecoder};
-    let (w, h) = image_dimensions(path)?;
+    let (w, h) = image_dimensions_file(path, file)?;
     check_pixels(path, "image", (w, h), max_pixels)?;
-    if open_reader(path)?.format() == Some(image::ImageFormat::Jpeg) {
-        check_jpeg(path, (w.max(h), w.max(h)))?;
+    if open_reader(path, file)?.format() == Some(image::ImageFormat::Jpeg) {
+        check_jpeg(path, file, (w.max(h), w.max(h)))?;
     }
     let bad_size = || {
         Error::at_path(
@@ -827,7 +871,7 @@ pub fn decode_image(path: &Path, max_pixels: u64) -> Result<Decoded> {
         let img = ImageBuffer::from_raw(w, h, rgba).ok_or_else(bad_size)?;
         Ok(Decoded::from_image(D::ImageRgba8(img)))
     };
-    let (mut decoder, orientation) = match try_open_decoder(path)? {
+    let (mut decoder, orientation) = match try_open_decoder(path, file)? {
         Ok(d) => d,
         Err(e) if ffmpeg_fallback(&e) => return from_ffmpeg(),
         Err(e) => return Err(header_error(path)(e)),

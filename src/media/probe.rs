@@ -26,9 +26,9 @@ pub struct StartProbe {
 /// [`super::picture::is_meant_as_image`]: its errors are image errors), else a file with a
 /// video stream libavformat reads.
 pub fn probe_start(path: &Path) -> Result<StartProbe> {
-    super::check_input_file(path)?;
-    if super::picture::is_meant_as_image(path)? {
-        let (width, height) = super::picture::image_dimensions(path)?;
+    let file = super::open_input_file_checked(path)?;
+    if super::picture::is_meant_as_image_file(path, &file)? {
+        let (width, height) = super::picture::image_dimensions_file(path, &file)?;
         return Ok(StartProbe {
             kind: StartKind::Image,
             width,
@@ -36,7 +36,7 @@ pub fn probe_start(path: &Path) -> Result<StartProbe> {
         });
     }
     super::init();
-    let input = super::open_input(path).map_err(|e| {
+    let input = super::open_input_file(file, path).map_err(|e| {
         Error::at_path(
             ErrorKind::UnsupportedFormat,
             path,

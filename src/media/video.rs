@@ -169,15 +169,16 @@ fn unsupported(path: &Path, reason: impl std::fmt::Display) -> Error {
 
 /// An opened start video: its demuxer, the stream and a decoder for it.
 struct Opened {
-    input: av::format::context::Input,
+    input: super::FileInput,
     index: usize,
     decoder: av::decoder::Video,
 }
 
-fn open(path: &Path) -> Result<Opened> {
+/// Opens the start video `file` (at `path`, already opened) for decoding: its demuxer, the
+/// best video stream and a decoder for it.
+fn open_file(path: &Path, file: std::fs::File) -> Result<Opened> {
     super::init();
-    super::check_input_file(path)?;
-    let input = super::open_input(path)
+    let input = super::open_input_file(file, path)
         .map_err(|e| unsupported(path, format!("not a video vidax reads ({e})")))?;
     let st = input
         .streams()
@@ -211,11 +212,21 @@ fn open(path: &Path) -> Result<Opened> {
 /// start). Only when some packet has no pts (raw elementary streams) are the frames decoded for
 /// their best-effort timestamps.
 pub fn probe_video(path: &Path) -> Result<VideoProbe> {
+    probe_video_file(path, super::open_input_file_checked(path)?)
+}
+
+/// [`probe_video`] over `file`, the start video at `path` already opened (see
+/// [`super::open_input_file_checked`]).
+pub fn probe_video_file(path: &Path, file: std::fs::File) -> Result<VideoProbe> {
+    // A handle of the same open, for a stream whose packets lack timestamps.
+    let again = file
+        .try_clone()
+        .map_err(|e| Error::at_path(ErrorKind::InputNotFound, path, e))?;
     let Opened {
         mut input,
         index,
         decoder,
-    } = open(path)?;
+    } = open_file(path, file)?;
     let st = input
         .stream(index)
         .ok_or_else(|| Error::internal("the video stream vanished"))?;
@@ -300,7 +311,7 @@ pub fn probe_video(path: &Path) -> Result<VideoProbe> {
         ));
     }
     let timestamps = if missing {
-        frames = decoded_timestamps(path)?;
+        frames = decoded_timestamps(path, again)?;
         TimestampSource::DecodedFrames
     } else {
         TimestampSource::Packets
@@ -369,8 +380,8 @@ fn average_duration(pts: &[i64], tb: TimeBase, avg: av::Rational, real: av::Rati
 
 /// The timestamps of a stream whose packets lack them: every frame decoded, its best-effort
 /// timestamp (or the previous one plus one tick when even that is missing).
-fn decoded_timestamps(path: &Path) -> Result<Vec<(i64, i64)>> {
-    let mut frames = FrameReader::new(path)?;
+fn decoded_timestamps(path: &Path, file: std::fs::File) -> Result<Vec<(i64, i64)>> {
+    let mut frames = FrameReader::from_file(path, file)?;
     let mut out: Vec<(i64, i64)> = Vec::new();
     while let Some(frame) = frames.next_frame()? {
         let t = frame
@@ -385,6 +396,9 @@ fn decoded_timestamps(path: &Path) -> Result<Vec<(i64, i64)>> {
 /// Decoded frames of the start video's stream, in presentation (decoder output) order.
 struct FrameReader {
     path: PathBuf,
+    /// The one open of the file: a decode from the start again demuxes a handle of it
+    /// (`try_clone`), without opening the path again.
+    file: std::fs::File,
     opened: Opened,
     packet: av::Packet,
     eof_sent: bool,
@@ -392,12 +406,29 @@ struct FrameReader {
 
 impl FrameReader {
     fn new(path: &Path) -> Result<FrameReader> {
+        FrameReader::from_file(path, super::open_input_file_checked(path)?)
+    }
+
+    fn from_file(path: &Path, file: std::fs::File) -> Result<FrameReader> {
+        let handle = file
+            .try_clone()
+            .map_err(|e| Error::at_path(ErrorKind::InputNotFound, path, e))?;
         Ok(FrameReader {
             path: path.to_path_buf(),
-            opened: open(path)?,
+            file,
+            opened: open_file(path, handle)?,
             packet: av::Packet::empty(),
             eof_sent: false,
         })
+    }
+
+    /// The same file, to be decoded from its start again.
+    fn restart(&self) -> Result<FrameReader> {
+        let file = self
+            .file
+            .try_clone()
+            .map_err(|e| Error::at_path(ErrorKind::InputNotFound, &self.path, e))?;
+        FrameReader::from_file(&self.path, file)
     }
 
     /// The next decoded frame, or `None` at the end of the stream.
@@ -596,7 +627,7 @@ impl VideoFrames {
             "{}: decoding the start video again from its start",
             self.path.display()
         );
-        self.reader = FrameReader::new(&self.path)?;
+        self.reader = self.reader.restart()?;
         self.current = None;
         self.pending = None;
         self.decoded = 0;

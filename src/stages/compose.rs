@@ -221,9 +221,10 @@ impl VideoMain {
     fn new(v: &StartVideo, bg: [u8; 3], bgc: YuvColor, out: (u32, u32)) -> Result<VideoMain> {
         let order = render_order(&v.sources, v.cache_frames);
         let (path, probe) = (v.path.clone(), v.probe.clone());
-        // Opened here as well, so that a file that cannot be decoded fails the build of the
-        // compositor, as before.
-        drop(VideoFrames::open(&path, &probe, bg, Some(out))?);
+        // Opened here, so that a file that cannot be decoded fails the build of the
+        // compositor; the decoder thread takes this one open over (the file is opened once
+        // to decode it: issue 12).
+        let first = std::sync::Mutex::new(Some(VideoFrames::open(&path, &probe, bg, Some(out))?));
         let count = order.len() as u64;
         let ahead = Ahead::start(
             "vdecode",
@@ -231,10 +232,12 @@ impl VideoMain {
             1,
             6,
             move || {
-                Ok((
-                    VideoFrames::open(&path, &probe, bg, Some(out))?,
-                    None::<Renderer>,
-                ))
+                let opened = first.lock().ok().and_then(|mut f| f.take());
+                let frames = match opened {
+                    Some(f) => f,
+                    None => VideoFrames::open(&path, &probe, bg, Some(out))?,
+                };
+                Ok((frames, None::<Renderer>))
             },
             move |(frames, renderer), j, reused: Option<Yuv420>| {
                 let s = order[j as usize];

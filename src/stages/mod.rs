@@ -2,6 +2,7 @@
 //! `prepare` → `faceprobe` → `comfyui` → `lipsync` → `encode` → `finalize`.
 //! The manifest is the record they write, passed along explicitly.
 
+pub mod admit;
 pub mod comfyui;
 pub mod compose;
 pub mod effect;
@@ -11,5 +12,6 @@ pub mod prepare;
 pub mod run;
 pub mod staging;
 
+pub use admit::{admit, Admitted};
 pub use prepare::Prepared;
 pub use run::{run_job, RunOptions, RunOutcome};

@@ -5,10 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::job::{Job, StartKind};
+use crate::job::Job;
 use crate::media;
 use crate::media::video::VideoProbe;
 use crate::record::manifest::{AudioRecord, BufferRecord, Manifest, RenderRecord};
+use crate::stages::admit::Admitted;
 use crate::timeline::{self, AudioPlan, Extend, FramePlan, Rounding};
 
 /// What later phases need from `prepare`.
@@ -109,43 +110,16 @@ pub fn plan_start_video(
     })
 }
 
-pub fn prepare(job: &Job, workdir: &Path, manifest: &mut Manifest) -> Result<Prepared> {
-    for (role, path) in job.inputs() {
-        manifest.record_input(role, path)?;
+/// Prepares the admitted job: its inputs' hashes and the start's probe come from admission
+/// ([`Admitted`]); the audio is decoded here (its second open, after the probe).
+pub fn prepare(admitted: &Admitted, workdir: &Path, manifest: &mut Manifest) -> Result<Prepared> {
+    let job = &admitted.job;
+    for (role, record) in &admitted.inputs {
+        manifest.inputs.insert(role.to_string(), record.clone());
     }
-    job.check_inputs()?;
-    let (source_size, video) = match &job.start {
-        StartKind::Image(p) => {
-            let start = media::probe::probe_start(p)?;
-            if start.kind != media::probe::StartKind::Image {
-                return Err(Error::at_path(
-                    ErrorKind::UnsupportedFormat,
-                    p,
-                    "start_image is not an image",
-                ));
-            }
-            ((start.width, start.height), None)
-        }
-        StartKind::Video(p) => {
-            let probe = media::video::probe_video(p)?;
-            (probe.display_size(), Some(probe))
-        }
-    };
+    let source_size = admitted.source_size();
+    let video = admitted.start_video().cloned();
     let (src_w, src_h) = source_size;
-    let what = if video.is_some() {
-        "video frame"
-    } else {
-        "image"
-    };
-    media::picture::check_pixels(
-        job.start.path(),
-        what,
-        source_size,
-        job.limits.max_image_pixels,
-    )?;
-    if let Some(end) = &job.end_image {
-        media::picture::image_dimensions(end)?;
-    }
 
     let dir = workdir.join("prepare");
     std::fs::create_dir_all(&dir).map_err(|e| Error::at_path(ErrorKind::Internal, &dir, e))?;

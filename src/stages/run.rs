@@ -22,6 +22,7 @@ use crate::record::workdir::{self, WorkdirLock};
 use crate::record::{EventLog, RunStatus};
 use crate::timeline::Rounding;
 
+use super::admit::Admitted;
 use super::compose::Compositor;
 use super::faceprobe::FaceMeta;
 use super::staging::{self, Staged};
@@ -95,19 +96,19 @@ pub(crate) fn random_seed() -> u64 {
     (z ^ (z >> 31)) & ((1 << 53) - 1)
 }
 
-/// Runs `job` in `opts.workdir`.
+/// Runs the admitted job in `opts.workdir`.
 ///
 /// Before the run gets an id nothing is written: an existing final (`OUTPUT_EXISTS`, or
-/// `RESUME_INVALID` with `--resume`), bad input (preflight), a workdir another run holds
-/// (`WORKDIR_BUSY`) or one that holds another run's manifest (`OUTPUT_EXISTS`, naming that
-/// run and its `--resume` command). From then on the run is on record whatever happens.
-pub fn run_job(job: &Job, opts: &RunOptions) -> Result<RunOutcome> {
+/// `RESUME_INVALID` with `--resume`), a workdir another run holds (`WORKDIR_BUSY`) or one
+/// that holds another run's manifest (`OUTPUT_EXISTS`, naming that run and its `--resume`
+/// command); bad input was refused before, at admission ([`super::admit`]). From then on the
+/// run is on record whatever happens.
+pub fn run_job(admitted: &Admitted, opts: &RunOptions) -> Result<RunOutcome> {
+    let job = &admitted.job;
     crate::interrupt::check()?;
     let workdir = &opts.workdir;
     let final_path = workdir.join(&job.output.final_name);
     refuse_existing_final(&final_path, opts.resume)?;
-    // Bad input is refused before anything is written: no manifest, no registry entry.
-    preflight(job)?;
     let lock = WorkdirLock::acquire(workdir)?;
     // Another run may have finished here while this one was checking its inputs.
     refuse_existing_final(&final_path, opts.resume)?;
@@ -128,8 +129,8 @@ pub fn run_job(job: &Job, opts: &RunOptions) -> Result<RunOutcome> {
 
     let _span = tracing::info_span!("run", run_id = %run_id).entered();
     opts.progress.run_started(&run_id, workdir);
-    let result =
-        crate::interrupt::check().and_then(|()| run_phases(job, opts, &mut manifest, &final_path));
+    let result = crate::interrupt::check()
+        .and_then(|()| run_phases(admitted, opts, &mut manifest, &final_path));
     let result = match result {
         Ok(()) => {
             manifest.mark_completed(0);
@@ -174,7 +175,10 @@ pub fn run_job(job: &Job, opts: &RunOptions) -> Result<RunOutcome> {
     })
 }
 
-fn refuse_existing_final(final_path: &Path, resume: bool) -> Result<()> {
+/// An existing final refuses a run (`OUTPUT_EXISTS`; `RESUME_INVALID` with `--resume`):
+/// checked again by [`run_job`] once it holds the workdir, and by the command line before
+/// admission, so that this answer comes before any input is probed.
+pub fn refuse_existing_final(final_path: &Path, resume: bool) -> Result<()> {
     if !final_path.exists() {
         return Ok(());
     }
@@ -294,7 +298,12 @@ pub fn shell_quote(p: &Path) -> String {
 
 /// On `--resume`, the completed `prepare` of the earlier attempt, when its padded WAV is
 /// intact and the job still asks for the same padding; `None` means prepare runs again.
-fn resumable_prepare(job: &Job, opts: &RunOptions, m: &Manifest) -> Option<prepare::Prepared> {
+fn resumable_prepare(
+    admitted: &Admitted,
+    opts: &RunOptions,
+    m: &Manifest,
+) -> Option<prepare::Prepared> {
+    let job = &admitted.job;
     if !opts.resume || !m.phase_completed("prepare") {
         return None;
     }
@@ -344,11 +353,11 @@ fn resumable_prepare(job: &Job, opts: &RunOptions, m: &Manifest) -> Option<prepa
     if render != (r.width, r.height) {
         return None;
     }
-    // A start video is probed and planned again (reading its packets, not decoding them).
+    // A start video is planned again from its probe at admission.
     let start_video = match &job.start {
         StartKind::Image(_) => None,
         StartKind::Video(p) => {
-            let probe = media::video::probe_video(p).ok()?;
+            let probe = admitted.start_video()?.clone();
             if probe.display_size() != (r.source_width, r.source_height) {
                 return None;
             }
@@ -363,50 +372,6 @@ fn resumable_prepare(job: &Job, opts: &RunOptions, m: &Manifest) -> Option<prepa
         wav,
         start_video,
     })
-}
-
-/// Checks that every input exists and is what its field says, without decoding it.
-pub fn preflight(job: &Job) -> Result<()> {
-    job.check_inputs()?;
-    let start = media::probe::probe_start(job.start.path())?;
-    let want = if matches!(job.start, StartKind::Image(_)) {
-        media::probe::StartKind::Image
-    } else {
-        media::probe::StartKind::Video
-    };
-    if start.kind != want {
-        return Err(Error::at_path(
-            ErrorKind::UnsupportedFormat,
-            job.start.path(),
-            format!(
-                "is a {:?} file, but the job gives it as {}",
-                start.kind,
-                job.start.field()
-            )
-            .to_lowercase(),
-        ));
-    }
-    let max = job.limits.max_image_pixels;
-    if start.kind == media::probe::StartKind::Image {
-        media::picture::check_pixels(job.start.path(), "image", (start.width, start.height), max)?;
-        // A truncated or corrupt picture is refused here, before ComfyUI or the encode
-        // could draw it as grey.
-        media::picture::check_decodes(job.start.path(), max)?;
-    }
-    if let Some(end) = &job.end_image {
-        media::picture::check_pixels(end, "image", media::picture::image_dimensions(end)?, max)?;
-        media::picture::check_decodes(end, max)?;
-    }
-    let audio = media::audio::AudioInput::open(&job.audio)?;
-    // With `encode.audio_rate: "source"` the delivery rate is known only now.
-    let rate = job.encode.audio_rate.output_rate(audio.info().rate);
-    if let Some(why) = crate::timeline::timescale_problem(rate, job.fps()) {
-        return Err(Error::new(
-            ErrorKind::ValidationFailed,
-            format!("determinism.fps: {why}"),
-        ));
-    }
-    Ok(())
 }
 
 fn phase<T>(
@@ -551,11 +516,12 @@ fn skip(m: &mut Manifest, opts: &RunOptions, name: &str, reason: &str) -> Result
 }
 
 fn run_phases(
-    job: &Job,
+    admitted: &Admitted,
     opts: &RunOptions,
     manifest: &mut Manifest,
     final_path: &Path,
 ) -> Result<()> {
+    let job = &admitted.job;
     let workdir = &opts.workdir;
     crate::record::atomic::write_json_atomic(&workdir.join("job.json"), &job.to_effective_json())?;
     let seed = match job.determinism.seed_policy {
@@ -577,7 +543,7 @@ fn run_phases(
     }
     manifest.save(workdir)?;
 
-    let prepared = match resumable_prepare(job, opts, manifest) {
+    let prepared = match resumable_prepare(admitted, opts, manifest) {
         Some(p) => {
             tracing::info!(
                 stage = "prepare",
@@ -586,7 +552,7 @@ fn run_phases(
             p
         }
         None => phase(manifest, opts, "prepare", |m| {
-            prepare::prepare(job, workdir, m)
+            prepare::prepare(admitted, workdir, m)
         })?,
     };
 
