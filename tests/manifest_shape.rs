@@ -57,7 +57,8 @@ fn phase_keys() -> Vec<(String, BTreeSet<String>)> {
         .filter_map(|l| {
             let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
             let phase = cells[0].trim_matches('`').to_string();
-            (phase != "phase" && phase != "---").then(|| (phase, code_spans(cells[1]).into_iter().collect()))
+            (phase != "phase" && phase != "---")
+                .then(|| (phase, code_spans(cells[1]).into_iter().collect()))
         })
         .collect()
 }
@@ -121,7 +122,10 @@ fn check_shape(m: &Value) {
             .difference(&allowed)
             .cloned()
             .collect();
-        assert!(extra.is_empty(), "phase {name} writes undocumented keys {extra:?}");
+        assert!(
+            extra.is_empty(),
+            "phase {name} writes undocumented keys {extra:?}"
+        );
     }
     assert_eq!(m["seeds"].as_object().map(|o| o.len()), Some(2));
     same_keys("audio", &m["audio"], &example("### `audio`"));
@@ -213,10 +217,7 @@ fn a_run_from_a_start_video_writes_the_documented_start_video_record() {
         sv,
         &example("### `phases.prepare.start_video`"),
     );
-    assert_eq!(
-        keys(sv),
-        field_table("### `phases.prepare.start_video`")
-    );
+    assert_eq!(keys(sv), field_table("### `phases.prepare.start_video`"));
     assert_eq!(m["motion_meta"], Value::Null);
 }
 
@@ -256,7 +257,14 @@ fn a_run_with_comfyui_writes_the_documented_shape() {
     check_shape(&m);
     let face = &m["phases"]["faceprobe"];
     assert_eq!(face["status"], "completed");
-    for k in ["staged", "prompt_ids", "attempts", "method", "found", "face_meta"] {
+    for k in [
+        "staged",
+        "prompt_ids",
+        "attempts",
+        "method",
+        "found",
+        "face_meta",
+    ] {
         assert!(face.get(k).is_some(), "phases.faceprobe.{k}: {face}");
     }
     assert!(m["phases"]["comfyui"].get("system_stats").is_some());
@@ -302,7 +310,10 @@ fn resume_reads_the_saved_plan_and_prepares_again_when_it_cannot() {
         plan["plan"]["frames"]["target_frames"],
         first["target_frames"]
     );
-    assert_eq!(plan["plan"]["audio"]["pre_samples"], first["audio"]["pre_samples"]);
+    assert_eq!(
+        plan["plan"]["audio"]["pre_samples"],
+        first["audio"]["pre_samples"]
+    );
     let started = |m: &Value| m["phases"]["prepare"]["started_at"].clone();
 
     // The final gone, --resume makes it again from the saved plan: prepare is not run again.

@@ -259,7 +259,12 @@ fn stage_times(m: &Manifest) -> Value {
             out.insert(name.to_string(), d.into());
         }
     }
-    if let Some(r) = m.phases.encode.as_ref().and_then(|p| p.fields.report.as_ref()) {
+    if let Some(r) = m
+        .phases
+        .encode
+        .as_ref()
+        .and_then(|p| p.fields.report.as_ref())
+    {
         if let Value::Object(times) = report_times(r) {
             out.extend(times);
         }

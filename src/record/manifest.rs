@@ -695,8 +695,14 @@ mod tests {
         let back: Manifest = serde_json::from_value(v).unwrap();
         assert_eq!(back.phases.keys().last(), Some("extra_step"));
         let again = serde_json::to_value(&back).unwrap();
-        assert_eq!(again["phases"]["extra_step"], json!({"status": "completed", "x": 1}));
-        assert_eq!(again["phases"]["encode"], serde_json::to_value(&m).unwrap()["phases"]["encode"]);
+        assert_eq!(
+            again["phases"]["extra_step"],
+            json!({"status": "completed", "x": 1})
+        );
+        assert_eq!(
+            again["phases"]["encode"],
+            serde_json::to_value(&m).unwrap()["phases"]["encode"]
+        );
     }
 
     #[test]
@@ -813,7 +819,10 @@ mod tests {
         assert_eq!(v["fps"], "30000/1001");
         assert_eq!(v["audio"]["total_samples"], 120000);
         assert_eq!(v["effective_params"]["determinism"]["seed"], 1234);
-        assert_eq!(v["effective_params"]["determinism"]["seed_policy"], "random");
+        assert_eq!(
+            v["effective_params"]["determinism"]["seed_policy"],
+            "random"
+        );
         assert_eq!(v["effective_params"]["output"]["final_name"], "final.mp4");
         assert_eq!(back.final_name(), Some("final.mp4"));
         assert_eq!(v["verify"]["ok"], true);

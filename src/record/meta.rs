@@ -36,7 +36,11 @@ impl EffectiveParams {
                     ErrorKind::Internal,
                     format!(
                         "effective job with seed {seed}: {}",
-                        problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")
+                        problems
+                            .iter()
+                            .map(|p| p.to_string())
+                            .collect::<Vec<_>>()
+                            .join("; ")
                     ),
                 )
             })

@@ -140,10 +140,7 @@ pub struct PrepareFields {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audio_padded: Option<String>,
     /// The start video found and how it is mapped; `Some(None)` (`null`) for a start image.
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "present"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     pub start_video: Option<Option<StartVideoRecord>>,
 }
 
@@ -172,10 +169,7 @@ pub struct StartVideoRecord {
 #[serde(default)]
 pub struct FaceprobeFields {
     /// The staged picture, relative to the workdir (`null`: none staged).
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "present"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     pub staged: Option<Option<String>>,
     /// The face check's prompts.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -372,7 +372,10 @@ pub fn resume(job: &Job, workdir: &Path, m: &Manifest) -> std::result::Result<Pr
         job.render.max_height,
     )
     .map_err(|e| e.to_string())?;
-    if render != plan.render || (r.width, r.height, r.source_width, r.source_height) != (render.0, render.1, src_w, src_h) {
+    if render != plan.render
+        || (r.width, r.height, r.source_width, r.source_height)
+            != (render.0, render.1, src_w, src_h)
+    {
         return Err("the render size changed".into());
     }
     // A start video's mapping, planned again from the saved probe (no file read).

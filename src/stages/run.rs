@@ -372,7 +372,12 @@ pub(crate) fn phase<T>(
 }
 
 /// Records phase `name` as skipped, with why (saved).
-pub(crate) fn skip(m: &mut Manifest, opts: &RunOptions, name: PhaseName, reason: &str) -> Result<()> {
+pub(crate) fn skip(
+    m: &mut Manifest,
+    opts: &RunOptions,
+    name: PhaseName,
+    reason: &str,
+) -> Result<()> {
     m.phases.state_mut(name).reason = Some(reason.to_string());
     m.phase_end(name, PhaseStatus::Skipped);
     opts.progress
