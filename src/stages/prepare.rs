@@ -132,6 +132,35 @@ pub fn plan_start_video(
     })
 }
 
+/// The job's frame plan over `audio`.
+fn frame_plan(
+    job: &Job,
+    audio: &AudioPlan,
+) -> std::result::Result<FramePlan, timeline::TimelineError> {
+    FramePlan::new(
+        audio,
+        job.fps(),
+        job.determinism.rounding,
+        job.post_seconds(),
+        job.end_image.is_some(),
+    )
+}
+
+/// The job's render size for a start picture of `source` (upright) size.
+fn render_size(
+    job: &Job,
+    source: (u32, u32),
+) -> std::result::Result<(u32, u32), timeline::TimelineError> {
+    timeline::render_size(
+        source.0,
+        source.1,
+        job.render.width,
+        job.render.height,
+        job.render.max_width,
+        job.render.max_height,
+    )
+}
+
 pub fn prepare(job: &Job, workdir: &Path, manifest: &mut Manifest) -> Result<Prepared> {
     for (role, path) in job.inputs() {
         manifest.record_input(role, path)?;
@@ -193,28 +222,14 @@ pub fn prepare(job: &Job, workdir: &Path, manifest: &mut Manifest) -> Result<Pre
         None => None,
     };
     let audio = AudioPlan::new(padded.rate, padded.input_samples, pre_s, post_s);
-    let frames = FramePlan::new(
-        &audio,
-        job.fps(),
-        job.determinism.rounding,
-        post_s,
-        job.end_image.is_some(),
-    )
-    .map_err(|e| {
+    let frames = frame_plan(job, &audio).map_err(|e| {
         Error::new(
             ErrorKind::FfmpegFailed,
             format!("{}: {e}", job.audio.display()),
         )
     })?;
-    let render = timeline::render_size(
-        src_w,
-        src_h,
-        job.render.width,
-        job.render.height,
-        job.render.max_width,
-        job.render.max_height,
-    )
-    .map_err(|e| Error::at_path(ErrorKind::UnsupportedFormat, job.start.path(), e))?;
+    let render = render_size(job, source_size)
+        .map_err(|e| Error::at_path(ErrorKind::UnsupportedFormat, job.start.path(), e))?;
     let start_video = match video {
         Some(probe) => Some(plan_start_video(
             job,
@@ -351,27 +366,12 @@ pub fn resume(job: &Job, workdir: &Path, m: &Manifest) -> std::result::Result<Pr
     {
         return Err(format!("{AUDIO_PADDED} is not the planned programme"));
     }
-    let frames = FramePlan::new(
-        &plan.audio,
-        job.fps(),
-        job.determinism.rounding,
-        post_s,
-        job.end_image.is_some(),
-    )
-    .map_err(|e| e.to_string())?;
+    let frames = frame_plan(job, &plan.audio).map_err(|e| e.to_string())?;
     if frames != plan.frames {
         return Err("the frame plan changed (fps, rounding or end image)".into());
     }
     let (src_w, src_h) = plan.source_size;
-    let render = timeline::render_size(
-        src_w,
-        src_h,
-        job.render.width,
-        job.render.height,
-        job.render.max_width,
-        job.render.max_height,
-    )
-    .map_err(|e| e.to_string())?;
+    let render = render_size(job, plan.source_size).map_err(|e| e.to_string())?;
     if render != plan.render
         || (r.width, r.height, r.source_width, r.source_height)
             != (render.0, render.1, src_w, src_h)
