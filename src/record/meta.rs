@@ -110,7 +110,7 @@ pub const LOCAL_RENDERER: &str = "vidax sub-pixel window resampler";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum LipsyncRecord {
-    InsideComfy(LipsyncMeta),
+    InsideComfy(Box<LipsyncMeta>),
     External(ExternalLipsync),
 }
 

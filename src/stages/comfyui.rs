@@ -1052,7 +1052,7 @@ impl Runner<'_> {
             report_file,
             check,
         );
-        m.lipsync_meta = Some(LipsyncRecord::InsideComfy(meta.clone()));
+        m.lipsync_meta = Some(LipsyncRecord::InsideComfy(Box::new(meta.clone())));
         tracing::info!(
             stage = "comfyui",
             workflow = %w.id,
