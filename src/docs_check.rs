@@ -97,16 +97,124 @@ fn errors_doc_names_no_unknown_code() {
     );
 }
 
+/// The text under `heading` in OUTPUT_CONTRACT.md, up to the next heading.
+fn contract_section(heading: &str) -> &'static str {
+    let section = OUTPUT_CONTRACT_MD
+        .split_once(&format!("\n{heading}\n"))
+        .map(|(_, rest)| rest)
+        .unwrap_or_else(|| panic!("docs/OUTPUT_CONTRACT.md has a {heading:?} section"));
+    section.split("\n#").next().unwrap_or(section)
+}
+
 /// The first-column code spans of the table under `### Top-level keys` in OUTPUT_CONTRACT.md.
 fn documented_manifest_keys() -> BTreeSet<String> {
-    let section = OUTPUT_CONTRACT_MD
-        .split_once("### Top-level keys")
-        .map(|(_, rest)| rest)
-        .expect("docs/OUTPUT_CONTRACT.md has a \"### Top-level keys\" section");
-    let section = section.split("\n#").next().unwrap_or(section);
-    rows(section)
+    rows(contract_section("### Top-level keys"))
         .filter_map(|cells| code_span(cells.first()?).map(str::to_string))
         .collect()
+}
+
+/// The `| phase | keys |` table under ``### `phases` ``: the phase (`` `prepare` `` …, or
+/// `every phase`) and its keys, in the table's order.
+fn documented_phase_keys() -> Vec<(String, BTreeSet<String>)> {
+    rows(contract_section("### `phases`"))
+        .filter(|cells| cells.len() == 2)
+        .filter_map(|cells| {
+            let phase = code_span(&cells[0]).unwrap_or(&cells[0]).to_string();
+            let keys = cells[1]
+                .split(", ")
+                .filter_map(|k| code_span(k.trim()).map(str::to_string))
+                .collect();
+            (phase != "phase" && !phase.starts_with("---")).then_some((phase, keys))
+        })
+        .collect()
+}
+
+/// A manifest with every phase and every field of every phase set (struct literals without
+/// `..Default::default()`: a new field does not compile here until it is set).
+fn manifest_with_every_phase_field() -> Manifest {
+    use crate::record::phases::*;
+    let state = PhaseState {
+        status: PhaseStatus::Completed,
+        started_at: Some("2024-05-01T08:00:01.123Z".into()),
+        ended_at: Some("2024-05-01T08:00:01.456Z".into()),
+        duration_seconds: Some(0.333),
+        reason: Some("why".into()),
+    };
+    let mut m = Manifest::new("x");
+    m.phases = Phases {
+        prepare: Some(Phase {
+            state: state.clone(),
+            fields: PrepareFields {
+                audio_codec: Some("pcm_s16le".into()),
+                audio_channels: Some(1),
+                corrupt_packets: Some(0),
+                audio_padded: Some("prepare/audio_padded.wav".into()),
+                start_video: Some(None),
+            },
+        }),
+        faceprobe: Some(Phase {
+            state: state.clone(),
+            fields: FaceprobeFields {
+                staged: Some(Some("comfyui/staged/still.png".into())),
+                prompt_ids: Some(vec![]),
+                attempts: Some(vec![]),
+                method: Some("s3fd".into()),
+                found: Some(true),
+                face_meta: Some("faceprobe/face_meta.json".into()),
+                reused: Some(true),
+            },
+        }),
+        comfyui: Some(Phase {
+            state: state.clone(),
+            fields: ComfyuiFields {
+                system_stats: Some(serde_json::json!({})),
+            },
+        }),
+        lipsync: Some(Phase {
+            state: state.clone(),
+            fields: NoFields {},
+        }),
+        encode: Some(Phase {
+            state: state.clone(),
+            fields: EncodeFields {
+                report: Some(Default::default()),
+                passes: Some(1),
+            },
+        }),
+        finalize: Some(Phase {
+            state: state.clone(),
+            fields: NoFields {},
+        }),
+        extra: Default::default(),
+    };
+    m
+}
+
+#[test]
+fn output_contract_phase_key_table_matches_the_phase_types() {
+    let documented = documented_phase_keys();
+    let names: Vec<&str> = documented.iter().map(|(n, _)| n.as_str()).collect();
+    let mut expected = vec!["every phase"];
+    expected.extend(crate::record::manifest::PHASES);
+    assert_eq!(
+        names, expected,
+        "docs/OUTPUT_CONTRACT.md phase key table: rows, in pipeline order"
+    );
+    let common = &documented[0].1;
+    let v = serde_json::to_value(manifest_with_every_phase_field()).unwrap();
+    for (name, keys) in &documented[1..] {
+        let written: BTreeSet<String> = v["phases"][name]
+            .as_object()
+            .unwrap_or_else(|| panic!("phase {name} missing"))
+            .keys()
+            .cloned()
+            .collect();
+        let doc: BTreeSet<String> = common.union(keys).cloned().collect();
+        assert_eq!(
+            written, doc,
+            "phase {name}: the keys the types write (left) and the documented keys (right) differ"
+        );
+    }
 }
 
 fn manifest_keys() -> BTreeSet<String> {

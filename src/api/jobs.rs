@@ -593,7 +593,7 @@ fn mark_run(workdir: &Path, state_dir: &Path, status: RunStatus) {
         return;
     }
     let now = crate::record::now_rfc3339();
-    for (_, phase) in m.phases.iter_mut() {
+    for phase in m.phases.states_mut() {
         if phase.status == PhaseStatus::Running {
             phase.status = PhaseStatus::Failed;
             phase.ended_at = Some(now.clone());

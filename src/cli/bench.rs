@@ -258,20 +258,18 @@ fn report_times(r: &EncodeReport) -> Value {
 fn stage_times(m: &Manifest) -> Value {
     let mut out = serde_json::Map::new();
     for (name, ph) in m.phases.iter() {
-        if let Some(d) = ph.fields.get("duration_seconds") {
-            out.insert(name.to_string(), d.clone());
+        if let Some(d) = ph.duration_seconds {
+            out.insert(name.to_string(), d.into());
         }
     }
-    if let Some(r) = m.phases.get("encode").and_then(|p| p.fields.get("report")) {
-        for k in [
-            "render_seconds",
-            "video_encode_seconds",
-            "audio_encode_seconds",
-            "threads",
-        ] {
-            if let Some(v) = r.get(k) {
-                out.insert(format!("encode.{k}"), v.clone());
-            }
+    if let Some(r) = m
+        .phases
+        .encode
+        .as_ref()
+        .and_then(|p| p.fields.report.as_ref())
+    {
+        if let Value::Object(times) = report_times(r) {
+            out.extend(times);
         }
     }
     Value::Object(out)

@@ -47,7 +47,7 @@ pub struct AudioSettings {
 }
 
 /// What the encode did, with stage timings for `va bench`.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EncodeReport {
     pub video_frames: u64,
     pub audio_samples: u64,

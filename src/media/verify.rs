@@ -5,11 +5,11 @@
 use std::path::Path;
 
 use ffmpeg_next as av;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct VideoReport {
     pub codec: String,
     pub width: u32,
@@ -32,7 +32,7 @@ pub struct VideoReport {
     pub duration_seconds: f64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AudioReport {
     pub codec: String,
     pub rate: u32,
@@ -47,7 +47,7 @@ pub struct AudioReport {
     pub duration_seconds: f64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct VerifyReport {
     pub file: String,
     pub video: Option<VideoReport>,

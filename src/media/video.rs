@@ -21,7 +21,7 @@
 use std::path::{Path, PathBuf};
 
 use ffmpeg_next as av;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::ffi;
 use super::picture::Planes;
@@ -31,7 +31,7 @@ use crate::timeline::TimeBase;
 /// How the decoded picture is turned upright: rotated clockwise by `rotation` degrees, then
 /// (when `mirror`) flipped left to right. The eight combinations cover every display matrix
 /// that is a multiple of 90° with or without a flip.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Orientation {
     /// 0, 90, 180 or 270, clockwise.
     pub rotation: u16,
@@ -112,7 +112,7 @@ impl Orientation {
 }
 
 /// Where a probe found the frame timestamps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TimestampSource {
     /// The packets' presentation timestamps (nothing decoded).
@@ -122,7 +122,7 @@ pub enum TimestampSource {
 }
 
 /// What [`probe_video`] learns about a start video.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VideoProbe {
     /// Index of the video stream used (libavformat's best video stream).
     pub stream_index: usize,

@@ -2,9 +2,12 @@
 //! know them.
 //!
 //! The runner creates a [`Manifest`], hands it to each stage in turn, and saves it (atomically)
-//! after every phase change; `--resume` loads it back and skips completed phases. Most fields
-//! are `Option`/`Value` so that a run that stops early still leaves a valid record: a value not
-//! (yet) known is written as `null`, never left out, so readers see a stable set of keys.
+//! after every phase change; `--resume` loads it back and skips completed phases. Every field is
+//! typed (the phases in [`super::phases`], the stages' records in [`super::meta`] and
+//! [`super::comfyui`]); most are `Option`s so that a run that stops early still leaves a valid
+//! record: a value not (yet) known is written as `null`, never left out, so readers see a
+//! stable set of keys. Only `extra` (keys of a newer version) and ComfyUI's own answers stay
+//! JSON values.
 //!
 //! Times in the record are twofold on purpose: the `*_seconds`/`fps_value` floats are for
 //! display, and the exact companions (`audio` sample counts, `fps` as a rational string,
@@ -20,29 +23,30 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
+use super::meta::{EffectiveParams, LipsyncRecord, MotionMeta};
+pub use super::phases::{PhaseName, PhaseState, PhaseStatus, Phases};
 use crate::error::{Error, ErrorKind, Result};
 use crate::files::{path_json, sha256_file, write_json_atomic};
+use crate::media::verify::VerifyReport;
+use crate::stages::faceprobe::FaceMeta;
 
 /// The manifest's file name inside the workdir.
 pub const MANIFEST_FILE: &str = "manifest.json";
 
-/// The phases of a run in pipeline order (SPEC §5). [`Manifest::new`] lists them all as
-/// `pending`, so a manifest shows from the start what is still to come.
+/// The phases' JSON names in pipeline order (SPEC §5), as [`PhaseName::ALL`] spells them.
+/// [`Manifest::new`] lists them all as `pending`, so a manifest shows from the start what is
+/// still to come.
 pub const PHASES: [&str; 6] = [
-    "prepare",
-    "faceprobe",
-    "comfyui",
-    "lipsync",
-    "encode",
-    "finalize",
+    PhaseName::Prepare.as_str(),
+    PhaseName::Faceprobe.as_str(),
+    PhaseName::Comfyui.as_str(),
+    PhaseName::Lipsync.as_str(),
+    PhaseName::Encode.as_str(),
+    PhaseName::Finalize.as_str(),
 ];
 
 /// What `inputs.<role>.sha256` says when the input file does not exist.
 pub const INPUT_NOT_FOUND: &str = "INPUT_NOT_FOUND";
-
-/// Keys of a phase object that belong to the record itself; a stage field with one of these
-/// names is stored as `field_<key>` instead of clobbering it.
-const PHASE_RESERVED: [&str; 3] = ["status", "started_at", "ended_at"];
 
 /// The state of the whole run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -82,55 +86,6 @@ impl fmt::Display for RunStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// The state of one phase.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PhaseStatus {
-    #[default]
-    Pending,
-    Running,
-    Completed,
-    Skipped,
-    Failed,
-    /// The run was stopped while this phase ran.
-    Interrupted,
-}
-
-impl PhaseStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PhaseStatus::Pending => "pending",
-            PhaseStatus::Running => "running",
-            PhaseStatus::Completed => "completed",
-            PhaseStatus::Skipped => "skipped",
-            PhaseStatus::Failed => "failed",
-            PhaseStatus::Interrupted => "interrupted",
-        }
-    }
-}
-
-impl fmt::Display for PhaseStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// One phase: its status, when it ran, and whatever the stage chose to record, flattened
-/// into the same object (`{"status": "completed", "started_at": …, "frames": 250}`).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct Phase {
-    #[serde(default)]
-    pub status: PhaseStatus,
-    /// RFC 3339 UTC; `null` for a phase that never started (pending, or skipped outright).
-    #[serde(default)]
-    pub started_at: Option<String>,
-    /// RFC 3339 UTC; `null` while pending or running.
-    #[serde(default)]
-    pub ended_at: Option<String>,
-    #[serde(flatten)]
-    pub fields: Map<String, Value>,
 }
 
 /// `seeds`: the seed handed to ComfyUI and how it was chosen.
@@ -282,8 +237,9 @@ pub struct Manifest {
     /// The process exit status once the run ended; `null` while it runs.
     pub exit_status: Option<i32>,
     pub error: Option<ErrorRecord>,
-    /// Phase name -> phase, in pipeline order.
-    pub phases: OrderedMap<Phase>,
+    /// Each phase's state and stage fields, in pipeline order (`null` reads as none).
+    #[serde(deserialize_with = "null_as_default")]
+    pub phases: Phases,
     pub seeds: Option<Seeds>,
     /// Role (`audio`, `start_image`, `start_video`, `end_image`) -> file and hash.
     pub inputs: OrderedMap<InputRecord>,
@@ -305,35 +261,35 @@ pub struct Manifest {
     pub hold_frames: Option<u64>,
     pub render: Option<RenderRecord>,
     /// The parameters the run actually used (defaults applied, seed drawn).
-    pub effective_params: Value,
-    pub face_meta: Value,
-    pub motion_meta: Value,
-    pub lipsync_meta: Value,
+    pub effective_params: Option<EffectiveParams>,
+    /// The face check's result (`faceprobe/face_meta.json`); `null` when it did not run.
+    pub face_meta: Option<FaceMeta>,
+    /// The motion of the main segment; `null` with a start video.
+    pub motion_meta: Option<MotionMeta>,
+    /// The lip-sync inside ComfyUI or by an external provider; `null` without one.
+    pub lipsync_meta: Option<LipsyncRecord>,
     /// What the GPU stage asked of which ComfyUI and what came back (`null` before it ran).
     pub comfyui: Option<super::comfyui::ComfyuiRecord>,
     pub video_source_detail: Option<VideoSourceDetail>,
-    /// What reading the final file back found (frames, samples, CFR, A/V delta).
-    pub verify: Value,
+    /// What reading the final file back found (frames, samples, CFR, A/V delta): the same
+    /// report as `va verify --json`.
+    pub verify: Option<VerifyReport>,
     /// The final file.
     #[serde(rename = "final", with = "path_json::opt")]
     pub final_path: Option<PathBuf>,
     pub warnings: Vec<String>,
     /// Keys this version does not know (written by a newer one, or added by hand); kept so
-    /// that a resume does not drop them.
+    /// that a resume does not drop them. Never written by this version.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 
 impl Manifest {
-    /// A pending run with every phase of [`PHASES`] pending.
+    /// A pending run with every phase of [`PhaseName::ALL`] pending.
     pub fn new(run_id: impl Into<String>) -> Manifest {
-        let mut phases = OrderedMap::new();
-        for name in PHASES {
-            phases.insert(name.to_string(), Phase::default());
-        }
         Manifest {
             run_id: run_id.into(),
-            phases,
+            phases: Phases::all_pending(),
             ..Manifest::default()
         }
     }
@@ -343,15 +299,15 @@ impl Manifest {
         workdir.join(MANIFEST_FILE)
     }
 
-    pub fn phase(&self, name: &str) -> Option<&Phase> {
-        self.phases.get(name)
+    /// The state of phase `name`, if the manifest has it.
+    pub fn phase(&self, name: PhaseName) -> Option<&PhaseState> {
+        self.phases.state(name)
     }
 
-    /// Marks `name` running from now (a phase unknown to [`PHASES`] is appended). Fields
-    /// recorded by an earlier attempt are kept: a resumed stage may want them. A pending
-    /// run becomes running.
-    pub fn phase_start(&mut self, name: &str) {
-        let phase = self.phases.get_or_default(name);
+    /// Marks `name` running from now (added if the manifest lacks it). Fields recorded by an
+    /// earlier attempt are kept: a resumed stage may want them. A pending run becomes running.
+    pub fn phase_start(&mut self, name: PhaseName) {
+        let phase = self.phases.state_mut(name);
         phase.status = PhaseStatus::Running;
         phase.started_at = Some(now_rfc3339());
         phase.ended_at = None;
@@ -362,32 +318,18 @@ impl Manifest {
 
     /// Ends `name` now with `status`. A phase skipped without being started keeps
     /// `started_at: null`.
-    pub fn phase_end(&mut self, name: &str, status: PhaseStatus) {
-        let phase = self.phases.get_or_default(name);
+    pub fn phase_end(&mut self, name: PhaseName, status: PhaseStatus) {
+        let phase = self.phases.state_mut(name);
         phase.status = status;
         phase.ended_at = Some(now_rfc3339());
-    }
-
-    /// Records `key: value` in phase `name` (created pending if unknown). The keys `status`,
-    /// `started_at` and `ended_at` belong to the record and are stored as `field_<key>`.
-    pub fn phase_field(&mut self, name: &str, key: &str, value: impl Into<Value>) {
-        let key = if PHASE_RESERVED.contains(&key) {
-            format!("field_{key}")
-        } else {
-            key.to_string()
-        };
-        self.phases
-            .get_or_default(name)
-            .fields
-            .insert(key, value.into());
     }
 
     /// Whether `name` completed in an earlier attempt, so `--resume` may skip it. Only
     /// `completed` counts: a skipped phase was skipped for reasons the resumed run decides
     /// again.
-    pub fn phase_completed(&self, name: &str) -> bool {
+    pub fn phase_completed(&self, name: PhaseName) -> bool {
         self.phases
-            .get(name)
+            .state(name)
             .is_some_and(|p| p.status == PhaseStatus::Completed)
     }
 
@@ -436,7 +378,7 @@ impl Manifest {
 
     fn end_running_phases(&mut self, status: PhaseStatus) {
         let now = now_rfc3339();
-        for (_, phase) in self.phases.iter_mut() {
+        for phase in self.phases.states_mut() {
             if phase.status == PhaseStatus::Running {
                 phase.status = status;
                 phase.ended_at = Some(now.clone());
@@ -446,7 +388,9 @@ impl Manifest {
 
     /// The job's `output.final_name` as this run recorded it (in `effective_params`).
     pub fn final_name(&self) -> Option<&str> {
-        self.effective_params["output"]["final_name"].as_str()
+        self.effective_params
+            .as_ref()
+            .map(|p| p.job().output.final_name.as_str())
     }
 
     /// Writes `<workdir>/manifest.json` atomically (temp file + rename), creating the workdir
@@ -489,6 +433,13 @@ impl Manifest {
         }
         Ok(manifest)
     }
+}
+
+/// A value given as `null` reads as its default (older or hand-written records say so).
+fn null_as_default<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(
+    d: D,
+) -> std::result::Result<T, D::Error> {
+    Option::<T>::deserialize(d).map(Option::unwrap_or_default)
 }
 
 /// A JSON object whose entries keep their order: insertion order in memory and on write, file
@@ -710,41 +661,62 @@ mod tests {
     #[test]
     fn phases_record_status_times_and_flattened_fields() {
         let mut m = Manifest::new("r");
-        m.phase_start("encode");
+        m.phase_start(PhaseName::Encode);
         assert_eq!(m.run_status, RunStatus::Running);
-        m.phase_field("encode", "frames", 250);
-        m.phase_field("encode", "status", "shadowed");
-        m.phase_end("encode", PhaseStatus::Completed);
-        m.phase_end("faceprobe", PhaseStatus::Skipped);
-        assert!(m.phase_completed("encode"));
-        assert!(!m.phase_completed("faceprobe"));
-        assert!(!m.phase_completed("nope"));
+        m.phases.encode_mut().fields.passes = Some(1);
+        m.phases.state_mut(PhaseName::Encode).duration_seconds = Some(0.25);
+        m.phase_end(PhaseName::Encode, PhaseStatus::Completed);
+        m.phases.state_mut(PhaseName::Faceprobe).reason = Some("no face check".into());
+        m.phase_end(PhaseName::Faceprobe, PhaseStatus::Skipped);
+        assert!(m.phase_completed(PhaseName::Encode));
+        assert!(!m.phase_completed(PhaseName::Faceprobe));
+        assert!(!m.phase_completed(PhaseName::Lipsync));
 
         let v = serde_json::to_value(&m).unwrap();
         let enc = &v["phases"]["encode"];
         assert_eq!(enc["status"], "completed");
-        assert_eq!(enc["frames"], 250);
-        assert_eq!(enc["field_status"], "shadowed");
+        // Stage fields are flattened into the phase's object, next to its state.
+        assert_eq!(enc["passes"], 1);
+        assert_eq!(enc["duration_seconds"], 0.25);
+        // Fields not recorded are left out, not written as null.
+        assert!(enc.get("report").is_none(), "{enc}");
+        assert!(enc.get("reason").is_none(), "{enc}");
         let started = enc["started_at"].as_str().unwrap();
         let ended = enc["ended_at"].as_str().unwrap();
         assert!(started <= ended);
         assert_eq!(v["phases"]["faceprobe"]["started_at"], Value::Null);
         assert_eq!(v["phases"]["faceprobe"]["status"], "skipped");
+        assert_eq!(v["phases"]["faceprobe"]["reason"], "no face check");
+        assert!(v["phases"]["faceprobe"].get("duration_seconds").is_none());
 
-        // An unknown phase is appended after the known ones.
-        m.phase_start("extra_step");
-        assert_eq!(m.phases.keys().last(), Some("extra_step"));
+        // A phase a newer version writes is kept, after the known ones.
+        let mut v = serde_json::to_value(&m).unwrap();
+        v["phases"]["extra_step"] = json!({"status": "completed", "x": 1});
+        let back: Manifest = serde_json::from_value(v).unwrap();
+        assert_eq!(back.phases.keys().last(), Some("extra_step"));
+        let again = serde_json::to_value(&back).unwrap();
+        assert_eq!(
+            again["phases"]["extra_step"],
+            json!({"status": "completed", "x": 1})
+        );
+        assert_eq!(
+            again["phases"]["encode"],
+            serde_json::to_value(&m).unwrap()["phases"]["encode"]
+        );
     }
 
     #[test]
     fn mark_failed_fails_the_running_phase_and_records_the_code() {
         let mut m = Manifest::new("r");
-        m.phase_start("prepare");
+        m.phase_start(PhaseName::Prepare);
         m.mark_failed(&Error::new(ErrorKind::FfmpegFailed, "fewer than 2 frames"));
         assert_eq!(m.run_status, RunStatus::Failed);
         assert_eq!(m.exit_status, Some(40));
-        assert_eq!(m.phase("prepare").unwrap().status, PhaseStatus::Failed);
-        assert!(m.phase("prepare").unwrap().ended_at.is_some());
+        assert_eq!(
+            m.phase(PhaseName::Prepare).unwrap().status,
+            PhaseStatus::Failed
+        );
+        assert!(m.phase(PhaseName::Prepare).unwrap().ended_at.is_some());
         let v = serde_json::to_value(&m).unwrap();
         assert_eq!(
             v["error"],
@@ -754,9 +726,10 @@ mod tests {
 
     fn full_manifest() -> Manifest {
         let mut m = Manifest::new("run-20240501-080000");
-        m.phase_start("prepare");
-        m.phase_field("prepare", "audio_padded", "prepare/audio_padded.wav");
-        m.phase_end("prepare", PhaseStatus::Completed);
+        m.phase_start(PhaseName::Prepare);
+        m.phases.prepare_mut().fields.audio_padded = Some("prepare/audio_padded.wav".into());
+        m.phases.prepare_mut().fields.start_video = Some(None);
+        m.phase_end(PhaseName::Prepare, PhaseStatus::Completed);
         m.seeds = Some(Seeds {
             value: Some(1234),
             policy: "fixed".into(),
@@ -794,7 +767,13 @@ mod tests {
             source_width: 1920,
             source_height: 1080,
         });
-        m.effective_params = json!({"seed": 1234, "fps": "30000/1001"});
+        let job = crate::job::from_value(
+            json!({"audio": "/in/voice.wav", "start_image": "/in/face.png",
+                   "determinism": {"seed_policy": "random", "fps": "30000/1001"}}),
+            Path::new("/"),
+        )
+        .unwrap();
+        m.effective_params = Some(EffectiveParams::new(&job, Some(1234)).unwrap());
         m.comfyui = Some(super::super::comfyui::ComfyuiRecord {
             workflow_id: Some("vidax_wav2lip_video_audio".into()),
             chunk_count: Some(1),
@@ -808,7 +787,14 @@ mod tests {
             degraded: true,
             degraded_reason: Some("COMFYUI_OUTPUTS_MISSING".into()),
         });
-        m.verify = json!({"frames": 75, "cfr": true});
+        m.verify = Some(VerifyReport {
+            file: "/runs/x/final.mp4".into(),
+            video: None,
+            audio: None,
+            av_delta_frames: Some(-0.25),
+            failures: vec![],
+            ok: true,
+        });
         m.final_path = Some("/runs/x/final.mp4".into());
         m.add_warning("torchcodec missing");
         m.mark_completed(0);
@@ -832,6 +818,16 @@ mod tests {
         assert_eq!(v["final"], "/runs/x/final.mp4");
         assert_eq!(v["fps"], "30000/1001");
         assert_eq!(v["audio"]["total_samples"], 120000);
+        assert_eq!(v["effective_params"]["determinism"]["seed"], 1234);
+        assert_eq!(
+            v["effective_params"]["determinism"]["seed_policy"],
+            "random"
+        );
+        assert_eq!(v["effective_params"]["output"]["final_name"], "final.mp4");
+        assert_eq!(back.final_name(), Some("final.mp4"));
+        assert_eq!(v["verify"]["ok"], true);
+        assert_eq!(v["phases"]["prepare"]["start_video"], Value::Null);
+        assert!(v["phases"]["prepare"].get("audio_codec").is_none());
     }
 
     #[test]
@@ -891,7 +887,7 @@ mod tests {
         let m = Manifest::load(dir.path()).unwrap();
         assert_eq!(m.run_id, "old");
         assert!(m.phases.is_empty());
-        assert_eq!(m.effective_params, Value::Null);
+        assert_eq!(m.effective_params, None);
     }
 
     /// Regression guard for the atomic write: a reader polling the file while it is rewritten
@@ -925,7 +921,7 @@ mod tests {
             m.warnings = (0..(i % 17))
                 .map(|j| format!("warning {j} {}", "x".repeat(j as usize * 40)))
                 .collect();
-            m.phase_field("encode", "frame", i);
+            m.phases.encode_mut().fields.passes = Some(i as u32);
             m.save(&wd).unwrap();
         }
         done.store(true, Ordering::Relaxed);

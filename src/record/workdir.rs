@@ -271,8 +271,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (wd, state) = (dir.path().join("wd"), dir.path().join("state"));
         let mut m = Manifest::new("run-dead");
-        m.effective_params = serde_json::json!({"output": {"final_name": "final.mp4"}});
-        m.phase_start("encode");
+        let job = crate::job::from_value(
+            serde_json::json!({"audio": "/a.wav", "start_image": "/s.png",
+                               "output": {"final_name": "final.mp4"}}),
+            Path::new("/"),
+        )
+        .unwrap();
+        m.effective_params = Some(crate::record::meta::EffectiveParams::new(&job, None).unwrap());
+        m.phase_start(crate::record::PhaseName::Encode);
         m.save(&wd).unwrap();
         let partial = partial_path(&wd, "final.mp4");
         std::fs::write(&partial, b"half").unwrap();
@@ -291,7 +297,7 @@ mod tests {
         assert_eq!(m.exit_status, None);
         assert_eq!(m.error.as_ref().unwrap().code, "INTERRUPTED");
         assert_eq!(
-            m.phase("encode").unwrap().status,
+            m.phase(crate::record::PhaseName::Encode).unwrap().status,
             crate::record::PhaseStatus::Interrupted
         );
         assert!(!partial.exists());

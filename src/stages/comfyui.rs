@@ -31,10 +31,13 @@ use crate::record::comfyui::{
     WorkflowRecord,
 };
 use crate::record::manifest::{ComfyuiOutput, Manifest, OrderedMap};
+use crate::record::meta::{LipsyncRecord, MotionMeta};
+use crate::record::PhaseName;
 
 use super::effect::{self, LipsyncMeta, Verdict};
 use super::faceprobe::FaceMeta;
 use super::prepare::Prepared;
+use super::run::{phase, skip, RunOptions};
 use super::staging::{ProbeImage, Staged};
 
 /// Built-in workflow ids (SPEC §6). `vidax_faceprobe` names the face check (the `faceprobe`
@@ -493,6 +496,43 @@ struct Outstanding {
     record: AttemptRecord,
 }
 
+/// The `comfyui` phase: [`run`] when the job enables ComfyUI, skipped otherwise (the
+/// diagnostic path: the main segment comes from the local fallback).
+pub fn run_phase(
+    job: &Job,
+    opts: &RunOptions,
+    prepared: &Prepared,
+    face: Option<&FaceMeta>,
+    staged: Option<&Staged>,
+    seed: u64,
+    manifest: &mut Manifest,
+) -> Result<Outcome> {
+    if !job.comfyui.enable {
+        skip(
+            manifest,
+            opts,
+            PhaseName::Comfyui,
+            "comfyui.enable=false (diagnostic path)",
+        )?;
+        return Ok(Outcome::default());
+    }
+    phase(manifest, opts, PhaseName::Comfyui, |m| {
+        let input = Input {
+            job,
+            prepared,
+            workdir: &opts.workdir,
+            state_dir: &opts.state_dir,
+            face,
+            staged,
+            seed,
+            run_id: &m.run_id.clone(),
+            progress: opts.progress.clone(),
+            resume: opts.resume,
+        };
+        run(&input, m)
+    })
+}
+
 /// Runs the stage. `Err` only for a server that is not there (`COMFYUI_UNAVAILABLE`), the
 /// overall timeout (`COMFYUI_TIMEOUT`), a job naming a workflow that does not exist
 /// (`VALIDATION_FAILED`) and local I/O; everything ComfyUI answered badly is a degraded
@@ -623,7 +663,7 @@ fn run_blocking(input: &Input, m: &mut Manifest) -> Result<Outcome> {
     rt.block_on(async {
         let (mut runner, stats, over) = connect(input, deadline).await?;
         runner.budget = file_budget(input, workflows.len());
-        m.phase_field("comfyui", "system_stats", stats["system"].clone());
+        m.phases.comfyui_mut().fields.system_stats = Some(stats["system"].clone());
         let earlier = m.comfyui.take().unwrap_or_default();
         runner.previous = earlier.workflows;
         // A resumed run keeps the earlier attempt's prompts (a reused workflow's prompt id
@@ -697,12 +737,9 @@ fn face_check_blocking(
         }
         let waits = crate::interrupt::unless_stopped(runner.face_check(probes));
         let r = tokio::time::timeout_at(deadline, waits).await;
-        m.phase_field("faceprobe", "prompt_ids", json!(runner.prompt_ids));
-        m.phase_field(
-            "faceprobe",
-            "attempts",
-            serde_json::to_value(&runner.attempts).unwrap_or_default(),
-        );
+        let fields = &mut m.phases.faceprobe_mut().fields;
+        fields.prompt_ids = Some(runner.prompt_ids.clone());
+        fields.attempts = Some(runner.attempts.clone());
         match r {
             Ok(r) => r,
             Err(_) => Err(timeout_error(&runner, timeout)),
@@ -1065,7 +1102,7 @@ impl Runner<'_> {
             report_file,
             check,
         );
-        m.lipsync_meta = serde_json::to_value(&meta).unwrap_or_default();
+        m.lipsync_meta = Some(LipsyncRecord::InsideComfy(Box::new(meta.clone())));
         tracing::info!(
             stage = "comfyui",
             workflow = %w.id,
@@ -1131,11 +1168,15 @@ impl Runner<'_> {
             wr.video.clone().unwrap_or_else(|| dir.clone()),
         );
         if let Kind::Motion = w.kind {
-            m.motion_meta = json!({
-                "source": "comfyui", "workflow_id": w.id, "frames_dir": dir,
-                "frame_count": wr.frames, "fps": self.input.prepared.frames.fps.to_string(),
-                "mode": self.input.job.motion.mode, "strength": self.input.job.motion.strength,
-                "chunk_size": wr.chunk_size, "chunk_count": wr.chunk_count,
+            m.motion_meta = Some(MotionMeta::Comfyui {
+                workflow_id: w.id.clone(),
+                frames_dir: dir.clone(),
+                frame_count: wr.frames,
+                fps: self.input.prepared.frames.fps.to_string(),
+                mode: self.input.job.motion.mode,
+                strength: self.input.job.motion.strength,
+                chunk_size: wr.chunk_size,
+                chunk_count: wr.chunk_count,
             })
         }
         outcome.visual = Some(visual);
@@ -2145,14 +2186,14 @@ pub fn frames_unusable(e: &Error, visual: Option<&Visual>) -> bool {
 
 /// Records that ComfyUI's frames could not be used (`e`) and that the main segment comes
 /// from the fallback: the local motion (`motion_meta` given) or the start video.
-pub fn fall_back_from_frames(m: &mut Manifest, e: &Error, motion_meta: Option<Value>) {
+pub fn fall_back_from_frames(m: &mut Manifest, e: &Error, motion_meta: Option<MotionMeta>) {
     let action = match &motion_meta {
         Some(_) => "the main segment comes from the local motion fallback",
         None => "the main segment comes from the start video",
     };
     tracing::warn!(stage = "encode", code = e.code(), "{}", e.message);
     failed_without_frames(m, e, action);
-    m.motion_meta = motion_meta.unwrap_or(Value::Null);
+    m.motion_meta = motion_meta;
     if let Some(d) = &mut m.video_source_detail {
         d.comfyui_output = None;
         if d.lipsync == crate::record::manifest::LipsyncSource::InsideComfy {

@@ -15,9 +15,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::comfy::report::{FaceEntry, FaceReport, Rect, Size};
 use crate::error::{Context, Error, ErrorKind, Result};
+use crate::job::{Job, OnNoFace};
 use crate::record::atomic::write_json_atomic;
+use crate::record::{Manifest, PhaseName};
 
-use super::staging::{ProbeImage, Staged};
+use super::comfyui;
+use super::prepare::Prepared;
+use super::run::{phase, skip, RunOptions};
+use super::staging::{self, ProbeImage, Staged};
 
 /// One probed picture and what was found on it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -227,6 +232,98 @@ pub fn write(meta: &FaceMeta, workdir: &Path) -> Result<()> {
     let out = debug.join("face_crop.png");
     crop.save(&out).at(ErrorKind::Internal, &out)?;
     Ok(())
+}
+
+/// The `faceprobe` phase (SPEC §6): when the job's ComfyUI workflows lip-sync or zoom (or
+/// name `vidax_faceprobe`), stages the pictures the Wav2Lip graphs get and runs the face check on
+/// them; skipped otherwise. No face with `on_no_face=error` fails the run here
+/// (`COMFYUI_FACE_NOT_FOUND`), before the long GPU job. `--resume` reuses a completed check
+/// whose staged pictures are intact.
+pub fn run_phase(
+    job: &Job,
+    opts: &RunOptions,
+    prepared: &Prepared,
+    seed: u64,
+    manifest: &mut Manifest,
+) -> Result<(Option<FaceMeta>, Option<Staged>)> {
+    let workdir = &opts.workdir;
+    if !comfyui::needs_face_check(job, &opts.state_dir) {
+        skip(
+            manifest,
+            opts,
+            PhaseName::Faceprobe,
+            "no lip-sync or motion workflow in ComfyUI (the face check runs only before one)",
+        )?;
+        return Ok((None, None));
+    }
+    let earlier = (opts.resume && manifest.phase_completed(PhaseName::Faceprobe))
+        .then(|| manifest.face_meta.clone())
+        .flatten();
+    let (meta, staged) = phase(manifest, opts, PhaseName::Faceprobe, |m| {
+        let staged = staging::stage(job, prepared, workdir, opts.resume)?;
+        let rel = |p: &Path| p.strip_prefix(workdir).unwrap_or(p).display().to_string();
+        let staged_file = staged
+            .still
+            .as_ref()
+            .map(|s| &s.0)
+            .or(staged.clip.as_ref().map(|c| &c.0));
+        m.phases.faceprobe_mut().fields.staged = Some(staged_file.map(|p| rel(p)));
+        if let Some(meta) = earlier {
+            tracing::info!(stage = "faceprobe", "resume: the face check already ran");
+            m.phases.faceprobe_mut().fields.reused = Some(true);
+            return Ok((meta, staged));
+        }
+        let input = comfyui::Input {
+            job,
+            prepared,
+            workdir,
+            state_dir: &opts.state_dir,
+            face: None,
+            staged: Some(&staged),
+            seed,
+            run_id: &m.run_id.clone(),
+            progress: opts.progress.clone(),
+            resume: opts.resume,
+        };
+        let meta = match comfyui::face_check(&input, &staged.probes, m)? {
+            comfyui::FaceCheck::Reports(r) => from_reports(r, &staged.probes, workdir),
+            comfyui::FaceCheck::Failed(why) => {
+                tracing::warn!(stage = "faceprobe", "face check failed: {why}");
+                m.add_warning(format!(
+                    "face check: {why}; the size heuristic stands in (face_meta.method: size_heuristic)"
+                ));
+                fallback(&staged, workdir, &why)
+                    .ok_or_else(|| no_face_error(None, &staged, job.start.path()))?
+            }
+        };
+        if meta.source == "comfyui" && meta.report.method != "s3fd" {
+            // The node had no detector and said so: recorded, and said again here.
+            m.add_warning(format!(
+                "face check: VIDAX_FaceProbe used {} ({}): the face box is not a detected face",
+                meta.report.method,
+                meta.report
+                    .fallback_reason
+                    .as_deref()
+                    .unwrap_or("no reason given")
+            ));
+        }
+        m.face_meta = Some(meta.clone());
+        let fields = &mut m.phases.faceprobe_mut().fields;
+        fields.method = Some(meta.report.method.clone());
+        fields.found = Some(meta.found());
+        write(&meta, workdir)?;
+        m.phases.faceprobe_mut().fields.face_meta = Some("faceprobe/face_meta.json".into());
+        // No face fails the run only where a lip-sync was asked for; the zoom alone then
+        // centres on the picture.
+        if !meta.found()
+            && job.comfyui.wav2lip.on_no_face == OnNoFace::Error
+            && comfyui::lipsyncs(job, &opts.state_dir)
+        {
+            return Err(no_face_error(Some(&meta), &staged, job.start.path()));
+        }
+        Ok((meta, staged))
+    })?;
+    Ok((Some(meta), Some(staged)))
 }
 
 #[cfg(test)]

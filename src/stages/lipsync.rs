@@ -11,6 +11,15 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::job::Job;
+use crate::record::manifest::{ErrorRecord, LipsyncSource, Manifest};
+use crate::record::meta::{ExternalLipsync, ExternalStatus, LipsyncRecord};
+use crate::record::PhaseName;
+
+use super::comfyui::{self, Visual};
+use super::compose::{self, Compositor};
+use super::prepare::Prepared;
+use super::run::{phase, skip, RunOptions};
 
 /// The providers file name.
 pub const PROVIDERS_FILE: &str = "lipsync.providers.json";
@@ -31,6 +40,136 @@ pub enum Provider {
         headers: Vec<(String, String)>,
         timeout: Duration,
     },
+}
+
+/// What the main segment shows after the `lipsync` phase.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// ComfyUI's pictures, the provider's video, or `None` (the fallback).
+    pub visual: Option<Visual>,
+    pub source: LipsyncSource,
+    /// The first failure that made the run degraded (ComfyUI's, else the provider's).
+    pub degraded_reason: Option<String>,
+}
+
+/// The `lipsync` phase: with `lipsync.enable` and a `lipsync.provider`, the provider makes a
+/// lip-synced video of the base video; skipped otherwise. A provider that fails leaves the
+/// phase completed and the run degraded (`LIPSYNC_FAILED`), showing the base video.
+pub fn run_phase(
+    job: &Job,
+    opts: &RunOptions,
+    prepared: &Prepared,
+    comfy: &comfyui::Outcome,
+    centre: Option<(f64, f64)>,
+    manifest: &mut Manifest,
+) -> Result<Outcome> {
+    let mut out = Outcome {
+        visual: comfy.visual.clone(),
+        source: if comfy.lipsync_inside {
+            LipsyncSource::InsideComfy
+        } else {
+            LipsyncSource::Off
+        },
+        degraded_reason: comfy.degraded_reason.clone(),
+    };
+    let id = match (&job.lipsync.provider, job.lipsync.enable) {
+        (Some(id), false) => {
+            manifest.lipsync_meta = Some(LipsyncRecord::External(ExternalLipsync {
+                provider: id.clone(),
+                place: None,
+                output: None,
+                config: None,
+                status: ExternalStatus::Ignored,
+                reason: Some("lipsync.enable=false".into()),
+                error: None,
+            }));
+            let why = format!("lipsync.enable=false: provider {id:?} ignored");
+            skip(manifest, opts, PhaseName::Lipsync, &why)?;
+            return Ok(out);
+        }
+        (None, enable) => {
+            let why = if enable {
+                "no external provider (lip-sync inside ComfyUI)"
+            } else {
+                "lipsync.enable=false"
+            };
+            skip(manifest, opts, PhaseName::Lipsync, why)?;
+            return Ok(out);
+        }
+        (Some(id), true) => id,
+    };
+    let visual = out.visual.clone();
+    let result = phase(manifest, opts, PhaseName::Lipsync, |m| {
+        let mut meta = ExternalLipsync {
+            provider: id.clone(),
+            place: Some("external".into()),
+            output: Some("lipsync/output.mp4".into()),
+            config: None,
+            status: ExternalStatus::Running,
+            reason: None,
+            error: None,
+        };
+        let r = external(job, opts, prepared, visual.as_ref(), centre, &mut meta);
+        m.lipsync_meta = Some(LipsyncRecord::External(meta));
+        Ok(r)
+    })?;
+    match result {
+        Ok(v) => {
+            out.visual = Some(v);
+            out.source = LipsyncSource::External;
+        }
+        Err(e) => {
+            tracing::warn!(stage = "lipsync", code = e.code(), "{}", e.message);
+            manifest.add_warning(format!(
+                "{}: {} (the encode uses the base video)",
+                e.code(),
+                e.message
+            ));
+            if let Some(LipsyncRecord::External(r)) = &mut manifest.lipsync_meta {
+                r.error = Some(ErrorRecord::from(&e));
+            }
+            out.degraded_reason
+                .get_or_insert_with(|| e.code().to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// The provider's turn: the base video (the main segment as it stands, with the end hold, and
+/// the padded audio) goes to `lipsync/input.mp4`, the provider writes `lipsync/output.mp4`,
+/// which must decode with at least the main segment's frames. `--resume` keeps an output that
+/// does. `meta` (`lipsync_meta`) follows what happened: `config`, `status`.
+fn external(
+    job: &Job,
+    opts: &RunOptions,
+    prepared: &Prepared,
+    visual: Option<&Visual>,
+    centre: Option<(f64, f64)>,
+    meta: &mut ExternalLipsync,
+) -> Result<Visual> {
+    let dir = opts.workdir.join("lipsync");
+    let output = dir.join("output.mp4");
+    let paths = config_paths(&opts.state_dir);
+    if opts.resume && output.is_file() && compose::visual_video(job, prepared, &output).is_ok() {
+        tracing::info!(stage = "lipsync", "resume: lipsync/output.mp4 reused");
+        meta.status = ExternalStatus::Reused;
+        return Ok(Visual::Video(output));
+    }
+    let (provider, file) = find_provider(&meta.provider, &paths)?;
+    meta.config = Some(file.display().to_string());
+    std::fs::create_dir_all(&dir).map_err(|e| Error::at_path(ErrorKind::Internal, &dir, e))?;
+    let input = dir.join("input.mp4");
+    let compositor = Compositor::for_run(job, prepared, visual, centre)?;
+    super::encode::encode_with(job, prepared, compositor, &input, &crate::progress::Silent)?;
+    run_provider(&provider, &input, &prepared.wav, &output)?;
+    compose::visual_video(job, prepared, &output).map_err(|e| {
+        Error::new(
+            ErrorKind::LipsyncFailed,
+            format!("provider output: {}", e.message),
+        )
+    })?;
+    meta.status = ExternalStatus::Completed;
+    Ok(Visual::Video(output))
 }
 
 /// The folders searched for [`PROVIDERS_FILE`], in order.

@@ -66,7 +66,7 @@ fn gcd(a: u64, b: u64) -> u64 {
 
 /// The padded audio: `pre` samples of silence, the `input` samples decoded from the speech
 /// file, `post` samples of silence, all at the input's native `rate`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AudioPlan {
     /// Samples per second (native rate of the input).
     pub rate: u32,
@@ -159,7 +159,7 @@ impl Segment {
 
 /// The output picture: `target_frames` frames at `fps`, the last `hold_frames` of them from the
 /// end image. Output frame `i` has PTS `i` in time base `1/fps`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FramePlan {
     pub fps: Rational,
     /// `rounding(N/R · fps)`.

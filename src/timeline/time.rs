@@ -12,10 +12,26 @@ use std::fmt;
 ///
 /// Used for frame rates (30000/1001 is not 29.97) and for durations in seconds. Because it is
 /// always reduced, the derived `Eq`/`Hash` agree with equality of value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "RawRational")]
 pub struct Rational {
     num: u64,
     den: u64,
+}
+
+/// A rational as written (`{"num", "den"}`), reduced (and refused for `den == 0`) when read.
+#[derive(serde::Deserialize)]
+struct RawRational {
+    num: u64,
+    den: u64,
+}
+
+impl TryFrom<RawRational> for Rational {
+    type Error = &'static str;
+
+    fn try_from(r: RawRational) -> std::result::Result<Rational, &'static str> {
+        Rational::new(r.num, r.den).ok_or("a rational with den 0")
+    }
 }
 
 /// The largest numerator/denominator FFmpeg can carry in an `AVRational` (two `i32`s). Frame
@@ -217,10 +233,26 @@ impl fmt::Display for Rounding {
 
 /// A stream time base: one tick lasts `num/den` seconds (e.g. 1/90000, 1/44100). Both parts
 /// are > 0 when built with [`TimeBase::new`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "RawTimeBase")]
 pub struct TimeBase {
     pub num: u32,
     pub den: u32,
+}
+
+/// A time base as written (`{"num", "den"}`), refused when read with a part that is 0.
+#[derive(serde::Deserialize)]
+struct RawTimeBase {
+    num: u32,
+    den: u32,
+}
+
+impl TryFrom<RawTimeBase> for TimeBase {
+    type Error = &'static str;
+
+    fn try_from(r: RawTimeBase) -> std::result::Result<TimeBase, &'static str> {
+        TimeBase::new(r.num, r.den).ok_or("a time base with a part 0")
+    }
 }
 
 impl TimeBase {
