@@ -5,7 +5,8 @@
 //! VideoHelperSuite uses for MP4 too) and `videos`, inside `outputs` or anywhere else in the
 //! entry; `audio` outputs and `temp` previews are not pictures of the result.
 
-use serde_json::{json, Map, Value};
+use crate::record::comfyui::FailureDetails;
+use serde_json::{Map, Value};
 
 /// One file ComfyUI wrote, as `/view` wants it named.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,37 +141,38 @@ pub fn execution_error(entry: &Value) -> Option<(String, String, String)> {
 
 /// A compact summary of an entry for the log (SPEC §6): `history_keys`, `output_keys`,
 /// `messages` (event names, with the error's text), `node_errors`.
-pub fn summary(entry: &Value, node_errors: &Value) -> Value {
+pub fn summary(entry: &Value, node_errors: &Value) -> FailureDetails {
     let keys = |v: &Value| -> Vec<String> {
         v.as_object()
             .map(|o| o.keys().cloned().collect())
             .unwrap_or_default()
     };
-    let messages: Vec<Value> = entry["status"]["messages"]
+    let messages = entry["status"]["messages"]
         .as_array()
         .map(|ms| {
             ms.iter()
                 .map(|m| {
                     let name = m[0].as_str().unwrap_or("?");
                     match m[1].get("exception_message").and_then(Value::as_str) {
-                        Some(e) => json!(format!(
+                        Some(e) => format!(
                             "{name}: {} {}: {}",
                             m[1]["node_type"].as_str().unwrap_or(""),
                             m[1]["exception_type"].as_str().unwrap_or(""),
                             e.trim()
-                        )),
-                        None => json!(name),
+                        ),
+                        None => name.to_string(),
                     }
                 })
                 .collect()
         })
         .unwrap_or_default();
-    json!({
-        "history_keys": keys(entry),
-        "output_keys": keys(&entry["outputs"]),
-        "messages": messages,
-        "node_errors": node_errors,
-    })
+    FailureDetails {
+        history_keys: keys(entry),
+        output_keys: keys(&entry["outputs"]),
+        messages,
+        node_errors: node_errors.clone(),
+        ..FailureDetails::default()
+    }
 }
 
 /// The entry of a recorded `/history/<id>` body in `tests/data/comfyui/` (for unit tests).
@@ -186,6 +188,7 @@ pub(crate) fn recorded_entry(name: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     use recorded_entry as recorded;
 
@@ -221,15 +224,9 @@ mod tests {
             )
         );
         let s = summary(&e, &json!({}));
-        assert_eq!(s["output_keys"], json!([]));
-        assert_eq!(
-            s["history_keys"],
-            json!(["prompt", "outputs", "status", "meta"])
-        );
-        assert!(s["messages"][2]
-            .as_str()
-            .unwrap()
-            .contains("No audio stream"));
+        assert!(s.output_keys.is_empty());
+        assert_eq!(s.history_keys, ["prompt", "outputs", "status", "meta"]);
+        assert!(s.messages[2].contains("No audio stream"));
         assert!(collect(&e).images.is_empty());
     }
 

@@ -3,8 +3,8 @@
 //! each workflow with its chunks (endpoint, prompt id, frames, timing, attempts), every
 //! attempt, and the failure that degraded the run. Typed: `--resume` reads it back.
 //!
-//! Only `failure.details` holds ComfyUI's own answers (history keys, `node_errors`) as JSON:
-//! foreign bodies, kept as the server sent them.
+//! Only ComfyUI's own answers are kept as JSON, as the server sent them: each endpoint's
+//! `system` (`/system_stats`) and `failure.details.node_errors`.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -136,8 +136,43 @@ pub struct InputsRecord {
 pub struct FailureRecord {
     pub code: String,
     pub message: String,
-    /// ComfyUI's answer in short (`history_keys`, `output_keys`, `messages`, `node_errors`,
-    /// `preflight`, ...), as the server sent it.
-    #[serde(skip_serializing_if = "Value::is_null")]
-    pub details: Value,
+    /// ComfyUI's answer in short, and what vidax found; absent when there is nothing to add.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<FailureDetails>,
+}
+
+/// `comfyui.failure.details`: what ComfyUI answered, in short, and what vidax checked.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FailureDetails {
+    /// The keys of the prompt's `/history` entry (empty when there was none).
+    pub history_keys: Vec<String>,
+    /// The output node ids of that entry.
+    pub output_keys: Vec<String>,
+    /// ComfyUI's status messages: the message name, with the node, exception type and
+    /// message for an execution error.
+    pub messages: Vec<String>,
+    /// `node_errors` as ComfyUI sent them (a rejected graph); `{}` or `null` otherwise.
+    pub node_errors: Value,
+    /// Problems the preflight against `/object_info` found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preflight: Option<Vec<String>>,
+    /// Frames a chunk asked for and received, when too few came back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frames_asked: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frames_received: Option<u64>,
+    /// The effect check that found no lip-sync (`LIPSYNC_NO_EFFECT`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<crate::stages::effect::EffectCheck>,
+}
+
+impl FailureDetails {
+    /// Nothing from ComfyUI's history (the failure was found before or beside it).
+    pub fn empty() -> FailureDetails {
+        FailureDetails {
+            node_errors: Value::Object(Default::default()),
+            ..FailureDetails::default()
+        }
+    }
 }

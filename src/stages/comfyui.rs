@@ -27,8 +27,8 @@ use crate::error::{Context, Error, ErrorKind, Result};
 use crate::job::{Job, SeedPolicy, StartKind};
 use crate::progress::{ChunkProgress, EndpointProgress, Reporter};
 use crate::record::comfyui::{
-    AttemptRecord, ChunkRecord, ComfyuiRecord, EndpointRecord, FailureRecord, InputsRecord,
-    WorkflowRecord,
+    AttemptRecord, ChunkRecord, ComfyuiRecord, EndpointRecord, FailureDetails, FailureRecord,
+    InputsRecord, WorkflowRecord,
 };
 use crate::record::manifest::{ComfyuiOutput, Manifest, OrderedMap};
 use crate::record::meta::{LipsyncRecord, MotionMeta};
@@ -326,15 +326,17 @@ struct Degraded {
     /// The reason code (an error code name, or [`LIPSYNC_NO_EFFECT`]).
     reason: &'static str,
     message: String,
-    details: Value,
+    details: Option<Box<FailureDetails>>,
 }
 
 impl Degraded {
-    fn from_failure(f: Failure, summary: Value) -> Degraded {
-        let mut details = summary;
-        if details.is_null() {
-            details = outputs::summary(&Value::Null, &f.node_errors);
-        }
+    /// `summary`: the history entry's, when there was one; else the failure's own
+    /// `node_errors` in that form.
+    fn from_failure(f: Failure, summary: Option<FailureDetails>) -> Degraded {
+        let details =
+            Some(Box::new(summary.unwrap_or_else(|| {
+                outputs::summary(&Value::Null, &f.node_errors)
+            })));
         Degraded {
             reason: match f.error.kind {
                 ErrorKind::ComfyuiOutputsMissing => ErrorKind::ComfyuiOutputsMissing.code(),
@@ -366,7 +368,7 @@ fn run_time_error(entry: &Value, what: &str) -> Option<Degraded> {
     Some(Degraded {
         reason: ErrorKind::ComfyuiBadResponse.code(),
         message: format!("{what}: run-time error: {why}"),
-        details: outputs::summary(entry, &Value::Null),
+        details: Some(Box::new(outputs::summary(entry, &Value::Null))),
     })
 }
 
@@ -920,7 +922,7 @@ impl Runner<'_> {
                     "no face found in {probes}: lip-sync workflow {} not run (comfyui.wav2lip.on_no_face=passthrough)",
                     skipped.join(", ")
                 ),
-                details: json!({"history_keys": [], "output_keys": [], "messages": [], "node_errors": {}}),
+                details: Some(Box::new(FailureDetails::empty())),
             };
             return Ok(self.degrade(m, outcome, d));
         }
@@ -974,7 +976,7 @@ impl Runner<'_> {
         std::fs::create_dir_all(&comfy_dir).map_err(|e| Degraded {
             reason: ErrorKind::ComfyuiBadResponse.code(),
             message: format!("{}: {e}", comfy_dir.display()),
-            details: Value::Null,
+            details: None,
         })?;
         let (graphs, _) = self.graphs(w, self.seed_for(0));
         self.preflight(w, &graphs)?;
@@ -983,7 +985,7 @@ impl Runner<'_> {
         sink.entry.ok_or_else(|| Degraded {
             reason: ErrorKind::ComfyuiBadResponse.code(),
             message: format!("{}: no history entry", w.id),
-            details: Value::Null,
+            details: None,
         })
     }
 
@@ -1023,7 +1025,10 @@ impl Runner<'_> {
             Some(problems) if self.usable() == 0 || usable_before == 1 => Err(Degraded {
                 reason: ErrorKind::ComfyuiBadResponse.code(),
                 message: format!("workflow {}: {}", w.id, problems.join("; ")),
-                details: json!({"history_keys": [], "output_keys": [], "messages": [], "node_errors": {}, "preflight": problems}),
+                details: Some(Box::new(FailureDetails {
+                    preflight: Some(problems),
+                    ..FailureDetails::empty()
+                })),
             }),
             _ => Ok(()),
         }
@@ -1081,7 +1086,7 @@ impl Runner<'_> {
                         "workflow {}: its frames could not be checked: {}",
                         w.id, e.message
                     ),
-                    details: Value::Null,
+                    details: None,
                 }))
             }
         };
@@ -1115,8 +1120,10 @@ impl Runner<'_> {
             return Ok(Err(Degraded {
                 reason: LIPSYNC_NO_EFFECT,
                 message: meta.no_effect_message(),
-                details: json!({"history_keys": [], "output_keys": [], "messages": [], "node_errors": {},
-                    "check": meta.check}),
+                details: Some(Box::new(FailureDetails {
+                    check: Some(meta.check.clone()),
+                    ..FailureDetails::empty()
+                })),
             }));
         }
         Ok(Ok(ran))
@@ -1186,13 +1193,15 @@ impl Runner<'_> {
     }
 
     fn degrade(&mut self, m: &mut Manifest, mut outcome: Outcome, d: Degraded) -> Outcome {
+        let none = FailureDetails::default();
+        let details = d.details.as_deref().unwrap_or(&none);
         tracing::warn!(
             stage = "comfyui",
             code = d.reason,
-            history_keys = %d.details["history_keys"],
-            output_keys = %d.details["output_keys"],
-            messages = %d.details["messages"],
-            node_errors = %d.details["node_errors"],
+            history_keys = ?details.history_keys,
+            output_keys = ?details.output_keys,
+            messages = ?details.messages,
+            node_errors = %details.node_errors,
             "{}",
             d.message
         );
@@ -1213,7 +1222,7 @@ impl Runner<'_> {
         r.failure = Some(FailureRecord {
             code: d.reason.into(),
             message: d.message.clone(),
-            details: d.details,
+            details: d.details.map(|b| *b),
         });
         r.action = Some(action.clone());
         m.add_warning(format!("{}: {} ({action})", d.reason, d.message));
@@ -1248,7 +1257,7 @@ impl Runner<'_> {
         let local_err = |e: Error| Degraded {
             reason: ErrorKind::ComfyuiBadResponse.code(),
             message: e.message,
-            details: Value::Null,
+            details: None,
         };
         let name = staged_name(role, path).map_err(local_err)?;
         if let Some(d) = self.local_input_dir() {
@@ -1266,7 +1275,7 @@ impl Runner<'_> {
                 Ok(n) if n == name => continue,
                 Ok(n) => format!("the upload of {name} was stored as {n}"),
                 Err(f) => {
-                    let d = Degraded::from_failure(f, Value::Null);
+                    let d = Degraded::from_failure(f, None);
                     let why = d.message.clone();
                     first.get_or_insert(d);
                     why
@@ -1278,7 +1287,7 @@ impl Runner<'_> {
                 return Err(first.unwrap_or(Degraded {
                     reason: ErrorKind::ComfyuiBadResponse.code(),
                     message: why,
-                    details: Value::Null,
+                    details: None,
                 }));
             }
         }
@@ -1403,7 +1412,7 @@ impl Runner<'_> {
         let io = |e: std::io::Error, p: &Path| Degraded {
             reason: ErrorKind::ComfyuiBadResponse.code(),
             message: format!("{}: {e}", p.display()),
-            details: Value::Null,
+            details: None,
         };
         std::fs::create_dir_all(&comfy_dir).map_err(|e| io(e, &comfy_dir))?;
         // Every graph is checked before any is submitted.
@@ -1443,7 +1452,7 @@ impl Runner<'_> {
                     "workflow {}: received {} of {main} frames",
                     w.id, sink.received
                 ),
-                details: Value::Null,
+                details: None,
             });
         }
         Ok(Ran {
@@ -1556,7 +1565,7 @@ impl Runner<'_> {
                     return Err(Degraded {
                         reason: ErrorKind::ComfyuiBadResponse.code(),
                         message: format!("workflow {}: no usable ComfyUI left", w.id),
-                        details: Value::Null,
+                        details: None,
                     });
                 }
                 let next = pending.iter().map(|&ci| due[ci]).min().unwrap_or(now);
@@ -1642,7 +1651,7 @@ impl Runner<'_> {
                     }
                     failures[ci] += 1;
                     if failures[ci] >= retry.attempts.max(1) {
-                        let mut d = Degraded::from_failure(f, Value::Null);
+                        let mut d = Degraded::from_failure(f, None);
                         d.message = format!(
                             "workflow {} ({label}): gave up after {} attempts: {}",
                             w.id, retry.attempts, d.message
@@ -1656,7 +1665,7 @@ impl Runner<'_> {
                     due[ci] = Instant::now() + Duration::from_millis(wait);
                     requeue(&mut pending, ci);
                 }
-                Err(f) => return Err(Degraded::from_failure(f, Value::Null)),
+                Err(f) => return Err(Degraded::from_failure(f, None)),
             }
         }
     }
@@ -1818,7 +1827,7 @@ impl Runner<'_> {
         crate::record::write_json_atomic(&path, &entry).map_err(|e| Degraded {
             reason: ErrorKind::ComfyuiBadResponse.code(),
             message: e.message,
-            details: Value::Null,
+            details: None,
         })?;
         if let Kind::FaceCheck(_) = w.kind {
             if let Some(d) = run_time_error(&entry, &w.id) {
@@ -1859,7 +1868,7 @@ impl Runner<'_> {
                     return Err(Degraded {
                         reason: ErrorKind::ComfyuiOutputsMissing.code(),
                         message: format!("workflow {} ({label}): video output {}", w.id, e.message),
-                        details: summary,
+                        details: Some(Box::new(summary)),
                     });
                 }
                 sink.video = Some(rel.into());
@@ -1871,7 +1880,7 @@ impl Runner<'_> {
                     "workflow {} ({label}): the history lists no image or video output",
                     w.id
                 ),
-                details: summary,
+                details: Some(Box::new(summary)),
             });
         }
         let dir = sink.dir.clone();
@@ -1892,12 +1901,11 @@ impl Runner<'_> {
                     "workflow {} ({label}): received {} of {} frames for timeline frames {}..{}; frames are never stretched",
                     w.id, outs.images.len(), loaded, c.start - before, c.start + c.frames + after
                 ),
-                details: {
-                    let mut d = summary;
-                    d["frames_asked"] = loaded.into();
-                    d["frames_received"] = (outs.images.len() as u64).into();
-                    d
-                },
+                details: Some(Box::new(FailureDetails {
+                    frames_asked: Some(loaded),
+                    frames_received: Some(outs.images.len() as u64),
+                    ..summary
+                })),
             });
         }
         if outs.images.len() as u64 > loaded {
@@ -1923,14 +1931,14 @@ impl Runner<'_> {
         f: &outputs::OutputFile,
         dest: &Path,
         frames_dir: Option<&Path>,
-        summary: &Value,
+        summary: &FailureDetails,
     ) -> std::result::Result<u64, Degraded> {
         let image = frames_dir.is_some();
         let client = &self.endpoints[ep].client;
         match client.view_to_file(f, dest, image, &mut self.budget).await {
             Ok(n) => Ok(n),
             Err(client::FetchError::Peer(failure)) => {
-                Err(Degraded::from_failure(failure, summary.clone()))
+                Err(Degraded::from_failure(failure, Some(summary.clone())))
             }
             Err(client::FetchError::Local(e)) => {
                 if let Some(dir) = frames_dir {
@@ -1939,7 +1947,7 @@ impl Runner<'_> {
                 let d = Degraded {
                     reason: e.kind.code(),
                     message: e.message.clone(),
-                    details: Value::Null,
+                    details: None,
                 };
                 self.fatal = Some(e);
                 Err(d)
@@ -2156,7 +2164,7 @@ fn failed_without_frames(m: &mut Manifest, e: &Error, action: &str) {
     r.failure = Some(FailureRecord {
         code: e.code().into(),
         message: e.message.clone(),
-        details: Value::Null,
+        details: None,
     });
     r.action = Some(action.into());
     m.add_warning(format!("{}: {} ({action})", e.code(), e.message));
