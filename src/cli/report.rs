@@ -101,13 +101,13 @@ impl Summary {
             .file_name()
             .map_or_else(|| self.final_path.clone(), |n| n.to_string_lossy().into());
         let mut s = format!(
-            "{name}: {} frames, {:.2} s, {}×{}, {}, {:.1}× real time",
+            "{name}: {} frames, {:.2} s, {}×{}, {}, {}× real time",
             self.frames,
             self.duration_seconds,
             self.width,
             self.height,
             human_bytes(self.bytes),
-            self.speed
+            speed_text(self.speed)
         );
         if self.degraded {
             s.push_str(&format!(
@@ -119,6 +119,16 @@ impl Summary {
         }
         s
     }
+}
+
+/// `12.4`, and below 1 two significant digits (`0.083`: a run that waited on ComfyUI), so a
+/// slow run never reads `0.0`.
+fn speed_text(speed: f64) -> String {
+    if speed >= 1.0 || speed <= 0.0 || !speed.is_finite() {
+        return format!("{speed:.1}");
+    }
+    let decimals = (1 - speed.log10().floor() as i32).clamp(1, 6) as usize;
+    format!("{speed:.decimals$}")
 }
 
 /// `3.1 MB` (powers of 1000, one decimal; bytes below 1 kB).
@@ -362,6 +372,19 @@ mod tests {
             ..s
         };
         assert!(d.line().ends_with(", degraded: COMFYUI_UNAVAILABLE"));
+        // A run that waited minutes on ComfyUI for 8 s of video: not "0.0×".
+        let slow = Summary {
+            speed: 0.0834,
+            degraded: false,
+            ..d.clone()
+        };
+        assert!(
+            slow.line().ends_with(", 0.083× real time"),
+            "{}",
+            slow.line()
+        );
+        assert_eq!(speed_text(0.5), "0.50");
+        assert_eq!(speed_text(0.00123), "0.0012");
         assert_eq!(human_bytes(999), "999 B");
         assert_eq!(human_bytes(1_250_000_000), "1.2 GB");
     }
