@@ -268,8 +268,11 @@ fn is_local(url: &str) -> bool {
 }
 
 /// `vidax_<role>_<sha16><ext>`.
-fn staged_name(role: &str, path: &Path) -> Result<String> {
-    let sha = crate::record::sha256_file(path)?;
+fn staged_name(role: &str, path: &Path, known_sha: Option<&str>) -> Result<String> {
+    let sha = match known_sha {
+        Some(sha) if sha.len() == 64 => sha.to_string(),
+        _ => crate::record::sha256_file(path)?,
+    };
     let ext = path
         .extension()
         .map(|e| format!(".{}", e.to_string_lossy().to_lowercase()))
@@ -934,7 +937,7 @@ impl Runner<'_> {
         let mut names = Vec::new();
         for p in probes {
             let role = if p.frame.is_some() { "frame" } else { "still" };
-            match self.stage_file(role, &p.path).await {
+            match self.stage_file(role, &p.path, None).await {
                 Ok(n) => names.push(n.0),
                 Err(d) => return Ok(FaceCheck::Failed(d.message)),
             }
@@ -1249,17 +1252,20 @@ impl Runner<'_> {
     /// copied into the input folder when there is a local one, else uploaded. An endpoint
     /// that refuses the upload (or names the file otherwise) is left out while another is
     /// usable. Returns the name the servers know and whether it was copied.
+    /// `known_sha`: the file's SHA-256 when admission took it already (an input), so the
+    /// file is not read again for its name.
     async fn stage_file(
         &mut self,
         role: &str,
         path: &Path,
+        known_sha: Option<&str>,
     ) -> std::result::Result<(String, bool), Degraded> {
         let local_err = |e: Error| Degraded {
             reason: ErrorKind::ComfyuiBadResponse.code(),
             message: e.message,
             details: None,
         };
-        let name = staged_name(role, path).map_err(local_err)?;
+        let name = staged_name(role, path, known_sha).map_err(local_err)?;
         if let Some(d) = self.local_input_dir() {
             let copied = copy_into(path, &d, &name).map_err(local_err)?;
             tracing::info!(stage = "comfyui", file = %name, copied, "staged into {}", d.display());
@@ -1296,16 +1302,23 @@ impl Runner<'_> {
 
     async fn stage_inputs(&mut self, m: &mut Manifest) -> std::result::Result<(), Degraded> {
         let input = self.input;
-        let (audio, copied) = self.stage_file("audio", &input.prepared.wav).await?;
-        let (start, _) = self.stage_file("start", input.job.start.path()).await?;
+        let (audio, copied) = self.stage_file("audio", &input.prepared.wav, None).await?;
+        // The start's hash is on record from admission: hashing it again would read it again.
+        let start_sha = m
+            .inputs
+            .get(input.job.start.field())
+            .map(|r| r.sha256.clone());
+        let (start, _) = self
+            .stage_file("start", input.job.start.path(), start_sha.as_deref())
+            .await?;
         let staged = match input.staged {
             Some(Staged {
                 still: Some((p, _)),
                 ..
-            }) => Some(self.stage_file("still", p).await?.0),
+            }) => Some(self.stage_file("still", p, None).await?.0),
             Some(Staged {
                 clip: Some((p, _)), ..
-            }) => Some(self.stage_file("clip", p).await?.0),
+            }) => Some(self.stage_file("clip", p, None).await?.0),
             _ => None,
         };
         let dir = self.local_input_dir();
@@ -2259,8 +2272,14 @@ mod tests {
         std::fs::write(&p, b"abc").unwrap();
         // sha256("abc") = ba7816bf8f01cfea…
         assert_eq!(
-            staged_name("audio", &p).unwrap(),
+            staged_name("audio", &p, None).unwrap(),
             "vidax_audio_ba7816bf8f01cfea.wav"
+        );
+        // A hash known from admission names the file without reading it.
+        let known = format!("{:064x}", 0xabc_u32);
+        assert_eq!(
+            staged_name("start", &d.path().join("absent.png"), Some(&known)).unwrap(),
+            "vidax_start_0000000000000000.png"
         );
         let dir = d.path().join("in");
         std::fs::create_dir(&dir).unwrap();
