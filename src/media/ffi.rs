@@ -147,7 +147,7 @@ fn file_url(path: &std::path::Path) -> Result<std::ffi::CString, av::Error> {
 /// Opens `path` for demuxing and reads its stream info (what `ffmpeg_next::format::input`
 /// does, for every file name).
 pub fn open_input(path: &std::path::Path) -> Result<av::format::context::Input, av::Error> {
-    use av::ffi::{avformat_close_input, avformat_find_stream_info, avformat_open_input};
+    use av::ffi::avformat_open_input;
     let url = file_url(path)?;
     let mut ctx = std::ptr::null_mut();
     // SAFETY: `ctx` is a valid out-pointer initialised to null as the API requires, `url` is
@@ -163,13 +163,7 @@ pub fn open_input(path: &std::path::Path) -> Result<av::format::context::Input, 
     if opened < 0 {
         return Err(av::Error::from(opened));
     }
-    // SAFETY: `ctx` is the context avformat_open_input just opened; null options are allowed.
-    let found = unsafe { avformat_find_stream_info(ctx, std::ptr::null_mut()) };
-    if found < 0 {
-        // SAFETY: `ctx` was opened above and is closed exactly once here (it also nulls it).
-        unsafe { avformat_close_input(&mut ctx) };
-        return Err(av::Error::from(found));
-    }
+    find_stream_info(&mut ctx)?;
     // SAFETY: `ctx` is an opened input context; `Input` takes ownership and closes it on drop.
     Ok(unsafe { av::format::context::Input::wrap(ctx) })
 }
@@ -293,10 +287,7 @@ pub fn open_input_file(
     file: std::fs::File,
     path: &std::path::Path,
 ) -> Result<FileInput, av::Error> {
-    use av::ffi::{
-        av_malloc, avformat_alloc_context, avformat_close_input, avformat_find_stream_info,
-        avformat_open_input, avio_alloc_context,
-    };
+    use av::ffi::{av_malloc, avformat_alloc_context, avformat_open_input, avio_alloc_context};
     let url = file_url(path)?;
     let mut io = FileIo {
         io: std::ptr::null_mut(),
@@ -347,13 +338,7 @@ pub fn open_input_file(
     if opened < 0 {
         return Err(av::Error::from(opened));
     }
-    // SAFETY: `ctx` is the context avformat_open_input just opened; null options are allowed.
-    let found = unsafe { avformat_find_stream_info(ctx, std::ptr::null_mut()) };
-    if found < 0 {
-        // SAFETY: `ctx` was opened above and is closed exactly once here (it also nulls it).
-        unsafe { avformat_close_input(&mut ctx) };
-        return Err(av::Error::from(found));
-    }
+    find_stream_info(&mut ctx)?;
     Ok(FileInput {
         // SAFETY: `ctx` is an opened input context; `Input` takes ownership and closes it on
         // drop, before `io` is freed.
@@ -410,4 +395,19 @@ pub fn make_frame_writable(frame: &mut av::frame::Video) -> bool {
     // SAFETY: `as_mut_ptr` is the AVFrame `frame` owns, valid and exclusively borrowed for the
     // call; av_frame_make_writable only replaces its buffers with copies when they are shared.
     unsafe { av::ffi::av_frame_make_writable(frame.as_mut_ptr()) >= 0 }
+}
+
+/// Reads the stream info of an input `avformat_open_input` just opened; on failure closes
+/// it (and nulls `ctx`), so the caller only returns the error.
+fn find_stream_info(ctx: &mut *mut av::ffi::AVFormatContext) -> Result<(), av::Error> {
+    use av::ffi::{avformat_close_input, avformat_find_stream_info};
+    // SAFETY: `*ctx` is the context avformat_open_input just opened; null options are allowed.
+    let found = unsafe { avformat_find_stream_info(*ctx, std::ptr::null_mut()) };
+    if found < 0 {
+        // SAFETY: `*ctx` was opened by the caller and is closed exactly once here (it also
+        // nulls it).
+        unsafe { avformat_close_input(ctx) };
+        return Err(av::Error::from(found));
+    }
+    Ok(())
 }
