@@ -248,6 +248,12 @@ fn produce_takes_the_main_segment_from_comfyui_frames_in_order_and_holds_the_end
             .any(|n| n.starts_with("vidax_still_") && n.ends_with(".png")),
         "{uploads:?}"
     );
+    // No graph loads the start file itself: it is neither read again nor sent.
+    assert!(
+        !uploads.iter().any(|n| n.starts_with("vidax_start_")),
+        "{uploads:?}"
+    );
+    assert!(c["inputs"]["start"].is_null(), "{}", c["inputs"]);
     assert_eq!(srv.max_executions(), 1);
     // The progress socket was open before each POST.
     assert_eq!(
@@ -1163,6 +1169,12 @@ fn the_mouth_blend_follows_the_boxes_wav2lip_reports() {
         )
     );
     assert_eq!(l["check"]["regions"]["reported_box"], 26);
+    // The motion and blend graphs load the start file itself: it was sent, under the
+    // name the graphs use.
+    let start = m["comfyui"]["inputs"]["start"].as_str().unwrap();
+    assert!(start.starts_with("vidax_start_"), "{start}");
+    assert!(srv.state.uploads.lock().unwrap().contains_key(start));
+    assert_eq!(graphs[1]["1"]["inputs"]["image"], start);
 }
 
 #[test]

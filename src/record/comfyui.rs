@@ -123,7 +123,8 @@ pub struct AttemptRecord {
 #[serde(default)]
 pub struct InputsRecord {
     pub audio: String,
-    pub start: String,
+    /// The start file itself; `None` when no graph of the run loads it.
+    pub start: Option<String>,
     pub staged: Option<String>,
     /// `copy` or `upload`.
     pub staging: String,

@@ -176,6 +176,18 @@ impl Workflow {
         )
     }
 
+    /// Whether its graph loads the job's start file itself rather than a staged picture:
+    /// the motion and mouth-blend graphs, and a template that uses `{{start_image}}`.
+    fn loads_start(&self) -> bool {
+        match &self.kind {
+            Kind::Motion | Kind::MouthBlend => true,
+            Kind::Template(t) => graph::placeholders_used(&t.graph)
+                .iter()
+                .any(|n| n == "start_image"),
+            Kind::Wav2LipImage | Kind::Wav2LipVideo | Kind::FaceCheck(_) => false,
+        }
+    }
+
     fn chunked(&self) -> bool {
         match &self.kind {
             Kind::Template(t) => t.chunked(),
@@ -847,12 +859,15 @@ impl Runner<'_> {
             .then(|| rec.clone())
         };
         let previous: Vec<Option<WorkflowRecord>> = workflows.iter().map(done_before).collect();
-        if previous
-            .iter()
-            .zip(workflows)
-            .any(|(p, w)| p.is_none() && runs(w))
-        {
-            if let Err(d) = self.stage_inputs(m).await {
+        let due = |(p, w): &(&Option<WorkflowRecord>, &Workflow)| p.is_none() && runs(w);
+        if previous.iter().zip(workflows).any(|pw| due(&pw)) {
+            // The start file itself goes to ComfyUI only when a graph due loads it (the
+            // lip-sync graphs load the staged picture).
+            let start = previous
+                .iter()
+                .zip(workflows)
+                .any(|pw| due(&pw) && pw.1.loads_start());
+            if let Err(d) = self.stage_inputs(m, start).await {
                 return Ok(self.degrade(m, outcome, d));
             }
         }
@@ -1300,17 +1315,27 @@ impl Runner<'_> {
         Ok((name, false))
     }
 
-    async fn stage_inputs(&mut self, m: &mut Manifest) -> std::result::Result<(), Degraded> {
+    /// Stages the audio, the staged picture, and the start file itself when `start` (a graph
+    /// loads it): a file no graph loads is not read or sent.
+    async fn stage_inputs(
+        &mut self,
+        m: &mut Manifest,
+        start: bool,
+    ) -> std::result::Result<(), Degraded> {
         let input = self.input;
         let (audio, copied) = self.stage_file("audio", &input.prepared.wav, None).await?;
-        // The start's hash is on record from admission: hashing it again would read it again.
-        let start_sha = m
-            .inputs
-            .get(input.job.start.field())
-            .map(|r| r.sha256.clone());
-        let (start, _) = self
-            .stage_file("start", input.job.start.path(), start_sha.as_deref())
-            .await?;
+        let start = if start {
+            // The start's hash is on record from admission: hashing it again would read it
+            // again.
+            let sha = m
+                .inputs
+                .get(input.job.start.field())
+                .map(|r| r.sha256.clone());
+            let path = input.job.start.path();
+            Some(self.stage_file("start", path, sha.as_deref()).await?.0)
+        } else {
+            None
+        };
         let staged = match input.staged {
             Some(Staged {
                 still: Some((p, _)),
@@ -1329,7 +1354,12 @@ impl Runner<'_> {
             staging: if copied { "copy" } else { "upload" }.into(),
             input_dir: dir.map(|d| d.display().to_string()),
         });
-        self.params = params(input, start, audio, staged.unwrap_or_default());
+        self.params = params(
+            input,
+            start.unwrap_or_default(),
+            audio,
+            staged.unwrap_or_default(),
+        );
         Ok(())
     }
 
