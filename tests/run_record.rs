@@ -754,4 +754,49 @@ fn a_run_opens_each_input_at_most_twice_probe_and_decode() {
     for (name, n) in ["audio", "start video", "end image"].iter().zip(&counts) {
         assert!(*n <= 2, "the {name} was opened {n} times (at most 2)");
     }
+    // Through ComfyUI (the project's test server): the default lip-sync of the staged still,
+    // and the motion + mouth-blend graphs, which are sent the start image itself. Staging
+    // and the upload read the start through the handle admission opened.
+    use comfy_server::{Config, Server};
+    let srv = Server::start(Config::default());
+    for (name, workflows) in [
+        ("lipsync", json!(["vidax_wav2lip_image_audio"])),
+        (
+            "blend",
+            json!([
+                "vidax_faceprobe",
+                "vidax_motion_chunks",
+                "vidax_lipsync_mouthblend"
+            ]),
+        ),
+    ] {
+        let j = sb.write_job(
+            &format!("{name}.json"),
+            &json!({
+                "audio": audio, "start_image": face, "end_image": end,
+                "buffer": {"pre_seconds": 0.2, "post_seconds": 0.4},
+                "determinism": {"fps": 25, "seed": 3},
+                "render": {"max_width": 160, "max_height": 120},
+                "lipsync": {"enable": true},
+                "comfyui": {"enable": true, "url": srv.url, "poll_interval_ms": 50,
+                    "workflow_ids": workflows},
+            }),
+        );
+        let wd = sb.join(&format!("wd-{name}"));
+        let uploads = srv.state.uploads.lock().unwrap().len();
+        let counts = opens_per_input(&sb, &j, &wd, &[&audio, &face, &end])
+            .expect("strace traced the first run");
+        let m = read_json(&wd.join("manifest.json"));
+        assert_eq!(
+            m["video_source_detail"]["comfyui_output"], "frames",
+            "{name}"
+        );
+        assert!(srv.state.uploads.lock().unwrap().len() > uploads, "{name}");
+        for (input, n) in ["audio", "start image", "end image"].iter().zip(&counts) {
+            assert!(
+                *n <= 2,
+                "{name}: the {input} was opened {n} times (at most 2)"
+            );
+        }
+    }
 }

@@ -303,10 +303,7 @@ impl Client {
 
     /// `POST /upload/image` (multipart `image`, `overwrite=true`, `type=input`): returns the
     /// name the server stored the file under. Audio and video files are accepted too.
-    pub async fn upload(&self, file: &Path, name: &str) -> Fallible<String> {
-        let data = tokio::fs::read(file).await.map_err(|e| {
-            Failure::answer(ErrorKind::InputNotFound, format!("{}: {e}", file.display()))
-        })?;
+    pub async fn upload(&self, data: &[u8], name: &str) -> Fallible<String> {
         let boundary = format!("vidax-{:016x}", data.len() as u64 ^ 0x5eed_b0da_1234_5678);
         let mut body = Vec::with_capacity(data.len() + 512);
         for (k, v) in [("overwrite", "true"), ("type", "input"), ("subfolder", "")] {
@@ -321,7 +318,7 @@ impl Client {
             format!("--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n")
                 .as_bytes(),
         );
-        body.extend_from_slice(&data);
+        body.extend_from_slice(data);
         body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
         let resp = self
             .http

@@ -10,6 +10,19 @@ pub mod lock;
 pub mod path_json;
 pub mod state;
 
+use std::path::Path;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// `file` (the file at `path`, for messages) from its start: a reader over a handle opened
+/// earlier, so the file is read again without being opened again.
+pub fn from_start<'f>(mut file: &'f std::fs::File, path: &Path) -> Result<&'f std::fs::File> {
+    use std::io::Seek;
+    file.seek(std::io::SeekFrom::Start(0))
+        .map_err(|e| Error::at_path(ErrorKind::InputNotFound, path, e))?;
+    Ok(file)
+}
+
 pub use atomic::{write_atomic, write_json_atomic};
 pub use hash::{sha256_file, sha256_read};
 pub use lock::FileLock;

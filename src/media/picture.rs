@@ -953,6 +953,15 @@ pub fn load_rgba8(path: &Path, max_pixels: u64) -> Result<image::RgbaImage> {
     Ok(decode_image(path, max_pixels)?.img.into_rgba8())
 }
 
+/// [`load_rgba8`] through `file`, a handle on `path` opened earlier (not opened again).
+pub fn load_rgba8_file(
+    path: &Path,
+    file: &std::fs::File,
+    max_pixels: u64,
+) -> Result<image::RgbaImage> {
+    Ok(decode_image_file(path, file, max_pixels)?.img.into_rgba8())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

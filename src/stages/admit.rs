@@ -17,6 +17,7 @@
 //! while the job waited in the queue.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::comfy::graph;
 use crate::error::{Error, ErrorKind, Result};
@@ -40,6 +41,9 @@ pub struct Admitted {
     /// The audio's stream as opened (codec, rate, channels, declared length).
     pub audio: AudioInfo,
     pub start: Start,
+    /// The start file as admission opened it: staging and the upload to ComfyUI read its
+    /// bytes through this handle, so the file is not opened again for them.
+    pub start_file: Arc<std::fs::File>,
     /// The end image's upright size.
     pub end_size: Option<(u32, u32)>,
 }
@@ -76,6 +80,8 @@ impl Admitted {
 pub struct Probed {
     pub record: InputRecord,
     pub what: Media,
+    /// The handle it was probed through (kept for the start file: see [`Admitted::start_file`]).
+    pub file: Arc<std::fs::File>,
 }
 
 /// What a probed file holds.
@@ -128,13 +134,19 @@ pub fn probe_start(path: &Path, max_pixels: u64) -> Result<Probed> {
         return Ok(Probed {
             record,
             what: Media::Image(size),
+            file: Arc::new(file),
         });
     }
+    // The probe takes a handle of its own: the same open file, duplicated, not reopened.
+    let kept = file
+        .try_clone()
+        .map_err(|e| Error::at_path(ErrorKind::InputNotFound, path, e))?;
     let probe = media::video::probe_video_file(path, file)?;
     media::picture::check_pixels(path, "video frame", probe.display_size(), max_pixels)?;
     Ok(Probed {
         record,
         what: Media::Video(probe),
+        file: Arc::new(kept),
     })
 }
 
@@ -145,16 +157,21 @@ pub fn probe_image(path: &Path, max_pixels: u64) -> Result<Probed> {
     Ok(Probed {
         record,
         what: Media::Image(size),
+        file: Arc::new(file),
     })
 }
 
 /// Probes the audio: a stream FFmpeg decodes, at a usable rate.
 pub fn probe_audio(path: &Path) -> Result<Probed> {
     let (file, record) = open_hashed(path)?;
+    let kept = file
+        .try_clone()
+        .map_err(|e| Error::at_path(ErrorKind::InputNotFound, path, e))?;
     let input = media::audio::AudioInput::open_file(path, file)?;
     Ok(Probed {
         record,
         what: Media::Audio(input.info().clone()),
+        file: Arc::new(kept),
     })
 }
 
@@ -222,6 +239,7 @@ pub fn admit(job: Job, state_dir: &Path, earlier: Vec<Probed>) -> Result<Admitte
         Some(p) => p,
         None => probe_start(job.start.path(), max)?,
     };
+    let start_file = start.file.clone();
     let start = match (start.what, &job.start) {
         (Media::Image(size), StartKind::Image(p)) => {
             media::picture::check_pixels(p, "image", size, max)?;
@@ -256,6 +274,7 @@ pub fn admit(job: Job, state_dir: &Path, earlier: Vec<Probed>) -> Result<Admitte
             Some(Probed {
                 record,
                 what: Media::Image(size),
+                ..
             }) => {
                 media::picture::check_pixels(e, "image", size, max)?;
                 Some((record, Start::Image { size }))
@@ -302,6 +321,7 @@ pub fn admit(job: Job, state_dir: &Path, earlier: Vec<Probed>) -> Result<Admitte
         inputs,
         audio: info,
         start: start.1,
+        start_file,
         end_size,
     })
 }

@@ -130,6 +130,8 @@ pub struct Outcome {
 /// What the stage needs from the run.
 pub struct Input<'a> {
     pub job: &'a Job,
+    /// The start file as admission opened it (read through it, not opened again).
+    pub start_file: &'a std::fs::File,
     pub prepared: &'a Prepared,
     pub workdir: &'a Path,
     pub state_dir: &'a Path,
@@ -292,17 +294,28 @@ fn staged_name(role: &str, path: &Path, known_sha: Option<&str>) -> Result<Strin
     Ok(format!("vidax_{role}_{}{ext}", &sha[..16]))
 }
 
-/// Copies `src` into `dir` as `name`, unless a file of the same size is there already.
-fn copy_into(src: &Path, dir: &Path, name: &str) -> Result<bool> {
+/// Copies `src` into `dir` as `name`, unless a file of the same size is there already;
+/// read through `handle` (`src` opened earlier) when there is one.
+fn copy_into(src: &Path, handle: Option<&std::fs::File>, dir: &Path, name: &str) -> Result<bool> {
     let dest = dir.join(name);
-    let size = std::fs::metadata(src)
-        .at(ErrorKind::InputNotFound, src)?
-        .len();
+    let opened;
+    let file = match handle {
+        Some(f) => crate::files::from_start(f, src)?,
+        None => {
+            opened = std::fs::File::open(src).at(ErrorKind::InputNotFound, src)?;
+            &opened
+        }
+    };
+    let size = file.metadata().at(ErrorKind::InputNotFound, src)?.len();
     if std::fs::metadata(&dest).is_ok_and(|m| m.len() == size) {
         return Ok(false);
     }
     let tmp = dir.join(format!(".{name}.partial"));
-    if let Err(e) = std::fs::copy(src, &tmp) {
+    let copied = std::fs::File::create(&tmp).and_then(|mut out| {
+        let mut file = file;
+        std::io::copy(&mut file, &mut out)
+    });
+    if let Err(e) = copied {
         let _ = std::fs::remove_file(&tmp);
         return Err(Error::at_path(ErrorKind::Internal, &tmp, e));
     }
@@ -516,7 +529,7 @@ struct Outstanding {
 /// The `comfyui` phase: [`run`] when the job enables ComfyUI, skipped otherwise (the
 /// diagnostic path: the main segment comes from the local fallback).
 pub fn run_phase(
-    job: &Job,
+    admitted: &super::admit::Admitted,
     opts: &RunOptions,
     prepared: &Prepared,
     face: Option<&FaceMeta>,
@@ -524,6 +537,7 @@ pub fn run_phase(
     seed: u64,
     manifest: &mut Manifest,
 ) -> Result<Outcome> {
+    let job = &admitted.job;
     if !job.comfyui.enable {
         skip(
             manifest,
@@ -536,6 +550,7 @@ pub fn run_phase(
     phase(manifest, opts, PhaseName::Comfyui, |m| {
         let input = Input {
             job,
+            start_file: &admitted.start_file,
             prepared,
             workdir: &opts.workdir,
             state_dir: &opts.state_dir,
@@ -1267,31 +1282,42 @@ impl Runner<'_> {
     /// copied into the input folder when there is a local one, else uploaded. An endpoint
     /// that refuses the upload (or names the file otherwise) is left out while another is
     /// usable. Returns the name the servers know and whether it was copied.
-    /// `known_sha`: the file's SHA-256 when admission took it already (an input), so the
-    /// file is not read again for its name.
+    /// `admitted`: for an input, the handle admission opened it with and the SHA-256 it took,
+    /// so the file is neither hashed again for its name nor opened again to be sent. The
+    /// file is read once however many endpoints get it.
     async fn stage_file(
         &mut self,
         role: &str,
         path: &Path,
-        known_sha: Option<&str>,
+        admitted: Option<(&std::fs::File, &str)>,
     ) -> std::result::Result<(String, bool), Degraded> {
         let local_err = |e: Error| Degraded {
             reason: ErrorKind::ComfyuiBadResponse.code(),
             message: e.message,
             details: None,
         };
+        let (handle, known_sha) = admitted.unzip();
         let name = staged_name(role, path, known_sha).map_err(local_err)?;
         if let Some(d) = self.local_input_dir() {
-            let copied = copy_into(path, &d, &name).map_err(local_err)?;
+            let copied = copy_into(path, handle, &d, &name).map_err(local_err)?;
             tracing::info!(stage = "comfyui", file = %name, copied, "staged into {}", d.display());
             return Ok((name, true));
         }
+        let data = match handle {
+            Some(f) => crate::files::from_start(f, path).and_then(|mut f| {
+                let mut v = Vec::new();
+                std::io::Read::read_to_end(&mut f, &mut v).at(ErrorKind::InputNotFound, path)?;
+                Ok(v)
+            }),
+            None => std::fs::read(path).at(ErrorKind::InputNotFound, path),
+        }
+        .map_err(local_err)?;
         let mut first: Option<Degraded> = None;
         for i in 0..self.endpoints.len() {
             if !self.endpoints[i].usable() {
                 continue;
             }
-            let got = self.endpoints[i].client.upload(path, &name).await;
+            let got = self.endpoints[i].client.upload(&data, &name).await;
             let why = match got {
                 Ok(n) if n == name => continue,
                 Ok(n) => format!("the upload of {name} was stored as {n}"),
@@ -1330,9 +1356,11 @@ impl Runner<'_> {
             let sha = m
                 .inputs
                 .get(input.job.start.field())
-                .map(|r| r.sha256.clone());
+                .map(|r| r.sha256.clone())
+                .unwrap_or_default();
             let path = input.job.start.path();
-            Some(self.stage_file("start", path, sha.as_deref()).await?.0)
+            let admitted = Some((input.start_file, sha.as_str()));
+            Some(self.stage_file("start", path, admitted).await?.0)
         } else {
             None
         };
@@ -2313,11 +2341,14 @@ mod tests {
         );
         let dir = d.path().join("in");
         std::fs::create_dir(&dir).unwrap();
-        assert!(copy_into(&p, &dir, "x.wav").unwrap());
-        assert!(!copy_into(&p, &dir, "x.wav").unwrap(), "same size: kept");
+        assert!(copy_into(&p, None, &dir, "x.wav").unwrap());
+        assert!(
+            !copy_into(&p, None, &dir, "x.wav").unwrap(),
+            "same size: kept"
+        );
         std::fs::write(&p, b"abcd").unwrap();
         assert!(
-            copy_into(&p, &dir, "x.wav").unwrap(),
+            copy_into(&p, None, &dir, "x.wav").unwrap(),
             "size differs: overwritten"
         );
         assert_eq!(std::fs::read(dir.join("x.wav")).unwrap(), b"abcd");

@@ -389,6 +389,20 @@ impl Compositor {
         })
     }
 
+    /// What `prepare` planned for the main segment only, zoomed about `centre` for a start
+    /// image: the end image is not decoded (for a check that looks at main frames).
+    pub fn main_only(
+        job: &Job,
+        prepared: &Prepared,
+        centre: Option<(f64, f64)>,
+    ) -> Result<Compositor> {
+        let mut plan = prepared.frames;
+        plan.target_frames = plan.main_frames();
+        plan.hold_frames = 0;
+        let video = prepared.start_video.as_ref();
+        Compositor::build(job, plan, prepared.render, video, centre)
+    }
+
     /// The compositor for a start image (the job's `start_image`) over `plan` at size `out`.
     pub fn new(job: &Job, plan: FramePlan, out: (u32, u32)) -> Result<Compositor> {
         Compositor::build(job, plan, out, None, None)

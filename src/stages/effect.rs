@@ -268,7 +268,7 @@ pub fn check(input: &Input) -> Result<EffectCheck> {
             )?))
         }
         Reference::Motion { centre } => {
-            let c = Compositor::for_run(job, input.prepared, None, *centre)?;
+            let c = Compositor::main_only(job, input.prepared, *centre)?;
             let (w, h) = input.prepared.render;
             Sent::Motion(Box::new(c), Yuv420::new(w, h))
         }

@@ -241,6 +241,7 @@ pub fn write(meta: &FaceMeta, workdir: &Path) -> Result<()> {
 /// whose staged pictures are intact.
 pub fn run_phase(
     job: &Job,
+    start_file: &std::fs::File,
     opts: &RunOptions,
     prepared: &Prepared,
     seed: u64,
@@ -260,7 +261,7 @@ pub fn run_phase(
         .then(|| manifest.face_meta.clone())
         .flatten();
     let (meta, staged) = phase(manifest, opts, PhaseName::Faceprobe, |m| {
-        let staged = staging::stage(job, prepared, workdir, opts.resume)?;
+        let staged = staging::stage(job, prepared, start_file, workdir, opts.resume)?;
         let rel = |p: &Path| p.strip_prefix(workdir).unwrap_or(p).display().to_string();
         let staged_file = staged
             .still
@@ -275,6 +276,7 @@ pub fn run_phase(
         }
         let input = comfyui::Input {
             job,
+            start_file,
             prepared,
             workdir,
             state_dir: &opts.state_dir,

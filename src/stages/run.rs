@@ -392,14 +392,15 @@ fn run_phases(
         }
     };
     let seed = seed.unwrap_or(0);
-    let (face, staged) = faceprobe::run_phase(job, opts, &prepared, seed, manifest)?;
+    let start_file = &admitted.start_file;
+    let (face, staged) = faceprobe::run_phase(job, start_file, opts, &prepared, seed, manifest)?;
     // The local motion fallback zooms about the face found, in the start image's pixels.
     let centre = face
         .as_ref()
         .filter(|f| f.found())
         .and_then(|f| f.centre_in(prepared.source_size));
     let comfy = comfyui::run_phase(
-        job,
+        admitted,
         opts,
         &prepared,
         face.as_ref(),

@@ -75,9 +75,16 @@ fn io(path: &Path) -> impl Fn(image::ImageError) -> Error + '_ {
     move |e| Error::at_path(ErrorKind::Internal, path, e)
 }
 
-/// Stages the job's start picture under `workdir`. `reuse`: keep files an earlier attempt
+/// Stages the job's start picture under `workdir`; a start image is decoded through
+/// `start_file`, the handle admission opened it with. `reuse`: keep files an earlier attempt
 /// left when they are complete (`--resume`).
-pub fn stage(job: &Job, prepared: &Prepared, workdir: &Path, reuse: bool) -> Result<Staged> {
+pub fn stage(
+    job: &Job,
+    prepared: &Prepared,
+    start_file: &std::fs::File,
+    workdir: &Path,
+    reuse: bool,
+) -> Result<Staged> {
     let dir = workdir.join("comfyui").join("staged");
     std::fs::create_dir_all(&dir).at(ErrorKind::Internal, &dir)?;
     let bg = [job.background.r, job.background.g, job.background.b];
@@ -88,7 +95,7 @@ pub fn stage(job: &Job, prepared: &Prepared, workdir: &Path, reuse: bool) -> Res
             let have =
                 reuse && crate::media::picture::image_dimensions(&path).is_ok_and(|s| s == want);
             if !have {
-                write_still(job, &path, want, bg)?;
+                write_still(job, start_file, &path, want, bg)?;
             }
             Ok(Staged {
                 still: Some((path.clone(), want)),
@@ -102,8 +109,14 @@ pub fn stage(job: &Job, prepared: &Prepared, workdir: &Path, reuse: bool) -> Res
 }
 
 /// The start image decoded as the engine decodes it, over the background, shrunk to `size`.
-fn write_still(job: &Job, path: &Path, size: (u32, u32), bg: [u8; 3]) -> Result<()> {
-    let rgba = picture::load_rgba8(job.start.path(), job.limits.max_image_pixels)?;
+fn write_still(
+    job: &Job,
+    start_file: &std::fs::File,
+    path: &Path,
+    size: (u32, u32),
+    bg: [u8; 3],
+) -> Result<()> {
+    let rgba = picture::load_rgba8_file(job.start.path(), start_file, job.limits.max_image_pixels)?;
     let mut rgb = image::RgbImage::new(rgba.width(), rgba.height());
     for (o, p) in rgb.pixels_mut().zip(rgba.pixels()) {
         let a = f32::from(p[3]) / 255.0;
