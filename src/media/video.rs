@@ -24,7 +24,7 @@ use ffmpeg_next as av;
 use serde::{Deserialize, Serialize};
 
 use super::ffi;
-use super::picture::Planes;
+use super::picture::{Planes, Yuv420};
 use crate::error::{Error, ErrorKind, Result};
 use crate::timeline::TimeBase;
 
@@ -506,6 +506,24 @@ fn sws_matrix(frame: &av::frame::Video) -> i32 {
     }
 }
 
+/// Whether a frame's Y'CbCr is BT.709 already (by its tag, or untagged HD): only its range
+/// and size need changing for the encoder.
+fn yuv_709(frame: &av::frame::Video) -> bool {
+    sws_matrix(frame) == av::ffi::SWS_CS_ITU709
+        && frame.format().descriptor().is_some_and(|d| {
+            let name = d.name();
+            name.starts_with("yuv") && d.nb_components() >= 3
+        })
+}
+
+/// What [`VideoFrames::frame_into`] delivered.
+pub enum Delivered<'a> {
+    /// The output frame is filled.
+    Filled,
+    /// The picture to render into it.
+    Planes(&'a Planes),
+}
+
 /// Source pictures by frame index, decoded forward and converted to upright [`Planes`].
 ///
 /// Asking for a frame earlier than the last one asked for re-opens the file and decodes from
@@ -577,6 +595,69 @@ impl VideoFrames {
         })
     }
 
+    /// Source frame `k` for an `out` frame of the render size, shown whole: when the clip's
+    /// Y'CbCr is BT.709 already, upright, and its fitted size is the frame's within a pixel
+    /// each way, swscale scales it straight into `out` as limited-range 4:2:0 (what the
+    /// ffmpeg CLI's `scale` does), with no 4:4:4 picture and no renderer; otherwise the
+    /// picture as [`VideoFrames::picture`] gives it, for the caller to render.
+    pub fn frame_into(&mut self, k: usize, out: &mut Yuv420) -> Result<Delivered<'_>> {
+        self.advance_to(k)?;
+        let Some((t, frame)) = self.current.take() else {
+            return Err(self.nothing_decoded());
+        };
+        let direct = self.direct_size(&frame, (out.width, out.height));
+        let done = match direct {
+            true => self.scale_into(&frame, out).map(|()| true),
+            false => self.convert(&frame).map(|_| false),
+        };
+        self.current = Some((t, frame));
+        Ok(match done? {
+            true => Delivered::Filled,
+            false => Delivered::Planes(&self.planes),
+        })
+    }
+
+    /// Whether `frame` can go straight into an `out`-sized 4:2:0 frame (see
+    /// [`VideoFrames::frame_into`]).
+    fn direct_size(&self, frame: &av::frame::Video, out: (u32, u32)) -> bool {
+        let (w, h) = (frame.width(), frame.height());
+        let (fw, fh) = fitted((w, h), self.fit);
+        self.orientation == Orientation::UPRIGHT
+            && yuv_709(frame)
+            && fw.abs_diff(out.0) <= 1
+            && fh.abs_diff(out.1) <= 1
+            && out.0 % 2 == 0
+            && out.1 % 2 == 0
+    }
+
+    /// Scales `frame` into `out` as limited-range BT.709 4:2:0 at `out`'s size.
+    fn scale_into(&mut self, frame: &av::frame::Video, out: &mut Yuv420) -> Result<()> {
+        let key = ScalerKey {
+            format: frame.format(),
+            width: frame.width(),
+            height: frame.height(),
+            matrix: sws_matrix(frame),
+            full: full_range(frame),
+            out: av::format::Pixel::YUV420P,
+            out_width: out.width,
+            out_height: out.height,
+        };
+        self.scale(key, frame, false)?;
+        let scaled = self.scaled_frame()?;
+        let (w, h) = (out.width as usize, out.height as usize);
+        for (plane, k, (pw, ph)) in [
+            (&mut out.y, 0, (w, h)),
+            (&mut out.u, 1, (w / 2, h / 2)),
+            (&mut out.v, 2, (w / 2, h / 2)),
+        ] {
+            let (data, stride) = (scaled.data(k), scaled.stride(k));
+            for (r, row) in plane.chunks_exact_mut(pw).take(ph).enumerate() {
+                row.copy_from_slice(&data[r * stride..r * stride + pw]);
+            }
+        }
+        Ok(())
+    }
+
     /// The upright picture of source frame `k` (an index into the probe's `pts`).
     ///
     /// Decoded frames are matched to the probe by time, not by count: the picture is the
@@ -584,6 +665,25 @@ impl VideoFrames {
     /// an extra frame before the first shown one cannot shift the sequence. A frame without a
     /// timestamp takes the probe's timestamp for its position.
     pub fn picture(&mut self, k: usize) -> Result<&Planes> {
+        self.advance_to(k)?;
+        let Some((t, frame)) = self.current.take() else {
+            return Err(self.nothing_decoded());
+        };
+        let converted = self.convert(&frame).map(|_| ());
+        self.current = Some((t, frame));
+        converted.map(|()| &self.planes)
+    }
+
+    fn nothing_decoded(&self) -> Error {
+        Error::at_path(
+            ErrorKind::UnsupportedFormat,
+            &self.path,
+            "no video frame could be decoded",
+        )
+    }
+
+    /// Decodes up to source frame `k`: `current` is then the frame shown at its time.
+    fn advance_to(&mut self, k: usize) -> Result<()> {
         let t = *self.pts.get(k).ok_or_else(|| {
             Error::internal(format!(
                 "start video frame {k} asked for, the clip has {}",
@@ -609,16 +709,7 @@ impl VideoFrames {
             }
             self.current = self.pending.take();
         }
-        let Some((t, frame)) = self.current.take() else {
-            return Err(Error::at_path(
-                ErrorKind::UnsupportedFormat,
-                &self.path,
-                "no video frame could be decoded",
-            ));
-        };
-        let converted = self.convert(&frame).map(|_| ());
-        self.current = Some((t, frame));
-        converted.map(|()| &self.planes)
+        Ok(())
     }
 
     fn restart(&mut self) -> Result<()> {
@@ -660,12 +751,7 @@ impl VideoFrames {
         let format = frame.format();
         // Y'CbCr that is BT.709 already needs only its range and size changed: swscale does
         // that straight into 4:4:4 at the working size. Anything else goes through R'G'B'.
-        let yuv = o == Orientation::UPRIGHT
-            && matrix == av::ffi::SWS_CS_ITU709
-            && format.descriptor().is_some_and(|d| {
-                let name = d.name();
-                name.starts_with("yuv") && d.nb_components() >= 3
-            });
+        let yuv = o == Orientation::UPRIGHT && yuv_709(frame);
         let key = ScalerKey {
             format,
             width: w,
@@ -680,6 +766,42 @@ impl VideoFrames {
             out_width: sw,
             out_height: sh,
         };
+        let bg = self.bg;
+        self.scale(key, frame, !yuv)?;
+        // The scaled frame is read while the planes are written (two fields).
+        let Some(out) = self.scaled.as_ref() else {
+            return Err(Error::internal("no scaled video frame"));
+        };
+        let planes = &mut self.planes;
+        if yuv {
+            planes.fill_from_yuv444(
+                sw,
+                sh,
+                [out.data(0), out.data(1), out.data(2)],
+                [out.stride(0), out.stride(1), out.stride(2)],
+            );
+        } else {
+            let (cw, ch) = (sw as usize, sh as usize);
+            let (uw, uh) = o.display_size(sw, sh);
+            planes.fill_from_rgba8_mapped(uw, uh, out.data(0), out.stride(0), bg, |x, y| {
+                o.source_of(x, y, cw, ch)
+            });
+        }
+        Ok(&self.planes)
+    }
+
+    /// The output of the last [`VideoFrames::scale`].
+    fn scaled_frame(&self) -> Result<&av::frame::Video> {
+        self.scaled
+            .as_ref()
+            .ok_or_else(|| Error::internal("no scaled video frame"))
+    }
+
+    /// `frame` through the scaler `key` describes (made, or reused while the key stays),
+    /// into the reused output frame ([`VideoFrames::scaled_frame`]); `rgb`: the output is
+    /// R'G'B' (full range), else Y'CbCr (limited, like the encoder's).
+    fn scale(&mut self, key: ScalerKey, frame: &av::frame::Video, rgb: bool) -> Result<()> {
+        let (w, h, sw, sh) = (key.width, key.height, key.out_width, key.out_height);
         let scaler = match &mut self.scaler {
             Some((k, s)) if *k == key => s,
             slot => {
@@ -707,7 +829,7 @@ impl VideoFrames {
                     )
                 })?;
                 // R'G'B' output is full range; Y'CbCr output limited, like the encoder's.
-                if !s.set_source_colorspace(key.matrix, key.full, !yuv) {
+                if !s.set_source_colorspace(key.matrix, key.full, rgb) {
                     tracing::debug!(
                         stage = "video",
                         "swscale kept its own colour settings for {:?}",
@@ -721,33 +843,14 @@ impl VideoFrames {
             Some(f) if f.format() == key.out && f.width() == sw && f.height() == sh => f,
             slot => slot.insert(av::frame::Video::new(key.out, sw, sh)),
         };
+        let path = &self.path;
         scaler.run(frame, out).map_err(|e| {
             Error::at_path(
                 ErrorKind::FfmpegFailed,
-                &self.path,
+                path,
                 format!("converting a video frame: {e}"),
             )
-        })?;
-        if yuv {
-            self.planes.fill_from_yuv444(
-                sw,
-                sh,
-                [out.data(0), out.data(1), out.data(2)],
-                [out.stride(0), out.stride(1), out.stride(2)],
-            );
-        } else {
-            let (cw, ch) = (sw as usize, sh as usize);
-            let (uw, uh) = o.display_size(sw, sh);
-            self.planes.fill_from_rgba8_mapped(
-                uw,
-                uh,
-                out.data(0),
-                out.stride(0),
-                self.bg,
-                |x, y| o.source_of(x, y, cw, ch),
-            );
-        }
-        Ok(&self.planes)
+        })
     }
 }
 

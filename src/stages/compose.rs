@@ -14,7 +14,7 @@ use crate::media::ahead::Ahead;
 use crate::media::encode::FrameProducer;
 use crate::media::picture::{self, ImageLoader, Picture, Planes, Yuv420, YuvColor};
 use crate::media::render::Renderer;
-use crate::media::video::VideoFrames;
+use crate::media::video::{Delivered, VideoFrames};
 use crate::timeline::{crop_window, CropWindow, FramePlan, FrameSource, ZoomCurve};
 
 use super::comfyui::Visual;
@@ -241,9 +241,10 @@ impl VideoMain {
             },
             move |(frames, renderer), j, reused: Option<Yuv420>| {
                 let s = order[j as usize];
-                let planes = frames.picture(s)?;
                 let mut frame = reused.unwrap_or_else(|| Yuv420::new(out.0, out.1));
-                render_fitted(renderer, planes, out, bgc, &mut frame);
+                if let Delivered::Planes(planes) = frames.frame_into(s, &mut frame)? {
+                    render_fitted(renderer, planes, out, bgc, &mut frame);
+                }
                 Ok(frame)
             },
         )?;
@@ -526,6 +527,54 @@ impl FrameProducer for Compositor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bt709_clip_at_the_render_size_is_scaled_straight_into_the_frame_like_the_renderer() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/video");
+        let mean_diff = |a: &[u8], b: &[u8]| {
+            let sum: u64 = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| u64::from(x.abs_diff(*y)))
+                .sum();
+            sum as f64 / a.len() as f64
+        };
+        // BT.709 full-range 4:2:0 and 10-bit 4:4:4: straight into the frame, as the renderer
+        // would draw them (within rounding: swscale shrinks the chroma, not the renderer).
+        for name in ["823bf371c6014040.mp4", "4f95aa821e87f975.mkv"] {
+            let path = dir.join(name);
+            let probe = crate::media::video::probe_video(&path).unwrap();
+            let size = probe.display_size();
+            let mut direct = VideoFrames::open(&path, &probe, [0; 3], Some(size)).unwrap();
+            let mut planes = VideoFrames::open(&path, &probe, [0; 3], Some(size)).unwrap();
+            let mut renderer = None;
+            for k in 0..probe.pts.len().min(5) {
+                let mut a = Yuv420::new(size.0, size.1);
+                let filled = matches!(direct.frame_into(k, &mut a).unwrap(), Delivered::Filled);
+                assert!(filled, "{name} frame {k}: not straight into the frame");
+                let mut b = Yuv420::new(size.0, size.1);
+                let p = planes.picture(k).unwrap();
+                render_fitted(&mut renderer, p, size, YuvColor::BLACK, &mut b);
+                let (y, u, v) = (
+                    mean_diff(&a.y, &b.y),
+                    mean_diff(&a.u, &b.u),
+                    mean_diff(&a.v, &b.v),
+                );
+                assert!(
+                    y < 1.0 && u < 2.0 && v < 2.0,
+                    "{name} frame {k}: {y} {u} {v}"
+                );
+            }
+        }
+        // An untagged SD clip (BT.601 assumed) goes through the conversion and the renderer.
+        let path = dir.join("d7a3bd3815c03965.mp4");
+        let probe = crate::media::video::probe_video(&path).unwrap();
+        let size = probe.display_size();
+        let mut frames = VideoFrames::open(&path, &probe, [0; 3], Some(size)).unwrap();
+        let mut out = Yuv420::new(size.0, size.1);
+        let got = frames.frame_into(0, &mut out).unwrap();
+        assert!(matches!(got, Delivered::Planes(_)));
+    }
 
     #[test]
     fn render_order_lists_each_change_of_source_frame() {
