@@ -626,8 +626,8 @@ impl VideoFrames {
             && yuv_709(frame)
             && fw.abs_diff(out.0) <= 1
             && fh.abs_diff(out.1) <= 1
-            && out.0 % 2 == 0
-            && out.1 % 2 == 0
+            && out.0.is_multiple_of(2)
+            && out.1.is_multiple_of(2)
     }
 
     /// Scales `frame` into `out` as limited-range BT.709 4:2:0 at `out`'s size.
