@@ -491,12 +491,11 @@ const READ_FORMATS: &str = "PNG, JPEG, WebP, BMP, TIFF";
 /// `file` (the image at `path`, already open) from its start, buffered.
 fn rewound<'f>(
     path: &Path,
-    mut file: &'f std::fs::File,
+    file: &'f std::fs::File,
 ) -> Result<std::io::BufReader<&'f std::fs::File>> {
-    use std::io::Seek;
-    file.seek(std::io::SeekFrom::Start(0))
-        .map_err(|e| Error::at_path(ErrorKind::InputNotFound, path, e))?;
-    Ok(std::io::BufReader::new(file))
+    Ok(std::io::BufReader::new(crate::files::from_start(
+        file, path,
+    )?))
 }
 
 /// `file` (the image at `path`) as an image reader: the format its name says, unless its
