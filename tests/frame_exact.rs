@@ -441,3 +441,87 @@ fn decimal_ntsc_fps_mean_the_exact_rationals() {
         assert_eq!(count_video_frames(&fin), want, "{name}");
     }
 }
+
+/// Every keyframe starts a closed GOP, as the ffmpeg CLI writes H.264: no frame after a
+/// keyframe in decode order is shown before it, so a player that starts (or seeks) at any
+/// keyframe shows every frame from there. ffprobe's packet list is the oracle; x264's own
+/// record of its options (the SEI in the stream) must agree.
+#[test]
+fn every_keyframe_starts_a_closed_gop() {
+    let sb = Sandbox::new();
+    // A start video of a smoothly moving pattern (what x264 codes with B-frames), 12 s at
+    // 25 fps: 300 frames, more than x264's 250-frame keyframe interval. With open GOPs x264
+    // put this pattern's second keyframe before a B-frame that is shown ahead of it.
+    let (w, h) = (160u32, 120u32);
+    let clip = sb.join("moving.mov");
+    let mut writer = vidax::media::clip::LosslessClip::create(&clip, w, h, 25, 1).unwrap();
+    for k in 0..300u32 {
+        let rgb: Vec<u8> = (0..w * h)
+            .flat_map(|i| {
+                let (x, y) = (i % w, i / w);
+                let u = ((x + k) % 64) * 4;
+                let v = ((y + 2 * k) % 48) * 5;
+                [u as u8, v as u8, ((u + v) / 2) as u8]
+            })
+            .collect();
+        writer.push_rgb(&rgb).unwrap();
+    }
+    writer.finish().unwrap();
+    let audio = sb.join("gop.wav");
+    write_wav(&audio, 16_000, 1, 16_000 * 12);
+    let job = sb.write_job(
+        "gop.json",
+        &json!({
+            "audio": audio, "start_video": clip,
+            "determinism": { "fps": 25, "seed": 1 },
+            "render": { "width": w, "height": h },
+            "comfyui": { "enable": false },
+        }),
+    );
+    let (fin, _) = sb.run_ok(&job, &sb.join("wd-gop"));
+    let v = ffprobe_json(
+        &fin,
+        &[
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "packet=pts,flags",
+        ],
+    );
+    let packets: Vec<(i64, bool)> = v["packets"]
+        .as_array()
+        .expect("ffprobe lists the packets")
+        .iter()
+        .map(|p| {
+            let pts = p["pts"].as_i64().expect("every packet has a pts");
+            let key = p["flags"].as_str().unwrap_or("").starts_with('K');
+            (pts, key)
+        })
+        .collect();
+    assert_eq!(packets.len(), 300);
+    let reordered = (1..packets.len())
+        .filter(|&i| packets[i].0 < packets[i - 1].0)
+        .count();
+    assert!(
+        reordered > 10,
+        "the pattern is coded with B-frames ({reordered} shown before the packet before them)"
+    );
+    let keys: Vec<usize> = (0..packets.len()).filter(|&i| packets[i].1).collect();
+    assert!(
+        keys.len() >= 2,
+        "expected two GOPs or more, keyframes at {keys:?}"
+    );
+    for &k in &keys {
+        let shown_before: Vec<usize> = (k + 1..packets.len())
+            .filter(|&j| packets[j].0 < packets[k].0)
+            .collect();
+        assert!(
+            shown_before.is_empty(),
+            "packets {shown_before:?} follow keyframe {k} in decode order but are shown before it (an open GOP)"
+        );
+    }
+    let bytes = std::fs::read(&fin).unwrap();
+    let says = |s: &[u8]| bytes.windows(s.len()).any(|w| w == s);
+    assert!(says(b"x264 - core"), "the stream carries x264's options");
+    assert!(says(b"open_gop=0"), "x264 says it wrote open GOPs");
+}

@@ -137,9 +137,14 @@ pub fn encode_mp4(
     venc.set_color_range(av::color::Range::MPEG);
     venc.set_color_primaries(av::color::Primaries::BT709);
     venc.set_color_transfer_characteristic(av::color::TransferCharacteristic::BT709);
-    if global_header {
-        venc.set_flags(av::codec::Flags::GLOBAL_HEADER);
-    }
+    // `set_flags` replaces the context's flags, and libx264's defaults include closed GOPs
+    // (`+cgop`), so they are set again: every keyframe is an IDR that no later frame reaches
+    // across, as the ffmpeg CLI writes it, and a player can start at any keyframe.
+    venc.set_flags(if global_header {
+        av::codec::Flags::GLOBAL_HEADER | av::codec::Flags::CLOSED_GOP
+    } else {
+        av::codec::Flags::CLOSED_GOP
+    });
     let mut vopts = av::Dictionary::new();
     vopts.set("preset", &video.preset);
     vopts.set("crf", &video.crf.to_string());
