@@ -310,57 +310,75 @@ fn to_interleaved_f32(
     out_ch: usize,
     out: &mut Vec<f32>,
 ) -> std::result::Result<(), String> {
-    use av::format::sample::{Sample, Type};
+    use av::format::sample::Sample;
     let n = frame.samples();
     let ch = usize::from(frame.channels()).max(1);
     let planar = frame.is_planar();
     let fmt = frame.format();
-    // Reads sample s of channel c as f32.
-    let read = |c: usize, s: usize| -> f32 {
-        let (plane, idx) = if planar { (c, s) } else { (0, s * ch + c) };
-        let data = frame.data(plane);
-        match fmt {
-            Sample::U8(_) => (f32::from(data[idx]) - 128.0) / 128.0,
-            Sample::I16(_) => {
-                let b = [data[idx * 2], data[idx * 2 + 1]];
-                f32::from(i16::from_ne_bytes(b)) / 32768.0
-            }
-            Sample::I32(_) => {
-                let mut b = [0u8; 4];
-                b.copy_from_slice(&data[idx * 4..idx * 4 + 4]);
-                (f64::from(i32::from_ne_bytes(b)) / 2_147_483_648.0) as f32
-            }
-            Sample::I64(_) => {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&data[idx * 8..idx * 8 + 8]);
-                (i64::from_ne_bytes(b) as f64 / 9_223_372_036_854_775_808.0) as f32
-            }
-            Sample::F32(_) => {
-                let mut b = [0u8; 4];
-                b.copy_from_slice(&data[idx * 4..idx * 4 + 4]);
-                f32::from_ne_bytes(b)
-            }
-            Sample::F64(_) => {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&data[idx * 8..idx * 8 + 8]);
-                f64::from_ne_bytes(b) as f32
-            }
-            Sample::None => 0.0,
-        }
-    };
     if matches!(fmt, Sample::None) {
         return Err("decoder produced no sample format".into());
     }
-    let _ = Type::Packed;
     // Bounds: a frame's planes hold at least n samples per channel.
     let bytes = fmt.bytes();
     let need = if planar { n * bytes } else { n * ch * bytes };
-    for p in 0..if planar { ch } else { 1 } {
-        if frame.data(p).len() < need {
-            return Err("decoder produced a short audio frame".into());
-        }
+    let planes: Vec<&[u8]> = (0..if planar { ch } else { 1 })
+        .map(|p| frame.data(p))
+        .collect();
+    if planes.iter().any(|d| d.len() < need) {
+        return Err("decoder produced a short audio frame".into());
     }
+    // The format is matched once per frame, not per sample: this runs over every sample of
+    // the programme before the encode can start.
+    match fmt {
+        Sample::U8(_) => interleave_as(&planes, planar, ch, n, out_ch, out, |b: [u8; 1]| {
+            (f32::from(b[0]) - 128.0) / 128.0
+        }),
+        Sample::I16(_) => interleave_as(&planes, planar, ch, n, out_ch, out, |b| {
+            f32::from(i16::from_ne_bytes(b)) / 32768.0
+        }),
+        Sample::I32(_) => interleave_as(&planes, planar, ch, n, out_ch, out, |b| {
+            (f64::from(i32::from_ne_bytes(b)) / 2_147_483_648.0) as f32
+        }),
+        Sample::I64(_) => interleave_as(&planes, planar, ch, n, out_ch, out, |b| {
+            (i64::from_ne_bytes(b) as f64 / 9_223_372_036_854_775_808.0) as f32
+        }),
+        Sample::F32(_) => interleave_as(&planes, planar, ch, n, out_ch, out, f32::from_ne_bytes),
+        Sample::F64(_) => interleave_as(&planes, planar, ch, n, out_ch, out, |b| {
+            f64::from_ne_bytes(b) as f32
+        }),
+        Sample::None => {}
+    }
+    Ok(())
+}
+
+/// Appends `n` samples of `ch` channels, stored as `B`-byte values that `value` converts, to
+/// `out` as interleaved f32 of `out_ch` channels (the same channels, a mono mix, or a stereo
+/// downmix). `planes`: one per channel when `planar`, else the one interleaved plane; each
+/// holds at least `n` samples (checked by the caller).
+fn interleave_as<const B: usize>(
+    planes: &[&[u8]],
+    planar: bool,
+    ch: usize,
+    n: usize,
+    out_ch: usize,
+    out: &mut Vec<f32>,
+    value: impl Fn([u8; B]) -> f32,
+) {
+    let read = |c: usize, s: usize| -> f32 {
+        let (plane, idx) = if planar { (c, s) } else { (0, s * ch + c) };
+        let mut b = [0u8; B];
+        b.copy_from_slice(&planes[plane][idx * B..idx * B + B]);
+        value(b)
+    };
     out.reserve(n * out_ch);
+    if ch == out_ch && !planar {
+        out.extend(
+            planes[0][..n * ch * B]
+                .chunks_exact(B)
+                .map(|b| value(b.try_into().unwrap_or([0; B]))),
+        );
+        return;
+    }
     for s in 0..n {
         if ch == out_ch {
             for c in 0..ch {
@@ -375,7 +393,6 @@ fn to_interleaved_f32(
             out.push(r);
         }
     }
-    Ok(())
 }
 
 /// Downmixes `ch` channels in FFmpeg's default order (FL FR FC LFE BL BR SL SR …) to stereo
