@@ -22,6 +22,7 @@ LONG=${3:-600}
 ONLY=${ONLY:-"frames video still long memory"}
 VA=${VA:-$PWD/target/release/va}
 DIR=${DIR:-$(mktemp -d)}
+mkdir -p "$DIR"
 KEEP=${KEEP:-0}
 [[ $KEEP == 1 ]] || trap 'rm -rf "$DIR"' EXIT
 ff() { ffmpeg -nostdin -hide_banner -loglevel error -y "$@"; }
@@ -30,9 +31,25 @@ load() { cut -d' ' -f1-3 /proc/loadavg; }
 want() { [[ " $ONLY " == *" $1 "* ]]; }
 results="$DIR/results.txt"
 : > "$results"
-record() { echo "$1 $2" >> "$results"; }  # pair-side seconds
+record() { echo "$1 $2" >> "$results"; }  # pair side, wall seconds, CPU seconds
 child() { "$VA" __bench-child full --job "$1" --workdir "$DIR/wd" "${@:2}" >/dev/null; }
-timed() { local t0; t0=$(now); "$@"; awk "BEGIN{printf \"%.3f\", $(now) - $t0}"; }
+# CPU seconds (user + system) of this shell's finished children: `times` written to a file
+# (in a command substitution it would run in a subshell of its own and report nothing).
+child_cpu() {
+    times > "$DIR/.times"
+    awk 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%.3f", u[1] * 60 + u[2] + s[1] * 60 + s[2] }' "$DIR/.times"
+}
+# Runs a command; prints its wall seconds and CPU seconds (all its processes and threads).
+timed() {
+    local t0 c0 c1
+    t0=$(now)
+    child_cpu > "$DIR/.cpu0"
+    "$@"
+    child_cpu > "$DIR/.cpu1"
+    c0=$(cat "$DIR/.cpu0")
+    c1=$(cat "$DIR/.cpu1")
+    awk "BEGIN{printf \"%.3f %.3f\", $(now) - $t0, $c1 - $c0}"
+}
 
 # Inputs (generated once; va bench with one run also checks that each source works).
 for src in image frames video; do
@@ -101,9 +118,12 @@ fi
 python3 - "$results" "$DIR" <<'PY'
 import json, statistics, sys, collections, os, re
 runs = collections.defaultdict(list)
+cpu = collections.defaultdict(list)
 for line in open(sys.argv[1]):
-    k, v = line.split()
+    k, v, *c = line.split()
     runs[k].append(float(v))
+    if c:
+        cpu[k].append(float(c[0]))
 def med(k): return statistics.median(runs[k])
 pairs = [("frames_full", "image_full"), ("video_full", "video_ffmpeg"),
          ("still_full", "still_cli_floor"), ("long_full", "long_cli_floor")]
@@ -115,6 +135,12 @@ for a, b in pairs:
                              "ratio_of_medians": round(med(a) / med(b), 3),
                              "median_of_pair_ratios": round(statistics.median(ratios), 3),
                              "a_s": runs[a], "b_s": runs[b]}
+        # CPU time (all processes and threads) of the same runs: less sensitive than wall
+        # time to the other tenants of a shared VM, but not what the targets are stated in.
+        if len(cpu[a]) == len(runs[a]) and len(cpu[b]) == len(runs[b]):
+            cr = [x / y for x, y in zip(cpu[a], cpu[b]) if y > 0]
+            out[f"{a} / {b}"].update({"a_cpu_s": cpu[a], "b_cpu_s": cpu[b],
+                                      "median_of_cpu_ratios": round(statistics.median(cr), 3)})
 for src in ("image", "frames", "video"):
     p = os.path.join(sys.argv[2], src, "bench.json")
     if os.path.exists(p):
