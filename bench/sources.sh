@@ -33,22 +33,21 @@ results="$DIR/results.txt"
 : > "$results"
 record() { echo "$1 $2" >> "$results"; }  # pair side, wall seconds, CPU seconds
 child() { "$VA" __bench-child full --job "$1" --workdir "$DIR/wd" "${@:2}" >/dev/null; }
-# CPU seconds (user + system) of this shell's finished children: `times` written to a file
-# (in a command substitution it would run in a subshell of its own and report nothing).
+# CPU seconds (user + system) of this shell's finished children, into CPU: `times` runs in
+# this shell (in a command substitution it would run in a subshell and report nothing).
 child_cpu() {
     times > "$DIR/.times"
-    awk 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%.3f", u[1] * 60 + u[2] + s[1] * 60 + s[2] }' "$DIR/.times"
+    CPU=$(awk 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%.3f", u[1] * 60 + u[2] + s[1] * 60 + s[2] }' "$DIR/.times")
 }
 # Runs a command; prints its wall seconds and CPU seconds (all its processes and threads).
 timed() {
-    local t0 c0 c1
+    local t0 c0
     t0=$(now)
-    child_cpu > "$DIR/.cpu0"
+    child_cpu
+    c0=$CPU
     "$@"
-    child_cpu > "$DIR/.cpu1"
-    c0=$(cat "$DIR/.cpu0")
-    c1=$(cat "$DIR/.cpu1")
-    awk "BEGIN{printf \"%.3f %.3f\", $(now) - $t0, $c1 - $c0}"
+    child_cpu
+    awk "BEGIN{printf \"%.3f %.3f\", $(now) - $t0, $CPU - $c0}"
 }
 
 # Inputs (generated once; va bench with one run also checks that each source works).
