@@ -169,6 +169,7 @@ fn long_job_from_a_frames_folder_is_byte_identical() {
             dir: frames.clone(),
             count,
             zoom: None,
+            base: None,
         };
         let comp = Compositor::for_run(&job, &p, Some(&visual), None).unwrap();
         let fps = p.frames.fps;

@@ -6,6 +6,7 @@ node runs, ComfyUI's modules are looked up when they are there. Inputs and outpu
 documented in docs/COMFYUI_INTERFACE.md (the tests check the two agree).
 """
 
+import io
 import json
 import logging
 import os
@@ -13,7 +14,7 @@ import os
 import numpy as np
 
 from .core import audio as core_audio
-from .core import blend, faceprobe, lipsync, motion, pack
+from .core import blend, faceprobe, lipsync, motion, pack, patches
 from .core.errors import InputError, PackImportError, PackMissingError
 from .core.image import check_frames, parse_hex_colour
 
@@ -25,6 +26,8 @@ MAX_SIZE = 16384
 LIPSYNC_REPORT = "VIDAX_LIPSYNC_REPORT"  # the type of VIDAX_Wav2Lip's report output
 UI_LIPSYNC = "vidax_lipsync"  # the ui keys /history carries (docs/COMFYUI_INTERFACE.md)
 UI_FACE = "vidax_face"
+UI_PATCHES = "vidax_patches"
+PATCH_COMPRESS_LEVEL = 4  # as ComfyUI's SaveImage
 FACE_DETECT_BATCH = 8
 
 
@@ -431,12 +434,86 @@ class VIDAX_MouthBlend:
         return (to_output(out),)
 
 
+def _comfy_output_paths():
+    """ComfyUI's ``folder_paths`` (the output folder and SaveImage's file naming)."""
+    try:
+        import folder_paths
+    except ImportError as e:
+        raise RuntimeError("VIDAX_SavePatches saves into ComfyUI's output folder: run it inside ComfyUI "
+                           f"(its folder_paths module does not import: {e})") from e
+    return folder_paths
+
+
+def save_patch_png(path, patch, x0, y0):
+    """Writes the uint8 ``[h, w, 3]`` patch as an 8-bit RGB PNG (compress level 4, not
+    interlaced) whose ``oFFs`` chunk, right after ``IHDR``, says it lies at ``(x0, y0)``."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(patch, "RGB").save(buf, format="PNG", compress_level=PATCH_COMPRESS_LEVEL)
+    with open(path, "wb") as fh:
+        fh.write(patches.with_offs(buf.getvalue(), x0, y0))
+
+
+class VIDAX_SavePatches:
+    """Saves, per frame, only the rectangle that differs from a reference picture, as a small PNG
+    that carries its position (``oFFs``); files named and placed as ComfyUI's SaveImage does."""
+
+    DESCRIPTION = (
+        "Saves each frame as a PNG of just the box of pixels that differ from the reference picture "
+        "(both rounded to 8 bits), its position in the PNG's oFFs chunk; an unchanged frame gives a "
+        "1x1 patch at (0, 0). Laid over the reference, a patch gives back the whole frame. Files go "
+        "to the output folder, named as SaveImage names them; ui 'vidax_patches' sums it up."
+    )
+    RETURN_TYPES = ()
+    FUNCTION = "run"
+    CATEGORY = CATEGORY
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "images": ("IMAGE",),
+                "reference": ("IMAGE",),
+                "filename_prefix": ("STRING", {"default": "vidax_patch"}),
+            }
+        }
+
+    def run(self, images, reference, filename_prefix):
+        frames = patches.as_batch(to_numpy(images), "images")
+        ref = patches.as_batch(to_numpy(reference), "reference")
+        n, h, w = frames.shape[:3]
+        if n == 0:
+            raise InputError("images is an empty batch")
+        patches.check_reference(frames.shape, ref.shape)
+        folder_paths = _comfy_output_paths()
+        full_output_folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(
+            filename_prefix, folder_paths.get_output_directory(), w, h
+        )
+        ref_u8 = patches.quantise(ref[0])
+        progress = _comfy_progress()
+        saved, changed = [], 0
+        for k in range(n):  # frame by frame: one frame's uint8 copy at a time
+            patch, x0, y0, differs = patches.cut_patch(patches.quantise(frames[k]), ref_u8)
+            changed += int(differs)
+            file = f"{filename.replace('%batch_num%', str(k))}_{counter:05}_.png"
+            save_patch_png(os.path.join(full_output_folder, file), patch, x0, y0)
+            saved.append({"filename": file, "subfolder": subfolder, "type": "output"})
+            counter += 1
+            progress(k + 1, n)
+        log.info("VIDAX_SavePatches: %d of %d frames differ from the reference", changed, n)
+        summary = {"width": int(w), "height": int(h), "frames": int(n), "changed": int(changed)}
+        return {"ui": {"images": saved, UI_PATCHES: [summary]}}
+
+
 NODE_CLASS_MAPPINGS = {
     "VIDAX_Wav2Lip": VIDAX_Wav2Lip,
     "VIDAX_LoadAudio": VIDAX_LoadAudio,
     "VIDAX_FaceProbe": VIDAX_FaceProbe,
     "VIDAX_MotionChunk": VIDAX_MotionChunk,
     "VIDAX_MouthBlend": VIDAX_MouthBlend,
+    "VIDAX_SavePatches": VIDAX_SavePatches,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -445,4 +522,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "VIDAX_FaceProbe": "VIDAX Face Probe",
     "VIDAX_MotionChunk": "VIDAX Motion Chunk",
     "VIDAX_MouthBlend": "VIDAX Mouth Blend",
+    "VIDAX_SavePatches": "VIDAX Save Patches",
 }

@@ -21,7 +21,7 @@ use crate::media::encode::{encode_mp4, AudioSettings, EncodeReport, FrameProduce
 use crate::media::picture::{Planes, Yuv420, YuvColor};
 use crate::media::render::Renderer;
 use crate::record::{EventLog, Manifest};
-use crate::stages::comfyui::Visual;
+use crate::stages::comfyui::{FrameZoom, Visual};
 use crate::stages::compose::Compositor;
 use crate::stages::{prepare, run_job, RunOptions};
 use crate::timeline::{crop_window, CropWindow, ZoomCurve};
@@ -36,11 +36,15 @@ pub enum Source {
     Video,
     /// A frames folder like ComfyUI's output (`000001.png`…, generated photo-like PNGs).
     Frames,
+    /// What the default start-image lip-sync returns (`VIDAX_SavePatches`): per frame the box
+    /// around a moving mouth that differs from the start picture, laid over it by the engine
+    /// and zoomed as the lip-synced still is.
+    Patches,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// The visual source: image, video or frames.
+    /// The visual source: image, video, frames or patches.
     #[arg(long, value_enum, default_value = "image")]
     pub source: Source,
     /// Speech length in seconds (generated input).
@@ -111,6 +115,10 @@ pub struct ChildArgs {
     /// The main segment from this frames folder (`000001.png`…) instead of the job's start.
     #[arg(long)]
     frames: Option<PathBuf>,
+    /// The frames are patches over this picture (the lip-synced still): laid over it and
+    /// zoomed as the start image is.
+    #[arg(long, requires = "frames")]
+    base: Option<PathBuf>,
 }
 
 /// What one child measured.
@@ -165,16 +173,22 @@ pub fn child(a: ChildArgs, events: &EventLog) -> Result<i32> {
                 stages,
             }
         }
-        (ChildKind::Full, Some(dir)) => frames_full(&j, &a.workdir, dir)?,
-        (ChildKind::Floor, frames) => floor(&j, &a.workdir, frames.as_deref())?,
-        (ChildKind::Dump, frames) => dump(&j, &a.workdir, frames.as_deref())?,
+        (ChildKind::Full, Some(dir)) => frames_full(&j, &a.workdir, dir, a.base.as_deref())?,
+        (ChildKind::Floor, frames) => floor(&j, &a.workdir, frames.as_deref(), a.base.as_deref())?,
+        (ChildKind::Dump, frames) => dump(&j, &a.workdir, frames.as_deref(), a.base.as_deref())?,
     };
     println!("{}", serde_json::to_string(&sample).unwrap_or_default());
     Ok(0)
 }
 
-/// The compositor of a bench job: the job's own start, or the frames folder.
-fn compositor(j: &job::Job, p: &prepare::Prepared, frames: Option<&Path>) -> Result<Compositor> {
+/// The compositor of a bench job: the job's own start, or the frames folder (patches over
+/// `base`, zoomed as the lip-synced still, when there is a base).
+fn compositor(
+    j: &job::Job,
+    p: &prepare::Prepared,
+    frames: Option<&Path>,
+    base: Option<&Path>,
+) -> Result<Compositor> {
     match frames {
         None => Compositor::for_prepared(j, p),
         Some(dir) => {
@@ -182,7 +196,8 @@ fn compositor(j: &job::Job, p: &prepare::Prepared, frames: Option<&Path>) -> Res
             let visual = Visual::Frames {
                 dir: dir.to_path_buf(),
                 count,
-                zoom: None,
+                zoom: base.map(|_| FrameZoom { centre: None }),
+                base: base.map(Path::to_path_buf),
             };
             Compositor::for_run(j, p, Some(&visual), None)
         }
@@ -217,13 +232,13 @@ fn settings(j: &job::Job, p: &prepare::Prepared) -> (VideoSettings, AudioSetting
 
 /// The full job over a frames folder: what `run` does after ComfyUI returned the frames
 /// (prepare, then the one-pass render and encode).
-fn frames_full(j: &job::Job, workdir: &Path, dir: &Path) -> Result<Sample> {
+fn frames_full(j: &job::Job, workdir: &Path, dir: &Path, base: Option<&Path>) -> Result<Sample> {
     let t = Instant::now();
     let mut m = Manifest::new("bench-frames");
     // Admission (the probes) counts, as it did when prepare probed the inputs itself.
     let admitted = crate::stages::admit(j.clone(), &workdir.join("state"), Vec::new())?;
     let p = prepare::prepare(&admitted, workdir, &mut m)?;
-    let comp = compositor(j, &p, Some(dir))?;
+    let comp = compositor(j, &p, Some(dir), base)?;
     encode_sample(j, &p, Box::new(comp), &workdir.join("final.mp4"), t)
 }
 
@@ -290,12 +305,17 @@ impl FrameProducer for Replay {
 
 /// The encode floor: the same frames, rendered before the clock starts, and the same padded
 /// audio, through the same encoders and muxer.
-fn floor(j: &job::Job, workdir: &Path, frames_dir: Option<&Path>) -> Result<Sample> {
+fn floor(
+    j: &job::Job,
+    workdir: &Path,
+    frames_dir: Option<&Path>,
+    base: Option<&Path>,
+) -> Result<Sample> {
     let mut m = Manifest::new("bench-floor");
     // Admission (the probes) counts, as it did when prepare probed the inputs itself.
     let admitted = crate::stages::admit(j.clone(), &workdir.join("state"), Vec::new())?;
     let p = prepare::prepare(&admitted, workdir, &mut m)?;
-    let mut comp = compositor(j, &p, frames_dir)?;
+    let mut comp = compositor(j, &p, frames_dir, base)?;
     let mut frames = Vec::with_capacity(p.frames.target_frames as usize);
     for i in 0..p.frames.target_frames {
         let mut f = Yuv420::new(p.render.0, p.render.1);
@@ -309,13 +329,18 @@ fn floor(j: &job::Job, workdir: &Path, frames_dir: Option<&Path>) -> Result<Samp
 
 /// The floor's input for the ffmpeg command line: every frame as raw yuv420p in
 /// `frames.yuv`, and the padded WAV (its path in `stages.wav`, the size in `stages`).
-fn dump(j: &job::Job, workdir: &Path, frames_dir: Option<&Path>) -> Result<Sample> {
+fn dump(
+    j: &job::Job,
+    workdir: &Path,
+    frames_dir: Option<&Path>,
+    base: Option<&Path>,
+) -> Result<Sample> {
     use std::io::Write;
     let mut m = Manifest::new("bench-dump");
     // Admission (the probes) counts, as it did when prepare probed the inputs itself.
     let admitted = crate::stages::admit(j.clone(), &workdir.join("state"), Vec::new())?;
     let p = prepare::prepare(&admitted, workdir, &mut m)?;
-    let mut comp = compositor(j, &p, frames_dir)?;
+    let mut comp = compositor(j, &p, frames_dir, base)?;
     let path = workdir.join("frames.yuv");
     let file = std::fs::File::create(&path).at(ErrorKind::Internal, &path)?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
@@ -503,15 +528,7 @@ pub(crate) fn write_frames(
                 yuv_to_rgb(frame)
             }
         };
-        let open = 0.5 + 0.5 * (k as f64 * 0.7).sin();
-        for (x, y, px) in img.enumerate_pixels_mut() {
-            let (u, v) = (f64::from(x) / f64::from(w), f64::from(y) / f64::from(h));
-            let (dx, dy) = ((u - 0.5) / 0.08, (v - 0.62) / (0.01 + 0.03 * open));
-            if dx * dx + dy * dy < 1.0 {
-                let g = (x.wrapping_mul(7) ^ y.wrapping_mul(13)) % 5;
-                *px = image::Rgb([88 + g as u8, 30, 40]);
-            }
-        }
+        draw_mouth(&mut img, k);
         let path = dir.join(format!("{:06}.png", k + 1));
         let file = std::fs::File::create(&path).at(ErrorKind::Internal, &path)?;
         let enc = PngEncoder::new_with_quality(
@@ -523,6 +540,54 @@ pub(crate) fn write_frames(
             .map_err(|e| Error::at_path(ErrorKind::Internal, &path, e))?;
     }
     Ok(())
+}
+
+/// What the default start-image lip-sync returns for `count` frames (`VIDAX_SavePatches`):
+/// frame `k` is the picture at `start` with the moving mouth of [`write_frames`], saved as
+/// the box of pixels that differ from `start`, an RGB PNG placed by its `oFFs` chunk.
+fn write_patches(dir: &Path, start: &Path, count: u64) -> Result<()> {
+    std::fs::create_dir_all(dir).at(ErrorKind::Internal, dir)?;
+    if frame_count(dir) >= count {
+        return Ok(()); // made by an earlier bench in this folder
+    }
+    let base = image::open(start)
+        .map_err(|e| Error::at_path(ErrorKind::UnsupportedFormat, start, e))?
+        .to_rgb8();
+    for k in 0..count {
+        let mut img = base.clone();
+        draw_mouth(&mut img, k);
+        let mut bbox: Option<(u32, u32, u32, u32)> = None;
+        for (x, y, px) in img.enumerate_pixels() {
+            if px != base.get_pixel(x, y) {
+                let (x0, y0, x1, y1) = bbox.unwrap_or((x, y, x + 1, y + 1));
+                bbox = Some((x0.min(x), y0.min(y), x1.max(x + 1), y1.max(y + 1)));
+            }
+        }
+        let (x0, y0, x1, y1) = bbox.unwrap_or((0, 0, 1, 1));
+        let patch = image::imageops::crop_imm(&img, x0, y0, x1 - x0, y1 - y0).to_image();
+        let mut png = std::io::Cursor::new(Vec::new());
+        patch
+            .write_to(&mut png, image::ImageFormat::Png)
+            .map_err(|e| Error::at_path(ErrorKind::Internal, dir, e))?;
+        let path = dir.join(format!("{:06}.png", k + 1));
+        let bytes = crate::media::pngread::with_offset(&png.into_inner(), x0 as i32, y0 as i32);
+        std::fs::write(&path, bytes).at(ErrorKind::Internal, &path)?;
+    }
+    Ok(())
+}
+
+/// Frame `k`'s mouth (opening and closing with `k`) drawn into `img`.
+fn draw_mouth(img: &mut image::RgbImage, k: u64) {
+    let (w, h) = img.dimensions();
+    let open = 0.5 + 0.5 * (k as f64 * 0.7).sin();
+    for (x, y, px) in img.enumerate_pixels_mut() {
+        let (u, v) = (f64::from(x) / f64::from(w), f64::from(y) / f64::from(h));
+        let (dx, dy) = ((u - 0.5) / 0.08, (v - 0.62) / (0.01 + 0.03 * open));
+        if dx * dx + dy * dy < 1.0 {
+            let g = (x.wrapping_mul(7) ^ y.wrapping_mul(13)) % 5;
+            *px = image::Rgb([88 + g as u8, 30, 40]);
+        }
+    }
 }
 
 /// A 1080p30 start video of `seconds`: the start picture at 1920x1080 under a slow zoom,
@@ -658,6 +723,7 @@ fn spawn_child(
     job: &Path,
     workdir: &Path,
     frames: Option<&Path>,
+    base: Option<&Path>,
 ) -> Result<(Sample, f64)> {
     let exe = std::env::current_exe().ctx(ErrorKind::Internal, "finding the va binary")?;
     let t = Instant::now();
@@ -668,6 +734,9 @@ fn spawn_child(
         .arg(workdir);
     if let Some(dir) = frames {
         cmd.arg("--frames").arg(dir);
+    }
+    if let Some(b) = base {
+        cmd.arg("--base").arg(b);
     }
     let out = cmd
         .output()
@@ -753,20 +822,30 @@ pub fn run(a: BenchArgs) -> Result<i32> {
         }
     };
     let job = write_job(&dir, "bench_job.json", &a, &audio, &start, &end)?;
-    let frames_dir = (a.source == Source::Frames).then(|| dir.join("frames"));
+    let frames_dir = match a.source {
+        Source::Frames => Some(dir.join("frames")),
+        Source::Patches => Some(dir.join("patches")),
+        Source::Image | Source::Video => None,
+    };
     if let Some(fd) = &frames_dir {
         // One frame per main frame (and a spare): the main segment is pre + speech.
         let fps = crate::timeline::time::parse_fps(&a.fps)
             .map_err(|e| Error::new(ErrorKind::Usage, format!("--fps: {e}")))?;
         let main = ((a.seconds + a.pre) * fps.to_f64()).ceil() as u64 + 1;
-        let j = job::load(&job)?;
-        let curve = ZoomCurve {
-            mode: j.motion.mode,
-            strength: j.motion.strength,
-            frames: main,
-        };
-        write_frames(fd, a.width, a.height, main, Some(curve))?;
+        if a.source == Source::Patches {
+            write_patches(fd, &start, main)?;
+        } else {
+            let j = job::load(&job)?;
+            let curve = ZoomCurve {
+                mode: j.motion.mode,
+                strength: j.motion.strength,
+                frames: main,
+            };
+            write_frames(fd, a.width, a.height, main, Some(curve))?;
+        }
     }
+    // Patches are laid over the start picture.
+    let base = (a.source == Source::Patches).then_some(start.as_path());
     let frames_dir = frames_dir.as_deref();
 
     let (mut full, mut floor, mut ratio, mut rss) =
@@ -774,8 +853,20 @@ pub fn run(a: BenchArgs) -> Result<i32> {
     let mut last_full: Option<Sample> = None;
     let mut last_floor: Option<Sample> = None;
     for r in 0..a.runs.max(1) {
-        let (fs, fwall) = spawn_child("full", &job, &dir.join(format!("full-{r}")), frames_dir)?;
-        let (ls, _) = spawn_child("floor", &job, &dir.join(format!("floor-{r}")), frames_dir)?;
+        let (fs, fwall) = spawn_child(
+            "full",
+            &job,
+            &dir.join(format!("full-{r}")),
+            frames_dir,
+            base,
+        )?;
+        let (ls, _) = spawn_child(
+            "floor",
+            &job,
+            &dir.join(format!("floor-{r}")),
+            frames_dir,
+            base,
+        )?;
         if !a.json {
             eprintln!(
                 "run {}: full {:.2} s ({:.0} MB peak), floor {:.2} s",
@@ -821,8 +912,13 @@ pub fn run(a: BenchArgs) -> Result<i32> {
                 &start,
                 &end,
             )?;
-            let (s, wall) =
-                spawn_child("full", &j, &dir.join(format!("mem-{minutes}")), frames_dir)?;
+            let (s, wall) = spawn_child(
+                "full",
+                &j,
+                &dir.join(format!("mem-{minutes}")),
+                frames_dir,
+                base,
+            )?;
             if !a.json {
                 eprintln!(
                     "memory scan: {minutes} min of audio -> {:.0} MB peak, {wall:.1} s",

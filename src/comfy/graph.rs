@@ -120,14 +120,18 @@ pub fn facecheck_probe_id(i: usize) -> String {
 }
 
 /// Staged still → `LoadImage` → `RepeatImageBatch(amount)` + `LoadAudio` →
-/// `VIDAX_Wav2Lip(on_no_face)` → `SaveImage(filename_prefix=vidax_wav2lip)`, for one chunk.
+/// `VIDAX_Wav2Lip(on_no_face)` → `VIDAX_SavePatches(reference = the still,
+/// filename_prefix=vidax_wav2lip)`, for one chunk: each frame comes back as the box that
+/// differs from the still (the engine lays it over the still it staged).
 pub fn wav2lip_image(p: &GraphParams, c: Chunk) -> Value {
     json!({
         "1": {"class_type": "LoadImage", "inputs": {"image": p.staged}},
         "2": {"class_type": "RepeatImageBatch", "inputs": {"image": link("1", 0), "amount": c.frames}},
         "3": load_audio(),
         "4": wav2lip(p, link("2", 0), link("3", 0), c.start),
-        "5": save(link("4", 0), "vidax_wav2lip"),
+        "5": {"class_type": "VIDAX_SavePatches", "inputs": {
+            "images": link("4", 0), "reference": link("1", 0), "filename_prefix": "vidax_wav2lip",
+        }},
     })
 }
 

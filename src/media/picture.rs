@@ -441,39 +441,202 @@ impl Picture<'_> {
 /// Loads pictures one after another into the same buffers: a frames folder's frames. The
 /// PNGs ComfyUI writes (8-bit RGB or RGBA, see [`PngReader`]) are decoded into reused buffers
 /// by the fast reader; any other image goes through [`load_image`].
+///
+/// With a base picture ([`ImageLoader::with_base`]), a frame may be a **patch**: an 8-bit
+/// RGB PNG whose `oFFs` chunk (in pixels) places it on the base, as `VIDAX_SavePatches`
+/// writes them (docs/COMFYUI_INTERFACE.md); the frame is then the base with the patch laid
+/// over it. Only the patch is decoded. A patch the fast reader does not take (another kind of
+/// PNG) is refused, never shown as a picture of its own.
+#[derive(Default)]
 pub struct ImageLoader {
     reader: PngReader,
     planes: Planes,
+    base: Option<Box<Base>>,
 }
 
-impl Default for ImageLoader {
-    fn default() -> Self {
-        ImageLoader {
-            reader: PngReader::default(),
-            planes: Planes::from_rgba8(0, 0, &[], [0; 3]),
+/// The picture patches are laid over, and the last frame made from it.
+struct Base {
+    width: usize,
+    height: usize,
+    /// The base picture, R'G'B' bytes, rows packed.
+    rgb: Vec<u8>,
+    /// The base with the last patch laid over it.
+    canvas: Vec<u8>,
+    /// Where that patch lies (x, y, w, h) until the next one.
+    laid: Option<(usize, usize, usize, usize)>,
+    /// Whether the loader's last picture was the canvas (a patch laid over the base).
+    current: bool,
+    /// Where the canvas changed from the loader's picture before the last one, when both
+    /// were patches: the two patches' boxes together (x0, y0, x1, y1, end exclusive).
+    changed: Option<Rect>,
+}
+
+/// A box of pixels: x0, y0, x1, y1 (end exclusive).
+pub type Rect = (usize, usize, usize, usize);
+
+impl Base {
+    /// Lays `patch` at `(x, y)` over the base (the previous patch taken off first) and gives
+    /// the frame, or the reason it does not fit.
+    fn lay(&mut self, patch: &Rgb8, (x, y): (i32, i32)) -> std::result::Result<(), String> {
+        let (pw, ph) = (patch.width as usize, patch.height as usize);
+        let (Ok(x), Ok(y)) = (usize::try_from(x), usize::try_from(y)) else {
+            return Err(format!(
+                "patch at ({x}, {y}) lies outside the {}x{} base",
+                self.width, self.height
+            ));
+        };
+        if x + pw > self.width || y + ph > self.height {
+            return Err(format!(
+                "{pw}x{ph} patch at ({x}, {y}) does not fit the {}x{} base",
+                self.width, self.height
+            ));
+        }
+        if patch.channels != 3 {
+            return Err("a patch must be an RGB PNG (no alpha)".into());
+        }
+        let stride = self.width * 3;
+        let last = self.laid.take();
+        if let Some((lx, ly, lw, lh)) = last {
+            for r in ly..ly + lh {
+                let span = r * stride + lx * 3..r * stride + (lx + lw) * 3;
+                self.canvas[span.clone()].copy_from_slice(&self.rgb[span]);
+            }
+        }
+        self.changed = last.filter(|_| self.current).map(|(lx, ly, lw, lh)| {
+            (
+                lx.min(x),
+                ly.min(y),
+                (lx + lw).max(x + pw),
+                (ly + lh).max(y + ph),
+            )
+        });
+        self.current = true;
+        for r in 0..ph {
+            let at = (y + r) * stride + x * 3;
+            self.canvas[at..at + pw * 3].copy_from_slice(patch.row(r));
+        }
+        self.laid = Some((x, y, pw, ph));
+        Ok(())
+    }
+
+    /// The canvas as a picture.
+    fn canvas_picture(&self) -> Rgb8<'_> {
+        Rgb8 {
+            width: self.width as u32,
+            height: self.height as u32,
+            channels: 3,
+            stride: self.width * 3,
+            data: &self.canvas,
         }
     }
 }
 
 impl ImageLoader {
+    /// A loader whose frames may be patches over the picture at `base` (transparency
+    /// composited over `bg`).
+    pub fn with_base(base: &Path, max_pixels: u64, bg: [u8; 3]) -> Result<ImageLoader> {
+        let mut loader = ImageLoader::default();
+        let rgb = if loader.read_fast(base, max_pixels)? && loader.reader.offset().is_none() {
+            let px = loader.reader.picture();
+            let mut rgb = Vec::with_capacity(px.width as usize * px.height as usize * 3);
+            for r in 0..px.height as usize {
+                for p in px.row(r).chunks_exact(px.channels) {
+                    rgb.extend_from_slice(&over(p, bg));
+                }
+            }
+            image::RgbImage::from_raw(px.width, px.height, rgb)
+        } else {
+            let rgba = load_rgba8(base, max_pixels)?;
+            let rgb: Vec<u8> = rgba.pixels().flat_map(|p| over(&p.0, bg)).collect();
+            image::RgbImage::from_raw(rgba.width(), rgba.height(), rgb)
+        }
+        .ok_or_else(|| Error::internal("base picture of the wrong size"))?;
+        loader.base = Some(Box::new(Base {
+            width: rgb.width() as usize,
+            height: rgb.height() as usize,
+            canvas: rgb.as_raw().clone(),
+            rgb: rgb.into_raw(),
+            laid: None,
+            current: false,
+            changed: None,
+        }));
+        Ok(loader)
+    }
+
     /// The picture at `path` (the checks and errors of [`load_image`]): its 8-bit rows when
     /// the fast reader takes it, else the working form from [`load_image`].
     pub fn decode(&mut self, path: &Path, max_pixels: u64, bg: [u8; 3]) -> Result<Picture<'_>> {
+        Ok(self.decode_frame(path, max_pixels, bg)?.0)
+    }
+
+    /// [`ImageLoader::decode`], and where the picture differs from the one this loader gave
+    /// before it, when both were patches over the base (`None`: anywhere).
+    pub fn decode_frame(
+        &mut self,
+        path: &Path,
+        max_pixels: u64,
+        bg: [u8; 3],
+    ) -> Result<(Picture<'_>, Option<Rect>)> {
         if self.read_fast(path, max_pixels)? {
-            return Ok(Picture::Rgb8(self.reader.picture()));
+            let frame = self.frame(path)?;
+            let changed = frame.1;
+            return Ok((Picture::Rgb8(frame.0), changed));
         }
-        self.planes = load_image(path, max_pixels, bg)?;
-        Ok(Picture::Planes(&self.planes))
+        self.planes = self.load_whole(path, max_pixels, bg)?;
+        Ok((Picture::Planes(&self.planes), None))
     }
 
     /// The picture at `path` in the working form (the checks and errors of [`load_image`]).
     pub fn load(&mut self, path: &Path, max_pixels: u64, bg: [u8; 3]) -> Result<&Planes> {
         if self.read_fast(path, max_pixels)? {
-            self.planes.fill_from_rgb8(&self.reader.picture(), bg);
+            let mut planes = std::mem::take(&mut self.planes);
+            planes.fill_from_rgb8(&self.frame(path)?.0, bg);
+            self.planes = planes;
         } else {
-            self.planes = load_image(path, max_pixels, bg)?;
+            self.planes = self.load_whole(path, max_pixels, bg)?;
         }
         Ok(&self.planes)
+    }
+
+    /// The frame the fast reader decoded last: its pixels, or the base with it laid over
+    /// when it is a patch; and where it changed (see [`ImageLoader::decode_frame`]).
+    fn frame(&mut self, path: &Path) -> Result<(Rgb8<'_>, Option<Rect>)> {
+        let px = self.reader.picture();
+        match (self.reader.offset(), self.base.as_deref_mut()) {
+            (None, base) => {
+                if let Some(b) = base {
+                    b.current = false;
+                }
+                Ok((px, None))
+            }
+            (Some(at), Some(base)) => {
+                base.lay(&px, at)
+                    .map_err(|e| Error::at_path(ErrorKind::UnsupportedFormat, path, e))?;
+                let changed = base.changed;
+                Ok((base.canvas_picture(), changed))
+            }
+            (Some(_), None) => Err(Error::at_path(
+                ErrorKind::UnsupportedFormat,
+                path,
+                "is a patch (a PNG with an oFFs chunk) but there is no picture to lay it over",
+            )),
+        }
+    }
+
+    /// [`load_image`], for a picture the fast reader does not take; with a base, one that is
+    /// a patch is refused.
+    fn load_whole(&mut self, path: &Path, max_pixels: u64, bg: [u8; 3]) -> Result<Planes> {
+        if let Some(b) = self.base.as_deref_mut() {
+            b.current = false;
+        }
+        if self.base.is_some() && pngread::has_offset(path) {
+            return Err(Error::at_path(
+                ErrorKind::UnsupportedFormat,
+                path,
+                "is a patch (a PNG with an oFFs chunk) that is not an 8-bit RGB PNG",
+            ));
+        }
+        load_image(path, max_pixels, bg)
     }
 
     /// Whether the fast reader decoded `path` (the pixel limit checked from its header).
@@ -482,6 +645,20 @@ impl ImageLoader {
         let accept =
             |h: pngread::Header| check_pixels(path, "image", (h.width, h.height), max_pixels);
         Ok(self.reader.read(path, accept)?.is_some())
+    }
+}
+
+/// An 8-bit R'G'B' or R'G'B'A pixel over `bg` (alpha composited, rounded).
+fn over(p: &[u8], bg: [u8; 3]) -> [u8; 3] {
+    match p {
+        [r, g, b] => [*r, *g, *b],
+        [r, g, b, a, ..] => {
+            let a = u32::from(*a);
+            let mix =
+                |c: u8, k: u8| ((u32::from(c) * a + u32::from(k) * (255 - a) + 127) / 255) as u8;
+            [mix(*r, bg[0]), mix(*g, bg[1]), mix(*b, bg[2])]
+        }
+        _ => [0; 3],
     }
 }
 
@@ -1194,6 +1371,125 @@ mod loader_tests {
         // The pixel limit holds on the fast path too.
         let e = loader.load(&a, 100, bg).unwrap_err();
         assert_eq!(e.kind, ErrorKind::UnsupportedFormat);
+    }
+
+    /// `img` as a PNG with an `oFFs` chunk placing it at `(x, y)` in pixels (`unit` 0) or
+    /// micrometres (`unit` 1).
+    fn patch_png(img: &image::RgbImage, x: i32, y: i32, unit: u8) -> Vec<u8> {
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        let mut bytes = pngread::with_offset(&out.into_inner(), x, y);
+        if unit != 0 {
+            // The unit byte is the chunk's last before its CRC.
+            bytes[33 + 8 + 8] = unit;
+            let crc = crc32fast::hash(&bytes[33 + 4..33 + 4 + 13]);
+            bytes[33 + 17..33 + 21].copy_from_slice(&crc.to_be_bytes());
+        }
+        bytes
+    }
+
+    fn rgb_of(pic: Picture) -> image::RgbImage {
+        let Picture::Rgb8(px) = pic else {
+            panic!("not decoded by the fast reader")
+        };
+        assert_eq!(px.channels, 3);
+        image::RgbImage::from_fn(px.width, px.height, |x, y| {
+            let p = &px.row(y as usize)[x as usize * 3..][..3];
+            image::Rgb([p[0], p[1], p[2]])
+        })
+    }
+
+    #[test]
+    fn patches_are_laid_over_the_base_and_taken_off_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let bg = [0; 3];
+        let base = image::RgbImage::from_fn(40, 30, |x, y| {
+            image::Rgb([(x * 6) as u8, (y * 8) as u8, ((x * y) % 251) as u8])
+        });
+        let base_path = dir.path().join("still.png");
+        base.save(&base_path).unwrap();
+        let red = image::RgbImage::from_pixel(5, 4, image::Rgb([255, 0, 0]));
+        let blue = image::RgbImage::from_pixel(3, 2, image::Rgb([0, 0, 255]));
+        let write = |name: &str, bytes: Vec<u8>| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, bytes).unwrap();
+            p
+        };
+        let a = write("a.png", patch_png(&red, 10, 20, 0));
+        let b = write("b.png", patch_png(&blue, 35, 0, 0));
+        let whole = dir.path().join("whole.png");
+        image::RgbImage::from_pixel(40, 30, image::Rgb([9, 9, 9]))
+            .save(&whole)
+            .unwrap();
+        let mut loader = ImageLoader::with_base(&base_path, 1 << 20, bg).unwrap();
+        let want = |patches: &[(&image::RgbImage, u32, u32)]| {
+            let mut w = base.clone();
+            for (p, x, y) in patches {
+                image::imageops::replace(&mut w, *p, i64::from(*x), i64::from(*y));
+            }
+            w
+        };
+        let got = rgb_of(loader.decode(&a, 1 << 20, bg).unwrap());
+        assert_eq!(got, want(&[(&red, 10, 20)]));
+        // The next patch replaces the last one: the base shows again where it lay.
+        let got = rgb_of(loader.decode(&b, 1 << 20, bg).unwrap());
+        assert_eq!(got, want(&[(&blue, 35, 0)]));
+        // A whole frame is itself.
+        let got = rgb_of(loader.decode(&whole, 1 << 20, bg).unwrap());
+        assert_eq!(got.get_pixel(0, 0), &image::Rgb([9, 9, 9]));
+        // The working form of a patched frame is that of the same frame saved whole.
+        let full = dir.path().join("full.png");
+        want(&[(&red, 10, 20)]).save(&full).unwrap();
+        let w = load_image(&full, 1 << 20, bg).unwrap();
+        let g = loader.load(&a, 1 << 20, bg).unwrap();
+        let worst =
+            g.y.iter()
+                .zip(&w.y)
+                .map(|(u, v)| (u - v).abs())
+                .fold(0.0, f32::max);
+        assert!(worst < 1e-3, "{worst}");
+        // An offset in micrometres places nothing: the picture is a whole frame.
+        let um = write("um.png", patch_png(&red, 10, 20, 1));
+        assert_eq!(loader.decode(&um, 1 << 20, bg).unwrap().size(), (5, 4));
+    }
+
+    #[test]
+    fn a_patch_that_does_not_fit_or_has_no_base_is_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let bg = [0; 3];
+        let base_path = dir.path().join("still.png");
+        image::RgbImage::new(20, 10).save(&base_path).unwrap();
+        let p = image::RgbImage::from_pixel(4, 4, image::Rgb([1, 2, 3]));
+        let mut loader = ImageLoader::with_base(&base_path, 1 << 20, bg).unwrap();
+        for (name, x, y) in [("over.png", 17, 0), ("under.png", 0, 7), ("neg.png", -1, 0)] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, patch_png(&p, x, y, 0)).unwrap();
+            let e = loader.decode(&path, 1 << 20, bg).err().unwrap();
+            assert_eq!(e.kind, ErrorKind::UnsupportedFormat);
+            assert!(e.message.contains(name), "{}", e.message);
+            assert!(e.message.contains("20x10"), "{}", e.message);
+        }
+        let path = dir.path().join("alone.png");
+        std::fs::write(&path, patch_png(&p, 0, 0, 0)).unwrap();
+        let e = ImageLoader::default()
+            .decode(&path, 1 << 20, bg)
+            .err()
+            .unwrap();
+        assert!(
+            e.message.contains("no picture to lay it over"),
+            "{}",
+            e.message
+        );
+        // A patch the fast reader leaves to the general decoder (16-bit here) is refused too.
+        let deep =
+            image::ImageBuffer::<image::Rgb<u16>, _>::from_pixel(4, 4, image::Rgb([9u16; 3]));
+        let mut out = std::io::Cursor::new(Vec::new());
+        deep.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        let path = dir.path().join("deep.png");
+        std::fs::write(&path, pngread::with_offset(&out.into_inner(), 1, 1)).unwrap();
+        assert!(pngread::has_offset(&path));
+        let e = loader.decode(&path, 1 << 20, bg).err().unwrap();
+        assert!(e.message.contains("deep.png"), "{}", e.message);
     }
 }
 

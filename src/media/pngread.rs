@@ -39,6 +39,8 @@ pub struct PngReader {
     inflater: libdeflater::Decompressor,
     /// The header of the picture in `raw`, when the last read decoded one.
     last: Option<Header>,
+    /// The position its `oFFs` chunk gives (in pixels), when it has one.
+    offset: Option<(i32, i32)>,
 }
 
 impl Default for PngReader {
@@ -49,6 +51,7 @@ impl Default for PngReader {
             raw: Vec::new(),
             inflater: libdeflater::Decompressor::new(),
             last: None,
+            offset: None,
         }
     }
 }
@@ -90,6 +93,47 @@ pub fn header(head: &[u8]) -> Option<Header> {
     })
 }
 
+/// `png` (a PNG file's bytes) with an `oFFs` chunk in pixels placing it at `(x, y)`, right
+/// after `IHDR`: a patch as `VIDAX_SavePatches` writes one (the bench's and the tests').
+pub fn with_offset(png: &[u8], x: i32, y: i32) -> Vec<u8> {
+    let mut body = b"oFFs".to_vec();
+    body.extend_from_slice(&x.to_be_bytes());
+    body.extend_from_slice(&y.to_be_bytes());
+    body.push(0);
+    let mut chunk = 9u32.to_be_bytes().to_vec();
+    chunk.extend_from_slice(&body);
+    chunk.extend_from_slice(&crc(&body).to_be_bytes());
+    // The signature (8 bytes) and IHDR (25) first.
+    let at = 33.min(png.len());
+    [&png[..at], &chunk[..], &png[at..]].concat()
+}
+
+/// Whether the PNG at `path` has an `oFFs` chunk before its pixels (any PNG this reader
+/// takes or not; false for anything that is not a PNG).
+pub fn has_offset(path: &Path) -> bool {
+    use std::io::{Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut sig = [0u8; 8];
+    if f.read_exact(&mut sig).is_err() || sig != SIGNATURE {
+        return false;
+    }
+    let mut head = [0u8; 8];
+    while f.read_exact(&mut head).is_ok() {
+        match &head[4..8] {
+            b"oFFs" => return true,
+            b"IDAT" | b"IEND" => return false,
+            _ => {}
+        }
+        let skip = i64::from(be32(&head[..4])) + 4;
+        if f.seek(SeekFrom::Current(skip)).is_err() {
+            return false;
+        }
+    }
+    false
+}
+
 fn be32(b: &[u8]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
@@ -112,6 +156,7 @@ impl PngReader {
         accept: impl FnOnce(Header) -> Result<(), E>,
     ) -> Result<Option<Header>, E> {
         self.last = None;
+        self.offset = None;
         let Ok(mut f) = std::fs::File::open(path) else {
             return Ok(None);
         };
@@ -164,6 +209,13 @@ impl PngReader {
         }
     }
 
+    /// The position of the picture [`PngReader::read`] decoded last, from its `oFFs` chunk
+    /// in pixels (a patch of a bigger picture, see [`super::picture::ImageLoader`]); `None`
+    /// when it has none (or one in micrometres, which says nothing about pixels).
+    pub fn offset(&self) -> Option<(i32, i32)> {
+        self.offset
+    }
+
     /// Walks the chunks after `IHDR`, checking each one's CRC, and gathers the `IDAT` data.
     /// False for a PNG this reader leaves to the general decoder: a transparency key or EXIF
     /// (the general decoder turns them into alpha and an orientation), an unknown critical
@@ -180,7 +232,7 @@ impl PngReader {
             let kind = &b[i + 4..i + 8];
             let body = &b[i + 8..end - 4];
             match kind {
-                b"IDAT" | b"IEND" | b"PLTE"
+                b"IDAT" | b"IEND" | b"PLTE" | b"oFFs"
                     if crc(&b[i + 4..end - 4]) != be32(&b[end - 4..end]) =>
                 {
                     return false
@@ -191,6 +243,12 @@ impl PngReader {
                 _ => {}
             }
             match kind {
+                b"oFFs" if body.len() == 9 && body[8] == 0 => {
+                    let at = |k: usize| {
+                        i32::from_be_bytes([body[k], body[k + 1], body[k + 2], body[k + 3]])
+                    };
+                    self.offset = Some((at(0), at(4)));
+                }
                 b"IDAT" => self.zlib.extend_from_slice(body),
                 b"IEND" => return !self.zlib.is_empty(),
                 _ => {}

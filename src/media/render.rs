@@ -313,12 +313,25 @@ impl Blocked {
         let blocks = src.h.div_ceil(LANES);
         self.taps.clear();
         self.taps.resize(blocks * stride, [[0; LANES]; 2]);
+        self.fill_rows(src, 0..src.h);
+    }
+
+    /// Builds again the blocks that hold source rows `rows` (of a source the size of the
+    /// one this was filled from).
+    fn fill_rows(&mut self, src: Plane, rows: std::ops::Range<usize>) {
+        let stride = self.stride();
+        let first = rows.start / LANES;
+        let end = rows
+            .end
+            .div_ceil(LANES)
+            .min(self.taps.len() / stride.max(1));
         // Each block's rows converted and padded (background once left and twice right),
         // interleaved, then paired.
         let n = src.w + 3;
         let mut rows = vec![self.bg; LANES * n];
         let mut cols = vec![[0; LANES]; n];
-        for (b, taps) in self.taps.chunks_exact_mut(stride).enumerate() {
+        let blocks = self.taps[first * stride..end.max(first) * stride].chunks_exact_mut(stride);
+        for (b, taps) in (first..).zip(blocks) {
             for (k, row) in rows.chunks_exact_mut(n).enumerate() {
                 match src.row((b * LANES + k) as i64) {
                     Some(r) => {
@@ -868,6 +881,92 @@ impl Renderer {
         self.prescale = 1.0;
         self.src_size = (w as f64, h as f64);
         self.work.blocked.iter_mut().for_each(|b| b.ready = false);
+    }
+
+    /// Brings the working form up to date after the picture it was last set from with
+    /// [`Renderer::set_source_rgb8`] changed inside `rect` (`x0, y0, x1, y1`, source pixels,
+    /// end exclusive); `px` is the changed picture. Only the samples whose filters reach into
+    /// `rect` are made again (from a margin around it, so that they come out as a whole
+    /// conversion gives them), and only the fast path's blocks that hold them. False, with
+    /// nothing done, when the working form is not made that way (a source shrunk for luma, or
+    /// of another size): then set the source again.
+    pub fn update_rgb8(
+        &mut self,
+        px: &Rgb8,
+        bg: [u8; 3],
+        min_window_w: f64,
+        (x0, y0, x1, y1): (usize, usize, usize, usize),
+    ) -> bool {
+        let (w, h) = (px.width as usize, px.height as usize);
+        let factor = (min_window_w / f64::from(self.out_w)).max(1.0);
+        if factor > PRESCALE_MIN
+            || self.prescale != 1.0
+            || (self.luma_w, self.luma_h) != (w, h)
+            || self.src_size != (w as f64, h as f64)
+            || x1 > w
+            || y1 > h
+        {
+            return false;
+        }
+        if x0 >= x1 || y0 >= y1 {
+            return true;
+        }
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        // The chroma samples whose taps (source rows 2j-1 ..= 2j+2, and the same across)
+        // reach into the rect, and the span of source pixels that makes them exactly: it
+        // starts on an even pixel, two before the first sample's own (unless at the edge),
+        // so every sample kept has all its taps inside the span or clamped at a true edge.
+        let span = |a: usize, b: usize, n: usize, cn: usize| {
+            let (j0, j1) = (a.saturating_sub(1) / 2, (b / 2 + 1).min(cn));
+            let s0 = if j0 == 0 { 0 } else { 2 * j0 - 2 };
+            (j0, j1, s0, (2 * j1 + 2).min(n))
+        };
+        let (i0, i1, sx0, sx1) = span(x0, x1, w, cw);
+        let (j0, j1, sy0, sy1) = span(y0, y1, h, ch);
+        let sub = Rgb8 {
+            width: (sx1 - sx0) as u32,
+            height: (sy1 - sy0) as u32,
+            channels: px.channels,
+            stride: px.stride,
+            data: &px.data[sy0 * px.stride + sx0 * px.channels..],
+        };
+        let (luma, cb, cr) = (&mut self.luma, &mut self.cb, &mut self.cr);
+        let (ci0, cj0) = (sx0 / 2, sy0 / 2);
+        rgb8_working_rows(
+            &sub,
+            bg,
+            |r, row| {
+                let at = (sy0 + r) * w + sx0;
+                luma[at..at + row.len()].copy_from_slice(row);
+            },
+            |j, b, r| {
+                let j = cj0 + j;
+                if (j0..j1).contains(&j) {
+                    let at = j * cw;
+                    cb[at + i0..at + i1].copy_from_slice(&b[i0 - ci0..i1 - ci0]);
+                    cr[at + i0..at + i1].copy_from_slice(&r[i0 - ci0..i1 - ci0]);
+                }
+            },
+        );
+        let planes = [
+            (&self.luma, w, h, self.bg.y, sy0..sy1),
+            (&self.cb, cw, ch, self.bg.cb, j0..j1),
+            (&self.cr, cw, ch, self.bg.cr, j0..j1),
+        ];
+        for (blocked, (data, pw, ph, pbg, rows)) in self.work.blocked.iter_mut().zip(planes) {
+            if blocked.ready {
+                let plane = Plane {
+                    data,
+                    make: None,
+                    w: pw,
+                    h: ph,
+                    bg: pbg,
+                    ext: blocked.ext,
+                };
+                blocked.fill_rows(plane, rows);
+            }
+        }
+        true
     }
 
     /// What a renderer gives for the window of the whole of `px` when `px` has the output's

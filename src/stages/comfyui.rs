@@ -104,6 +104,9 @@ pub enum Visual {
         dir: PathBuf,
         count: u64,
         zoom: Option<FrameZoom>,
+        /// The picture the frames were made from (the staged still), when a frame may be a
+        /// patch laid over it (`VIDAX_SavePatches`).
+        base: Option<PathBuf>,
     },
     /// A video whose frame `k` (CFR at the job's fps) is main frame `k`.
     Video(PathBuf),
@@ -1183,6 +1186,10 @@ impl Runner<'_> {
                 dir: workdir.join(&dir),
                 count: wr.frames.unwrap_or(0),
                 zoom,
+                base: matches!(w.kind, Kind::Wav2LipImage)
+                    .then(|| self.input.staged.and_then(|s| s.still.as_ref()))
+                    .flatten()
+                    .map(|s| s.0.clone()),
             },
         };
         let output = match visual {

@@ -71,7 +71,8 @@ fn render_fitted(
 /// first picture and re-pointing it (buffers reused) at later ones. An 8-bit picture goes
 /// into the renderer's working form straight from its rows (`bg`, the background as R'G'B',
 /// under its alpha); one of the output's size seen whole (ComfyUI's frames at the render
-/// size) needs no renderer at all.
+/// size) needs no renderer at all. True when the renderer's source is now `pic`'s rows
+/// (set with [`Renderer::set_source_rgb8`]).
 #[allow(
     clippy::too_many_arguments,
     reason = "one call per frame, all of them needed"
@@ -85,8 +86,9 @@ fn render_window(
     win: &CropWindow,
     min_window_w: f64,
     out: &mut Yuv420,
-) {
+) -> bool {
     let r = renderer.get_or_insert_with(|| Renderer::empty(size.0, size.1, bgc));
+    let rows = matches!(pic, Picture::Rgb8(_));
     match pic {
         Picture::Rgb8(px) => {
             let whole = CropWindow {
@@ -97,13 +99,14 @@ fn render_window(
             };
             if (px.width, px.height) == size && *win == whole && min_window_w <= whole.w {
                 Renderer::render_whole_rgb8(&px, bg, out);
-                return;
+                return false;
             }
             r.set_source_rgb8(&px, bg, min_window_w);
         }
         Picture::Planes(planes) => r.set_source(planes, min_window_w),
     }
     r.render(win, out);
+    rows
 }
 
 /// Frames fetched from ComfyUI: main frame `k` is `<dir>/<k+1 as 000001>.png`, fitted into the
@@ -130,21 +133,31 @@ impl FramesMain {
         bg: [u8; 3],
         max_pixels: u64,
         zoom: Option<(ZoomCurve, Option<(f64, f64)>)>,
+        base: Option<&Path>,
     ) -> Result<Self> {
         let bgc = YuvColor::from_rgb(f32::from(bg[0]), f32::from(bg[1]), f32::from(bg[2]));
         let dir = dir.to_path_buf();
+        let base = base.map(Path::to_path_buf);
         let workers = media::ahead::workers_for(FRAME_WORKERS);
         let ahead = Ahead::start(
             "frames",
             count,
             workers,
             2 * workers + 2,
-            || Ok((ImageLoader::default(), None::<Renderer>)),
-            move |(loader, renderer), i, reused: Option<Yuv420>| {
+            move || {
+                let loader = match &base {
+                    Some(b) => ImageLoader::with_base(b, max_pixels, bg)?,
+                    None => ImageLoader::default(),
+                };
+                Ok((loader, None::<Renderer>, false))
+            },
+            // `synced`: the renderer's source is this worker's last picture, so that a patch
+            // (a frame that differs from it only in a box) updates just that box.
+            move |(loader, renderer, synced), i, reused: Option<Yuv420>| {
                 let path = dir.join(format!("{:06}.png", i + 1));
                 // A frame that cannot be used is ComfyUI's fault: the run falls back
                 // (`comfyui::frames_unusable`).
-                let pic = loader.decode(&path, max_pixels, bg).map_err(|e| {
+                let (pic, changed) = loader.decode_frame(&path, max_pixels, bg).map_err(|e| {
                     Error::new(
                         ErrorKind::ComfyuiBadResponse,
                         format!("ComfyUI frame {}", e.message),
@@ -155,13 +168,23 @@ impl FramesMain {
                 match zoom {
                     None => {
                         let win = crop_window(1.0, w, h, out.0, out.1, None);
-                        render_window(renderer, pic, out, bg, bgc, &win, win.w, &mut frame);
+                        *synced =
+                            render_window(renderer, pic, out, bg, bgc, &win, win.w, &mut frame);
                     }
                     Some((curve, centre)) => {
                         let tightest =
                             crop_window(1.0 + curve.strength, w, h, out.0, out.1, None).w;
                         let win = crop_window(curve.zoom(i), w, h, out.0, out.1, centre);
-                        render_window(renderer, pic, out, bg, bgc, &win, tightest, &mut frame);
+                        if let (true, Some(rect), Picture::Rgb8(px), Some(r)) =
+                            (*synced, changed, &pic, renderer.as_mut())
+                        {
+                            if r.update_rgb8(px, bg, tightest, rect) {
+                                r.render(&win, &mut frame);
+                                return Ok(frame);
+                            }
+                        }
+                        *synced =
+                            render_window(renderer, pic, out, bg, bgc, &win, tightest, &mut frame);
                     }
                 }
                 Ok(frame)
@@ -359,7 +382,12 @@ impl Compositor {
                     centre,
                 )
             }
-            Some(Visual::Frames { dir, count, zoom }) => {
+            Some(Visual::Frames {
+                dir,
+                count,
+                zoom,
+                base,
+            }) => {
                 let zoom = zoom.map(|z| {
                     let curve = ZoomCurve {
                         mode: job.motion.mode,
@@ -375,6 +403,7 @@ impl Compositor {
                     bg,
                     job.limits.max_image_pixels,
                     zoom,
+                    base.as_deref(),
                 )?))
             }
             Some(Visual::Video(path)) => {
@@ -574,6 +603,86 @@ mod tests {
         let mut out = Yuv420::new(size.0, size.1);
         let got = frames.frame_into(0, &mut out).unwrap();
         assert!(matches!(got, Delivered::Planes(_)));
+    }
+
+    #[test]
+    fn patches_under_the_zoom_render_as_the_same_frames_saved_whole() {
+        use crate::timeline::MotionMode;
+        // A noisy still (odd size) and frames that differ from it in boxes that move, grow,
+        // touch every edge, vanish (1x1 at the origin) and come back: laid over the still and
+        // updated box by box, they must give the very frames a folder of whole frames gives.
+        let dir = tempfile::tempdir().unwrap();
+        let (w, h) = (67u32, 45u32);
+        let mut seed = 7u32;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        };
+        let still = image::RgbImage::from_fn(w, h, |_, _| {
+            let v = rnd();
+            image::Rgb([v as u8, (v >> 8) as u8, (v >> 16) as u8])
+        });
+        let still_path = dir.path().join("still.png");
+        still.save(&still_path).unwrap();
+        let boxes = [
+            (20, 10, 9, 7),
+            (21, 11, 9, 8),
+            (0, 0, 1, 1),
+            (0, 0, 5, 6),
+            (60, 39, 7, 6),
+            (33, 0, 4, 45),
+            (0, 20, 67, 3),
+            (0, 0, 1, 1),
+            (13, 27, 2, 2),
+            (14, 28, 1, 1),
+            (40, 12, 11, 13),
+            (41, 13, 10, 11),
+        ];
+        let (pdir, wdir) = (dir.path().join("patches"), dir.path().join("whole"));
+        std::fs::create_dir_all(&pdir).unwrap();
+        std::fs::create_dir_all(&wdir).unwrap();
+        for (k, &(x, y, bw, bh)) in boxes.iter().enumerate() {
+            let mut frame = still.clone();
+            let unchanged = (x, y, bw, bh) == (0, 0, 1, 1);
+            let patch = image::RgbImage::from_fn(bw, bh, |i, j| {
+                if unchanged {
+                    *still.get_pixel(0, 0)
+                } else {
+                    image::Rgb([(i * 40 + k as u32 * 9) as u8, (j * 30) as u8, 200])
+                }
+            });
+            image::imageops::replace(&mut frame, &patch, i64::from(x), i64::from(y));
+            let name = format!("{:06}.png", k + 1);
+            frame.save(wdir.join(&name)).unwrap();
+            let mut png = std::io::Cursor::new(Vec::new());
+            patch.write_to(&mut png, image::ImageFormat::Png).unwrap();
+            let bytes = media::pngread::with_offset(&png.into_inner(), x as i32, y as i32);
+            std::fs::write(pdir.join(&name), bytes).unwrap();
+        }
+        let n = boxes.len() as u64;
+        let curve = ZoomCurve {
+            mode: MotionMode::ZoomIn,
+            strength: 0.1,
+            frames: n,
+        };
+        // The render size the still is staged for: its tightest window seen 1:1, so the
+        // renderer works on the still's own pixels (as for a lip-synced still).
+        let out = (62u32, 42u32);
+        let zoom = Some((curve, Some((30.0, 20.0))));
+        let mut a =
+            FramesMain::new(&pdir, n, out, [0; 3], 1 << 20, zoom, Some(&still_path)).unwrap();
+        let mut b = FramesMain::new(&wdir, n, out, [0; 3], 1 << 20, zoom, None).unwrap();
+        for k in 0..n {
+            let (mut fa, mut fb) = (Yuv420::new(out.0, out.1), Yuv420::new(out.0, out.1));
+            a.render(k, &mut fa).unwrap();
+            b.render(k, &mut fb).unwrap();
+            assert!(
+                fa.y == fb.y && fa.u == fb.u && fa.v == fb.v,
+                "frame {k} differs"
+            );
+        }
     }
 
     #[test]

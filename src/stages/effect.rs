@@ -25,7 +25,7 @@ use crate::comfy::report::{BoxSummary, FrameOutcome, Merged, Rect};
 use crate::error::{Context, ErrorKind, Result};
 use crate::job::Job;
 use crate::media::encode::FrameProducer;
-use crate::media::picture::{self, Yuv420};
+use crate::media::picture::{self, ImageLoader, Yuv420};
 use crate::timeline::{crop_window, ZoomCurve};
 
 use super::compose::Compositor;
@@ -278,6 +278,11 @@ pub fn check(input: &Input) -> Result<EffectCheck> {
         strength: job.motion.strength,
         frames: input.prepared.frames.main_frames(),
     };
+    // Frames of a still may be patches laid over it (`VIDAX_SavePatches`).
+    let mut loader = match &input.reference {
+        Reference::Still(p) => ImageLoader::with_base(p, max, bg)?,
+        _ => ImageLoader::default(),
+    };
     let mut out = EffectCheck {
         luma_threshold: LUMA_THRESHOLD,
         min_changed_fraction: MIN_CHANGED_FRACTION,
@@ -300,7 +305,7 @@ pub fn check(input: &Input) -> Result<EffectCheck> {
             out.claimed += 1;
         }
         let path = frame_path(input.frames_dir, j);
-        let got = picture::load_image(&path, max, bg)?;
+        let got = loader.load(&path, max, bg)?;
         let (want, size) = sent.luma(j)?;
         let changed = if size != (got.width, got.height) {
             out.problems.push(format!(

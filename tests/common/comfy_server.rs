@@ -784,6 +784,33 @@ pub fn frame_png(index: u64, w: u32, h: u32, tag: Tag) -> Vec<u8> {
     out.into_inner()
 }
 
+/// What `VIDAX_SavePatches` saves for a frame (`png`): the box of pixels that differ from
+/// `reference` (a 1×1 box at the origin when none does; the whole frame when there is no
+/// reference of its size), as an RGB PNG with an `oFFs` chunk after `IHDR`.
+pub fn patch_png(png: &[u8], reference: Option<&image::RgbImage>) -> Vec<u8> {
+    let frame = image::load_from_memory(png).unwrap().to_rgb8();
+    let (w, h) = frame.dimensions();
+    let (x0, y0, x1, y1) = match reference.filter(|r| r.dimensions() == (w, h)) {
+        None => (0, 0, w, h),
+        Some(r) => {
+            let mut b: Option<(u32, u32, u32, u32)> = None;
+            for (x, y, p) in frame.enumerate_pixels() {
+                if p != r.get_pixel(x, y) {
+                    b = Some(match b {
+                        None => (x, y, x + 1, y + 1),
+                        Some((a, c, d, e)) => (a.min(x), c.min(y), d.max(x + 1), e.max(y + 1)),
+                    });
+                }
+            }
+            b.unwrap_or((0, 0, 1, 1))
+        }
+    };
+    let crop = image::imageops::crop_imm(&frame, x0, y0, x1 - x0, y1 - y0).to_image();
+    let mut out = std::io::Cursor::new(Vec::new());
+    crop.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    vidax::media::pngread::with_offset(&out.into_inner(), x0 as i32, y0 as i32)
+}
+
 /// Reads the barcode back from an RGB frame (`w×h`, as [`frame_png`] drew it): the index, and
 /// the colour of the bottom band's centre.
 pub fn read_frame(rgb: &[u8], w: u32, h: u32) -> (u64, [u8; 3]) {
@@ -936,11 +963,16 @@ async fn execute(s: Arc<ServerState>, prompt_id: String) {
                         );
                         continue;
                     }
-                    if class != "SaveImage" {
+                    if class != "SaveImage" && class != "VIDAX_SavePatches" {
                         continue;
                     }
                     let src = graph[id]["inputs"]["images"][0].as_str().unwrap_or("");
                     let b = eval(&s, &graph, src, &mut memo);
+                    // VIDAX_SavePatches: each frame as the box that differs from the reference.
+                    let reference = (class == "VIDAX_SavePatches").then(|| {
+                        let r = graph[id]["inputs"]["reference"][0].as_str().unwrap_or("");
+                        eval(&s, &graph, r, &mut memo).pixels.map(|p| p[0].clone())
+                    });
                     let prefix = graph[id]["inputs"]["filename_prefix"]
                         .as_str()
                         .unwrap_or("ComfyUI");
@@ -960,7 +992,11 @@ async fn execute(s: Arc<ServerState>, prompt_id: String) {
                             *e
                         };
                         let name = format!("{prefix}_{counter:05}_.png");
-                        s.files.lock().unwrap().insert(name.clone(), b.png(k));
+                        let png = match &reference {
+                            Some(r) => patch_png(&b.png(k), r.as_ref()),
+                            None => b.png(k),
+                        };
+                        s.files.lock().unwrap().insert(name.clone(), png);
                         images.push(json!({"filename": name, "subfolder": "", "type": "output"}));
                     }
                     // The history lists them in a shuffled order: the client must sort by name.
@@ -984,7 +1020,10 @@ async fn execute(s: Arc<ServerState>, prompt_id: String) {
     };
     let out_ids: Vec<&String> = ids
         .iter()
-        .filter(|id| graph[id.as_str()]["class_type"] == "SaveImage")
+        .filter(|id| {
+            let class = &graph[id.as_str()]["class_type"];
+            class == "SaveImage" || class == "VIDAX_SavePatches"
+        })
         .collect();
     let entry = json!({
         "prompt": [job.number, prompt_id, graph, {"client_id": c}, out_ids],

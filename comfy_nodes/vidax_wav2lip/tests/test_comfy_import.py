@@ -27,6 +27,7 @@ EXPECTED = {
     "VIDAX_FaceProbe",
     "VIDAX_MotionChunk",
     "VIDAX_MouthBlend",
+    "VIDAX_SavePatches",
 }
 
 LOADER = r"""
@@ -118,6 +119,9 @@ def check_loaded(res):
     assert res["info"]["VIDAX_FaceProbe"]["output_node"] is True
     assert res["info"]["VIDAX_MouthBlend"]["input"]["optional"] == {"lipsync_report": ["VIDAX_LIPSYNC_REPORT"]}
     assert res["info"]["VIDAX_LoadAudio"]["output"] == ["AUDIO"]
+    save = res["info"]["VIDAX_SavePatches"]
+    assert save["output_node"] is True and save["output"] == []
+    assert list(save["input"]["required"]) == ["images", "reference", "filename_prefix"]
 
 
 def test_loads_in_place_like_comfyui():
@@ -190,7 +194,7 @@ def test_doc_lists_every_node_with_its_display_name_and_outputs():
         name = code(r[0])[0]
         assert r[1] == nodes.NODE_DISPLAY_NAME_MAPPINGS[name]
         types = []
-        for part in r[2].split(","):
+        for part in [] if r[2] == "none" else r[2].split(","):
             m = re.match(r"\s*(?:(\d+) × )?`(\w+)`", part)
             types += [m.group(2)] * int(m.group(1) or 1)
         assert tuple(types) == nodes.NODE_CLASS_MAPPINGS[name].RETURN_TYPES, name
@@ -242,7 +246,10 @@ def test_doc_outputs_match_return_names():
     secs = sections(doc_text())
     for name, cls in nodes.NODE_CLASS_MAPPINGS.items():
         body = secs[name]
-        if len(cls.RETURN_TYPES) == 1:
+        if not cls.RETURN_TYPES:
+            assert cls.OUTPUT_NODE is True, name
+            assert re.search(r"^Outputs: none", body, flags=re.M), name
+        elif len(cls.RETURN_TYPES) == 1:
             m = re.search(r"Output 0: `(\w+)` \(`(\w+)`\)", body)
             assert m, name
             assert (m.group(1), m.group(2)) == (cls.RETURN_NAMES[0], cls.RETURN_TYPES[0]), name
