@@ -658,7 +658,7 @@ mod tests {
             frame.save(wdir.join(&name)).unwrap();
             let mut png = std::io::Cursor::new(Vec::new());
             patch.write_to(&mut png, image::ImageFormat::Png).unwrap();
-            let bytes = media::pngread::with_offset(&png.into_inner(), x as i32, y as i32);
+            let bytes = media::pngread::with_offset(&png.into_inner(), x, y);
             std::fs::write(pdir.join(&name), bytes).unwrap();
         }
         let n = boxes.len() as u64;
