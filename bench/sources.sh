@@ -2,6 +2,8 @@
 # Paired A/B benchmarks of issue 14 (docs/PERFORMANCE.md, "Visual sources"): medians of RUNS
 # alternating runs of each pair, on the same generated inputs (speech-like audio, 854x480):
 #   frames   : full job from a frames folder (ComfyUI-like PNGs)  vs  full job from a still image
+#   patches  : full job from the default still lip-sync's output (VIDAX_SavePatches: the box
+#              that changed, laid over the still, zoomed)  vs  the same job from the still alone
 #   video    : full job from a 1080p30 start video -> 854x480@25  vs  ffmpeg -vf scale,fps
 #              -c:v libx264 -preset veryfast -crf 20 + AAC 192k (same padded audio)
 #   still    : full job from a still image  vs  the ffmpeg CLI floor: the same frames (raw
@@ -10,7 +12,7 @@
 #   memory   : peak RSS of the full job at 1, 10 and 30 min (va bench --memory-scan)
 #
 #   bench/sources.sh [RUNS] [SECONDS] [LONG]     (defaults 5, 60, 600; needs the ffmpeg CLI)
-#   ONLY="frames video" bench/sources.sh ...     (a subset of: frames video still long memory)
+#   ONLY="frames video" bench/sources.sh ...     (a subset of: frames patches video still long memory)
 #
 # Prints the load average before and after each pair: the figures mean something only on a
 # quiet machine (load average well under 1 before the runs).
@@ -19,7 +21,7 @@ cd "$(dirname "$0")/.."
 RUNS=${1:-5}
 SECONDS_=${2:-60}
 LONG=${3:-600}
-ONLY=${ONLY:-"frames video still long memory"}
+ONLY=${ONLY:-"frames patches video still long memory"}
 VA=${VA:-$PWD/target/release/va}
 DIR=${DIR:-$(mktemp -d)}
 mkdir -p "$DIR"
@@ -51,7 +53,8 @@ timed() {
 }
 
 # Inputs (generated once; va bench with one run also checks that each source works).
-for src in image frames video; do
+for src in image frames patches video; do
+    want "$src" || [[ $src == image ]] || continue
     mkdir -p "$DIR/$src"
     "$VA" bench --source "$src" --seconds "$SECONDS_" --runs 1 --dir "$DIR/$src" --json > "$DIR/$src/bench.json"
 done
@@ -61,6 +64,15 @@ if want frames; then
     for _ in $(seq "$RUNS"); do
         record frames_full "$(timed child "$DIR/frames/bench_job.json" --frames "$DIR/frames/frames")"
         record image_full "$(timed child "$DIR/image/bench_job.json")"
+    done
+    echo "  load after: $(load)"
+fi
+
+if want patches; then
+    echo "patches vs still image, load before: $(load)"
+    for _ in $(seq "$RUNS"); do
+        record patches_full "$(timed child "$DIR/patches/bench_job.json" --frames "$DIR/patches/patches" --base "$DIR/patches/start.png")"
+        record patches_still "$(timed child "$DIR/patches/bench_job.json")"
     done
     echo "  load after: $(load)"
 fi
@@ -124,7 +136,7 @@ for line in open(sys.argv[1]):
     if c:
         cpu[k].append(float(c[0]))
 def med(k): return statistics.median(runs[k])
-pairs = [("frames_full", "image_full"), ("video_full", "video_ffmpeg"),
+pairs = [("frames_full", "image_full"), ("patches_full", "patches_still"), ("video_full", "video_ffmpeg"),
          ("still_full", "still_cli_floor"), ("long_full", "long_cli_floor")]
 out = {}
 for a, b in pairs:
@@ -140,7 +152,7 @@ for a, b in pairs:
             cr = [x / y for x, y in zip(cpu[a], cpu[b]) if y > 0]
             out[f"{a} / {b}"].update({"a_cpu_s": cpu[a], "b_cpu_s": cpu[b],
                                       "median_of_cpu_ratios": round(statistics.median(cr), 3)})
-for src in ("image", "frames", "video"):
+for src in ("image", "frames", "patches", "video"):
     p = os.path.join(sys.argv[2], src, "bench.json")
     if os.path.exists(p):
         d = json.load(open(p))
