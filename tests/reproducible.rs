@@ -121,8 +121,19 @@ fn long_jobs_from_a_still_image_and_a_start_video_are_byte_identical() {
 /// a 24 s job, rendered twice: the same bytes.
 #[test]
 fn long_job_from_a_frames_folder_is_byte_identical() {
+    frames_folder_twice(false);
+}
+
+/// The same with the frames as the still lip-sync returns them (`VIDAX_SavePatches`): patches
+/// laid over the start picture and zoomed, each worker updating its renderer around the box.
+#[test]
+fn long_job_from_the_lip_synced_still_as_patches_is_byte_identical() {
+    frames_folder_twice(true);
+}
+
+fn frames_folder_twice(patches: bool) {
     use vidax::media::encode::{encode_mp4, AudioSettings, VideoSettings};
-    use vidax::stages::comfyui::Visual;
+    use vidax::stages::comfyui::{FrameZoom, Visual};
     use vidax::stages::compose::Compositor;
 
     let sb = Sandbox::new();
@@ -136,6 +147,19 @@ fn long_job_from_a_frames_folder_is_byte_identical() {
     std::fs::create_dir_all(&frames).unwrap();
     let count = 562u64; // 600 frames less the end image's hold (1.5 s: 38 frames)
     for k in 0..count {
+        let path = frames.join(format!("{:06}.png", k + 1));
+        if patches {
+            // A mouth-like box that moves and changes over the start picture.
+            let (x, y) = (100 + (k as u32 * 7) % 90, 150 + (k as u32 * 3) % 40);
+            let patch = image::RgbImage::from_fn(37, 15, |i, j| {
+                image::Rgb([(i * 6 + k as u32) as u8, (j * 15) as u8, 60])
+            });
+            let mut png = std::io::Cursor::new(Vec::new());
+            patch.write_to(&mut png, image::ImageFormat::Png).unwrap();
+            let bytes = vidax::media::pngread::with_offset(&png.into_inner(), x as i32, y as i32);
+            std::fs::write(&path, bytes).unwrap();
+            continue;
+        }
         // Each frame different (a bar that moves), so that a frame out of order would show.
         let img = image::RgbImage::from_fn(320, 240, |x, y| {
             let bar = (x + 320 - (k as u32 * 3) % 320) % 320 < 12;
@@ -145,8 +169,9 @@ fn long_job_from_a_frames_folder_is_byte_identical() {
                 [(x % 256) as u8, (y % 256) as u8, (k % 200) as u8]
             })
         });
-        img.save(frames.join(format!("{:06}.png", k + 1))).unwrap();
+        img.save(&path).unwrap();
     }
+
     let job_path = sb.write_job(
         "job.json",
         &json!({
@@ -168,8 +193,8 @@ fn long_job_from_a_frames_folder_is_byte_identical() {
         let visual = Visual::Frames {
             dir: frames.clone(),
             count,
-            zoom: None,
-            base: None,
+            zoom: patches.then_some(FrameZoom { centre: None }),
+            base: patches.then(|| start.clone()),
         };
         let comp = Compositor::for_run(&job, &p, Some(&visual), None).unwrap();
         let fps = p.frames.fps;
