@@ -475,8 +475,8 @@ struct Base {
 pub type Rect = (usize, usize, usize, usize);
 
 impl Base {
-    /// Lays `patch` at `(x, y)` over the base (the previous patch taken off first) and gives
-    /// the frame, or the reason it does not fit.
+    /// Lays `patch` at `(x, y)` over the base on the canvas (the previous patch taken off
+    /// first) and notes where the canvas changed; or says why the patch does not fit.
     fn lay(&mut self, patch: &Rgb8, (x, y): (i32, i32)) -> std::result::Result<(), String> {
         let (pw, ph) = (patch.width as usize, patch.height as usize);
         let (Ok(x), Ok(y)) = (usize::try_from(x), usize::try_from(y)) else {
