@@ -556,21 +556,8 @@ fn write_patches(dir: &Path, start: &Path, count: u64) -> Result<()> {
     for k in 0..count {
         let mut img = base.clone();
         draw_mouth(&mut img, k);
-        let mut bbox: Option<(u32, u32, u32, u32)> = None;
-        for (x, y, px) in img.enumerate_pixels() {
-            if px != base.get_pixel(x, y) {
-                let (x0, y0, x1, y1) = bbox.unwrap_or((x, y, x + 1, y + 1));
-                bbox = Some((x0.min(x), y0.min(y), x1.max(x + 1), y1.max(y + 1)));
-            }
-        }
-        let (x0, y0, x1, y1) = bbox.unwrap_or((0, 0, 1, 1));
-        let patch = image::imageops::crop_imm(&img, x0, y0, x1 - x0, y1 - y0).to_image();
-        let mut png = std::io::Cursor::new(Vec::new());
-        patch
-            .write_to(&mut png, image::ImageFormat::Png)
-            .map_err(|e| Error::at_path(ErrorKind::Internal, dir, e))?;
         let path = dir.join(format!("{:06}.png", k + 1));
-        let bytes = crate::media::pngread::with_offset(&png.into_inner(), x0 as i32, y0 as i32);
+        let bytes = crate::media::picture::patch_png(&img, &base)?;
         std::fs::write(&path, bytes).at(ErrorKind::Internal, &path)?;
     }
     Ok(())

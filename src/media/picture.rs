@@ -648,6 +648,31 @@ impl ImageLoader {
     }
 }
 
+/// `frame` saved as `VIDAX_SavePatches` saves it against `reference` (a pixel outside the
+/// reference counts as differing): the box of
+/// pixels that differ (1×1 at the origin when none does) as an RGB PNG whose `oFFs` chunk
+/// places it. The bench's stand-in for the node, and the test server's.
+pub fn patch_png(frame: &image::RgbImage, reference: &image::RgbImage) -> Result<Vec<u8>> {
+    let mut bbox: Option<(u32, u32, u32, u32)> = None;
+    for (x, y, px) in frame.enumerate_pixels() {
+        if reference.get_pixel_checked(x, y) != Some(px) {
+            let (x0, y0, x1, y1) = bbox.unwrap_or((x, y, x + 1, y + 1));
+            bbox = Some((x0.min(x), y0.min(y), x1.max(x + 1), y1.max(y + 1)));
+        }
+    }
+    let (x0, y0, x1, y1) = bbox.unwrap_or((0, 0, 1, 1));
+    let patch = image::imageops::crop_imm(frame, x0, y0, x1 - x0, y1 - y0).to_image();
+    let mut png = std::io::Cursor::new(Vec::new());
+    patch
+        .write_to(&mut png, image::ImageFormat::Png)
+        .map_err(|e| Error::new(ErrorKind::Internal, format!("writing a patch: {e}")))?;
+    Ok(pngread::with_offset(
+        &png.into_inner(),
+        x0 as i32,
+        y0 as i32,
+    ))
+}
+
 /// An 8-bit R'G'B' or R'G'B'A pixel over `bg` (alpha composited, rounded).
 fn over(p: &[u8], bg: [u8; 3]) -> [u8; 3] {
     match p {

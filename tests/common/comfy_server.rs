@@ -790,25 +790,11 @@ pub fn frame_png(index: u64, w: u32, h: u32, tag: Tag) -> Vec<u8> {
 pub fn patch_png(png: &[u8], reference: Option<&image::RgbImage>) -> Vec<u8> {
     let frame = image::load_from_memory(png).unwrap().to_rgb8();
     let (w, h) = frame.dimensions();
-    let (x0, y0, x1, y1) = match reference.filter(|r| r.dimensions() == (w, h)) {
-        None => (0, 0, w, h),
-        Some(r) => {
-            let mut b: Option<(u32, u32, u32, u32)> = None;
-            for (x, y, p) in frame.enumerate_pixels() {
-                if p != r.get_pixel(x, y) {
-                    b = Some(match b {
-                        None => (x, y, x + 1, y + 1),
-                        Some((a, c, d, e)) => (a.min(x), c.min(y), d.max(x + 1), e.max(y + 1)),
-                    });
-                }
-            }
-            b.unwrap_or((0, 0, 1, 1))
-        }
-    };
-    let crop = image::imageops::crop_imm(&frame, x0, y0, x1 - x0, y1 - y0).to_image();
-    let mut out = std::io::Cursor::new(Vec::new());
-    crop.write_to(&mut out, image::ImageFormat::Png).unwrap();
-    vidax::media::pngread::with_offset(&out.into_inner(), x0 as i32, y0 as i32)
+    match reference.filter(|r| r.dimensions() == (w, h)) {
+        Some(r) => vidax::media::picture::patch_png(&frame, r).unwrap(),
+        // No reference of the frame's size: the whole frame, at the origin.
+        None => vidax::media::picture::patch_png(&frame, &image::RgbImage::new(0, 0)).unwrap(),
+    }
 }
 
 /// Reads the barcode back from an RGB frame (`w×h`, as [`frame_png`] drew it): the index, and
